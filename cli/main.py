@@ -1,0 +1,48 @@
+"""The ``lowrank`` command group and the one place where library errors become ``Error:`` lines."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lowrank import __version__
+from lowrank.errors import LowrankError
+
+
+class LowrankGroup(click.Group):
+    """A click group that turns :class:`LowrankError` into one ``Error:`` line and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LowrankError as error:
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LowrankGroup)
+@click.version_option(__version__, prog_name="lowrank")
+def cli() -> None:
+    """Train LoRA adapters and measure how low-rank fine-tuning updates really are."""
+
+
+def _register() -> None:
+    from lowrank_cli import commands
+
+    for command in commands.ALL:
+        cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register()
+    cli(prog_name="lowrank")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,229 @@
+"""Frozen result records of ``lowrank analyze``; their ``to_dict()`` is the JSON contract ``lowrank.analysis/1``.
+
+Every record converts to plain JSON types (tuples become lists) and back: ``Record.from_dict(r.to_dict()) == r``.
+The fields that CONTRACT.md fixes are marked there; the others are additions the contract allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from lowrank.errors import LowrankError
+from lowrank.spectra import Amplification, Intruders
+
+SCHEMA = "lowrank.analysis/1"
+VERDICTS = ("over-provisioned", "adequate", "saturated")
+
+
+def _plain(value):
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+class _Record:
+    """to_dict/from_dict for flat records; records with nested records override ``_nested``."""
+
+    _nested: dict = {}
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        if not isinstance(data, dict):
+            raise LowrankError(f"{cls.__name__} record must be a JSON object, got {type(data).__name__}")
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise LowrankError(f"{cls.__name__} record lacks keys {missing}")
+        values = {}
+        for name in names:
+            raw = data[name]
+            nested = cls._nested.get(name)
+            if nested is None or raw is None:
+                values[name] = dict(raw) if isinstance(raw, dict) else _tuples(raw)
+            elif isinstance(raw, list):
+                values[name] = tuple(nested.from_dict(item) for item in raw)
+            else:
+                values[name] = nested.from_dict(raw)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ModuleAnalysis(_Record):
+    """The spectrum of one module's update and the rank verdict drawn from it.
+
+    Attributes:
+        name: module path in the model, without peft's ``base_model.model.`` prefix.
+        shape: ``(out, in)`` of the update as applied to the weight (Conv1D reported as ``(out, in)`` too).
+        kind: ``"lora"`` (``scale * B @ A``) or ``"full"`` (``W1 - W0``).
+        layer_kind: ``"linear"``, ``"conv1d"`` or ``"embedding"``.
+        rank: the adapter rank ``r`` (null for full deltas).
+        scale: the LoRA scaling applied (``alpha / r`` or ``alpha / sqrt(r)``), null for full deltas.
+        singular_values: descending, of the update as applied (scaling included): all ``r`` for LoRA, the top
+            ``max(64, k99)`` for full deltas.
+        num_singular_values: how many singular values the update has in all (``min(out, in, r)``).
+        frobenius_norm: ``||dW||_F = sqrt(sum of all s^2)`` (over all values, kept or not).
+        energy_rank: ``{"0.5": k, "0.9": k, "0.99": k}``, smallest k holding that fraction of ``||dW||_F^2``.
+        effective_rank: Roy & Vetterli's ``exp(entropy of s / sum(s))``.
+        stable_rank: ``||dW||_F^2 / ||dW||_2^2``.
+        reference_rank: the rank judged: ``r`` for LoRA, the compared LoRA rank or the configured reference for
+            full deltas.
+        tail_ratio: ``s[reference_rank - 1] / s[0]``.
+        energy_at_rank: fraction of ``||dW||_F^2`` kept by the best rank-``reference_rank`` approximation.
+        verdict: ``"over-provisioned"``, ``"adequate"`` or ``"saturated"`` (see :mod:`lowrank.rank`).
+        suggested_rank: the rank recommended for this module.
+        evidence: one sentence with the numbers behind the verdict.
+        amplification: LoRA paper section 7 amplification against the base weight (when a base was given).
+        intruders: intruder dimensions of ``W0 + dW`` against ``W0`` (when a base was given).
+    """
+
+    name: str
+    shape: tuple[int, int]
+    kind: str
+    layer_kind: str
+    rank: int | None
+    scale: float | None
+    singular_values: tuple[float, ...]
+    num_singular_values: int
+    frobenius_norm: float
+    energy_rank: dict
+    effective_rank: float
+    stable_rank: float
+    reference_rank: int
+    tail_ratio: float
+    energy_at_rank: float
+    verdict: str
+    suggested_rank: int
+    evidence: str
+    amplification: Amplification | None
+    intruders: Intruders | None
+
+    _nested = {"amplification": Amplification, "intruders": Intruders}
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("lora", "full"):
+            raise LowrankError(f"module {self.name}: kind must be 'lora' or 'full', got {self.kind!r}")
+        if self.verdict not in VERDICTS:
+            raise LowrankError(f"module {self.name}: verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+@dataclass(frozen=True)
+class Comparison(_Record):
+    """Two updates of the same module compared through their top singular subspaces (LoRA paper section 7.2).
+
+    Attributes:
+        name: module path (of the analyzed checkpoint); ``other_name`` the matching path in ``--against``.
+        k: subspace dimension compared.
+        dim: ``out``, the dimension of the space the left singular vectors live in.
+        phi: Eq. 4 subspace similarity of the top-``k`` left singular subspaces, in ``[0, 1]``.
+        phi_random: its expectation for random subspaces, ``k / dim``.
+        phi_right: the same for the right singular subspaces (input side, the LoRA paper's ``A`` side).
+        principal_angles_deg: the ``k`` principal angles between the left subspaces, ascending, in degrees.
+        grassmann_distance: ``||angles||_2`` in radians.
+        phi_grid: ``phi(i, j)`` for ``i <= grid_i``, ``j <= grid_j`` (rows: this update, columns: the other).
+    """
+
+    name: str
+    other_name: str
+    k: int
+    dim: int
+    phi: float
+    phi_random: float
+    phi_right: float
+    principal_angles_deg: tuple[float, ...]
+    grassmann_distance: float
+    phi_grid: tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class Threshold(_Record):
+    """A documented decision threshold: its ``name``, ``value`` and why it is set there."""
+
+    name: str
+    value: float
+    justification: str
+
+
+@dataclass(frozen=True)
+class TypeSummary(_Record):
+    """One module type (``attention.self.query``, ``mlp.down_proj``, ...) over all layers."""
+
+    type: str
+    modules: int
+    median_k90: float
+    max_k90: int
+    median_effective_rank: float
+    verdicts: dict
+
+
+@dataclass(frozen=True)
+class Recommendation(_Record):
+    """A peft ``LoraConfig`` fragment: ``r`` for most modules, ``rank_pattern`` for the rest, and an
+    ``alpha_pattern`` that keeps each module's scaling ``alpha / r`` (null when the adapter's alpha is unknown)."""
+
+    r: int
+    lora_alpha: float | None
+    rank_pattern: dict
+    alpha_pattern: dict
+    parameters_now: int
+    parameters_suggested: int
+
+
+@dataclass(frozen=True)
+class Summary(_Record):
+    """Model-level view: verdict counts, per-type summaries, the headline sentence and the recommendation."""
+
+    modules: int
+    verdicts: dict
+    by_type: tuple[TypeSummary, ...]
+    headline: str
+    recommendation: Recommendation
+
+    _nested = {"by_type": TypeSummary, "recommendation": Recommendation}
+
+
+@dataclass(frozen=True)
+class AnalysisReport(_Record):
+    """Everything ``lowrank analyze`` found; ``to_dict()`` is the ``lowrank.analysis/1`` JSON document.
+
+    ``modules`` analyze CHECKPOINT; with ``--against``, ``against_modules`` analyze CHECKPOINT2 and
+    ``comparisons`` pair them. ``only_in_checkpoint`` / ``only_in_against`` list modules without a partner on the
+    other side of the comparison; ``only_in_base`` lists base weights that a full CHECKPOINT lacks and
+    ``not_in_base`` full-model weights the base lacks (new task heads: no W0, not analyzed); ``unchanged`` lists
+    paired full-model weights with ``W1 == W0`` exactly (frozen during fine-tuning).
+    """
+
+    schema: str
+    checkpoint: str
+    checkpoint_kind: str
+    base: str | None
+    against: str | None
+    against_kind: str | None
+    settings: dict
+    thresholds: tuple[Threshold, ...]
+    summary: Summary
+    modules: tuple[ModuleAnalysis, ...]
+    comparisons: tuple[Comparison, ...]
+    against_modules: tuple[ModuleAnalysis, ...]
+    only_in_checkpoint: tuple[str, ...]
+    only_in_against: tuple[str, ...]
+    only_in_base: tuple[str, ...]
+    not_in_base: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+    _nested = {"thresholds": Threshold, "summary": Summary, "modules": ModuleAnalysis,
+               "comparisons": Comparison, "against_modules": ModuleAnalysis}
+
+    def __post_init__(self) -> None:
+        if self.schema != SCHEMA:
+            raise LowrankError(f"analysis schema must be {SCHEMA!r}, got {self.schema!r}")

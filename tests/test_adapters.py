@@ -1,0 +1,131 @@
+"""lowrank's adapters against real peft, minGPT-style: same factors, same outputs, in both directions."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+
+from lowrank import adapters, lora
+from lowrank.errors import LowrankError
+from lowrank.tiny_models import tiny_model
+
+TARGETS = {"gpt2": ("c_attn", "c_fc"), "llama": ("q_proj", "v_proj", "down_proj"), "bert": ("query", "value")}
+EMBEDDINGS = {"gpt2": "wte", "llama": "embed_tokens", "bert": "word_embeddings"}
+
+
+def _ids():
+    return torch.randint(1, 1000, (2, 11), generator=torch.Generator().manual_seed(3))
+
+
+def _randomize_lora(model, seed=5):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in lora.lora_layers(model).values():
+            layer.lora_A.normal_(0, 0.3, generator=generator)
+            layer.lora_B.normal_(0, 0.3, generator=generator)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_lowrank_adapter_loads_in_peft_with_identical_outputs(family, tmp_path):
+    base = tiny_model(family, "classification")
+    model = copy.deepcopy(base)
+    config = lora.LoraConfig(r=4, alpha=8, targets=lora.Targets(suffixes=TARGETS[family] + (EMBEDDINGS[family],)),
+                             rank_pattern={"layers?\\.1\\..*": 2} if family != "gpt2" else {"h.1.attn.c_attn": 2},
+                             alpha_pattern={TARGETS[family][0]: 3.0}, use_rslora=True,
+                             trainable_modules=("score",) if family != "bert" else ("classifier",))
+    adapted = lora.inject(model, config)
+    lora.mark_trainable(model, config.trainable_modules)
+    _randomize_lora(model)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if lora.is_under(name.rpartition(".")[0], config.trainable_modules):
+                param.normal_()
+    adapters.save_adapter(tmp_path, model, config, adapted, "tiny", "SEQ_CLS")
+    ours = model.eval()(_ids()).logits
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path).eval()
+    torch.testing.assert_close(peft_model(_ids()).logits, ours, rtol=1e-5, atol=1e-5)
+    assert len(lora.lora_layers(model)) == len([m for m in peft_model.modules() if hasattr(m, "lora_A")])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_peft_adapter_loads_in_lowrank_with_identical_outputs(family, tmp_path):
+    base = tiny_model(family, "causal-lm" if family != "bert" else "classification")
+    targets = list(TARGETS[family]) + [EMBEDDINGS[family]]
+    peft_config = PeftLoraConfig(r=4, lora_alpha=8, target_modules=targets, use_rslora=True,
+                                 rank_pattern={targets[0]: 2}, alpha_pattern={targets[1]: 5},
+                                 fan_in_fan_out=family == "gpt2", init_lora_weights=False)
+    peft_model = get_peft_model(copy.deepcopy(base), peft_config).eval()
+    peft_model.save_pretrained(tmp_path)
+    ours = copy.deepcopy(base)
+    adapters.load_adapter(ours, tmp_path)
+    torch.testing.assert_close(ours.eval()(_ids()).logits, peft_model(_ids()).logits, rtol=1e-5, atol=1e-5)
+
+    peft_deltas = {name.removeprefix("base_model.model."): module.get_delta_weight("default")
+                   for name, module in peft_model.named_modules() if hasattr(module, "get_delta_weight")}
+    updates = list(adapters.iter_lora_updates(tmp_path))
+    assert {u.name for u in updates} == set(peft_deltas)
+    for update in updates:
+        delta = update.scale * update.B @ update.A
+        expected = peft_deltas[update.name]
+        expected = expected.T if update.kind == "conv1d" else expected
+        torch.testing.assert_close(delta, expected, rtol=1e-5, atol=1e-6)
+
+
+def _peft_adapter(tmp_path, **settings):
+    model = get_peft_model(tiny_model("llama", "causal-lm"),
+                           PeftLoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False, **settings))
+    model.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_dora_is_refused_by_name(tmp_path):
+    with pytest.raises(LowrankError, match="DoRA"):
+        list(adapters.iter_lora_updates(_peft_adapter(tmp_path, use_dora=True)))
+
+
+def test_pissa_config_is_refused(tmp_path):
+    folder = _peft_adapter(tmp_path)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps(config | {"init_lora_weights": "pissa"}))
+    with pytest.raises(LowrankError, match="PiSSA"):
+        adapters.read_adapter_config(folder)
+
+
+def test_lora_a_without_b_is_refused(tmp_path):
+    folder = _peft_adapter(tmp_path)
+    tensors = load_file(folder / "adapter_model.safetensors")
+    save_file({k: v for k, v in tensors.items() if "layers.0" not in k or "lora_A" in k},
+              folder / "adapter_model.safetensors")
+    with pytest.raises(LowrankError, match="no lora_B"):
+        list(adapters.iter_lora_updates(folder))
+
+
+def test_nan_weights_are_refused(tmp_path):
+    folder = _peft_adapter(tmp_path)
+    tensors = load_file(folder / "adapter_model.safetensors")
+    key = next(k for k in tensors if "lora_B" in k)
+    tensors[key][0, 0] = float("nan")
+    save_file(tensors, folder / "adapter_model.safetensors")
+    with pytest.raises(LowrankError, match="NaN"):
+        list(adapters.iter_lora_updates(folder))
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"lora_alpha": 8}'])
+def test_malformed_config_is_refused(tmp_path, text):
+    (tmp_path / "adapter_config.json").write_text(text)
+    with pytest.raises(LowrankError, match="adapter_config.json"):
+        adapters.read_adapter_config(tmp_path)
+
+
+def test_truncated_weights_are_refused(tmp_path):
+    folder = _peft_adapter(tmp_path)
+    data = (folder / "adapter_model.safetensors").read_bytes()
+    (folder / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(LowrankError, match="safetensors"):
+        list(adapters.iter_lora_updates(folder))
