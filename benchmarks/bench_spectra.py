@@ -33,15 +33,18 @@ def row(n: int, r: int, lora_reps: int, dense_reps: int, generator: torch.Genera
     B = torch.randn(n, r, generator=generator) / r**0.5
     A = torch.randn(r, n, generator=generator) / n**0.5
     scale = 2.0
-    lora_svd(B, A, scale)  # warm-up
+    lora_svd(B, A, scale)  # warm-up both dtypes
+    lora_svd(B, A, scale, dtype=torch.float32)
     t64, factored = median_seconds(lambda: lora_svd(B, A, scale), lora_reps)
     t32, _ = median_seconds(lambda: lora_svd(B, A, scale, dtype=torch.float32), lora_reps)
     delta = scale * (B @ A)
     t_dense, dense = median_seconds(lambda: dense_svd(delta, compute_uv=False), dense_reps)
     s_dense = dense.S[:r].double()
     rel = float(((factored.S - s_dense).abs() / s_dense[0]).max())
-    return (f"| {n} x {n} | {r} | {t64 * 1e3:.3f} ms | {t32 * 1e3:.3f} ms | {t_dense:.3f} s (x{dense_reps}) "
-            f"| {t_dense / t64:,.0f}x | {rel:.1e} |")
+    full_rank = torch.randn(n, n, generator=generator)  # what a full fine-tuning delta costs
+    t_full, _ = median_seconds(lambda: dense_svd(full_rank, compute_uv=False), dense_reps)
+    return (f"| {n} x {n} | {r} | {t64 * 1e3:.3f} ms | {t32 * 1e3:.3f} ms | {t_dense:.3f} s | {t_full:.3f} s "
+            f"| x{dense_reps} | {t_dense / t64:,.0f}x | {rel:.1e} |")
 
 
 def main() -> None:
@@ -52,16 +55,20 @@ def main() -> None:
     parser.add_argument("--dense-reps", type=int, default=1, help="dense timings for sizes >= 2048")
     parser.add_argument("--dense-reps-small", type=int, default=5, help="dense timings for sizes < 2048")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(args.seed)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"load average {os.getloadavg()[0]:.2f}")
-    print("| matrix | r | lora_svd float64 (median) | lora_svd float32 (median) | dense svdvals float32 "
-          "| speed-up vs float64 | max abs diff of top-r values / s_1 |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| matrix | r | lora_svd float64 (median of {args.lora_reps}) | lora_svd float32 | dense svdvals float32 "
+          "of s B A | dense svdvals float32 of a full-rank Gaussian | dense runs | speed-up (s B A: dense / "
+          "lora_svd float64) | max abs diff of top-r values / s_1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         dense_reps = args.dense_reps if n >= 2048 else args.dense_reps_small
         print(row(n, args.rank, args.lora_reps, dense_reps, generator), flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

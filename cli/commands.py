@@ -1,5 +1,6 @@
 """Every command the CLI offers, in the order ``lowrank --help`` lists them."""
 
+from lowrank_cli.analyze_cmd import analyze
 from lowrank_cli.train_cmd import train
 
-ALL = [train]
+ALL = [train, analyze]

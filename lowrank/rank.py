@@ -157,7 +157,8 @@ def _headline(modules: tuple[ModuleAnalysis, ...], verdicts: dict, rec: Recommen
     k90 = statistics.median(m.energy_rank["0.9"] for m in modules)
     ranks = sorted({m.reference_rank for m in modules})
     rank_text = f"r = {ranks[0]}" if len(ranks) == 1 else f"r = {ranks[0]}..{ranks[-1]}"
-    pattern = f" and a rank_pattern for {len(rec.rank_pattern)} modules" if rec.rank_pattern else ""
+    count = len(rec.rank_pattern)
+    pattern = f" and a rank_pattern for {count} module{'s' if count > 1 else ''}" if count else ""
     ratio = rec.parameters_suggested / rec.parameters_now if rec.parameters_now else float("nan")
     return (f"{len(modules)} modules: {counts}. Median energy rank k90 = {k90:g} at {rank_text}. "
             f"Suggested: r = {rec.r}{pattern} ({ratio:.2g}x the parameters now).")

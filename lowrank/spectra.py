@@ -127,10 +127,8 @@ def lora_svd(B: torch.Tensor, A: torch.Tensor, scale: float = 1.0, dtype: torch.
         dtype: float32 or float64 (default) for the computation and the result.
 
     Returns:
-        SVD with ``U (m, k)``, ``S (k,)``, ``Vh (k, n)``, ``k = min(m, n, r)``, on ``B``'s device.
-
-    Raises:
-        LowrankError: if ``B``/``A`` are not finite real matrices with ``B.shape[1] == A.shape[0]``, or a bad dtype.
+        SVD with ``U (m, k)``, ``S (k,)``, ``Vh (k, n)``, ``k = min(m, n, r)``, on ``B``'s device. Raises
+        LowrankError unless ``B``, ``A`` are finite real matrices with ``B.shape[1] == A.shape[0]``.
     """
     _matrix(B, "B")
     _matrix(A, "A")
@@ -148,19 +146,9 @@ def lora_svd(B: torch.Tensor, A: torch.Tensor, scale: float = 1.0, dtype: torch.
 def dense_svd(delta: torch.Tensor, dtype: torch.dtype = torch.float32, compute_uv: bool = True) -> SVD:
     """Exact thin SVD of a dense matrix, ``delta = U diag(S) Vh`` (``torch.linalg.svd`` / ``svdvals``).
 
-    Runs on ``delta``'s device (CUDA when it is there). Half-precision inputs are upcast to ``dtype``; the SVD is
-    never computed in bf16/fp16.
-
-    Args:
-        delta (Tensor): shape ``(m, n)``.
-        dtype: float32 (default) or float64.
-        compute_uv (bool): when False only ``S`` is computed and ``U``, ``Vh`` are empty, shapes ``(m, 0)``, ``(0, n)``.
-
-    Returns:
-        SVD with ``k = min(m, n)``.
-
-    Raises:
-        LowrankError: if ``delta`` is not a finite real 2-D matrix or ``dtype`` is not float32/float64.
+    ``delta (m, n)`` is upcast to ``dtype`` (float32 default, or float64; never bf16/fp16) on its own device (CUDA
+    when it is there). Returns ``k = min(m, n)`` values; with ``compute_uv=False`` only ``S`` is computed and ``U``,
+    ``Vh`` are empty, shapes ``(m, 0)``, ``(0, n)``. Raises LowrankError for a non-finite or non-2-D ``delta``.
     """
     x = _matrix(delta, "delta").detach().to(_float_dtype(dtype))
     if compute_uv:
@@ -175,10 +163,7 @@ def top_singular_values(M: torch.Tensor, k: int, generator: torch.Generator) -> 
 
     Small matrices (``min(m, n) <= 512``) or ``k`` near ``min(m, n)`` use a dense ``svdvals``; larger ones use
     ARPACK Lanczos (``scipy.sparse.linalg.svds``, converged to machine precision, starting vector drawn from
-    ``generator``), which needs only products with ``M`` and ``M^T``.
-
-    Raises:
-        LowrankError: if ``M`` is not a finite real matrix or ``k`` is not in ``[1, min(m, n)]``.
+    ``generator``), which needs only products with ``M`` and ``M^T``. Requires ``1 <= k <= min(m, n)``.
     """
     _matrix(M, "M")
     p = min(M.shape)
@@ -197,12 +182,8 @@ def top_singular_values(M: torch.Tensor, k: int, generator: torch.Generator) -> 
 def energy_rank(s: torch.Tensor, tau: float) -> int:
     """Smallest ``k`` with ``sum(s[:k]^2) >= tau * sum(s^2)``: the rank that keeps a fraction ``tau`` of energy.
 
-    Args:
-        s (Tensor): singular values, shape ``(k,)``, descending, ``>= 0``.
-        tau (float): energy fraction in ``(0, 1]``.
-
-    Returns:
-        int in ``[1, len(s)]``; 0 for a zero matrix (the rank-0 approximation is already exact).
+    ``s`` holds singular values (descending, ``>= 0``), ``tau`` is in ``(0, 1]``. Returns an int in ``[1, len(s)]``;
+    0 for a zero matrix (the rank-0 approximation is already exact).
     """
     if not 0.0 < tau <= 1.0:
         raise LowrankError(f"tau must be in (0, 1], got {tau}")
@@ -342,8 +323,7 @@ def principal_angles(Q1: torch.Tensor, Q2: torch.Tensor) -> torch.Tensor:
     ``sin theta = sigma(Q2 - Q1 Q1^T Q2)`` for accuracy near 0 (Knyazev & Argentati; ``scipy.linalg.subspace_angles``,
     whose output this matches sorted ascending). Returns ``min(rank Q1, rank Q2)`` angles.
 
-    Raises:
-        LowrankError: if the row counts differ or an input is zero.
+    Raises LowrankError if the row counts differ or an input is zero.
     """
     _matrix(Q1, "Q1")
     _matrix(Q2, "Q2")
@@ -420,8 +400,7 @@ def amplification(delta: SVD, W0: torch.Tensor, r: int, generator: torch.Generat
         generator (torch.Generator): draws the random frames (and the Lanczos start for large ``W0``).
         draws (int): random frames averaged for ``random_projected_norm``. Default 8.
 
-    Raises:
-        LowrankError: on mismatched shapes, an SVD without vectors, a zero ``dW`` or a zero projection.
+    Raises LowrankError on mismatched shapes, an SVD without vectors, a zero ``dW`` or a zero projection.
     """
     if not delta.has_vectors:
         raise LowrankError("amplification needs singular vectors (dense_svd with compute_uv=True)")
@@ -478,8 +457,7 @@ def intruder_dimensions(W0: torch.Tensor, W1: torch.Tensor, k: int = 10, epsilon
         epsilon (float): cosine threshold in ``(0, 1]``. Default 0.5 (the paper's code).
         dtype: float32 (default) or float64 for the SVDs.
 
-    Raises:
-        LowrankError: on mismatched shapes or out-of-range ``k``/``epsilon``.
+    Raises LowrankError on mismatched shapes or out-of-range ``k``/``epsilon``.
     """
     _matrix(W0, "W0")
     _matrix(W1, "W1")

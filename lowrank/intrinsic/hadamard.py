@@ -12,6 +12,8 @@ both CPU and GPU than the log2(L) butterfly passes. Cost ``O(L * sum(m_i))`` flo
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from lowrank.errors import LowrankError
@@ -41,8 +43,9 @@ def _factors(length: int) -> list[int]:
     return factors
 
 
+@functools.lru_cache(maxsize=64)
 def _dense_hadamard(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Sylvester construction ``H_2m = [[H_m, H_m], [H_m, -H_m]]``; ``size`` is a power of two."""
+    """(Cached) Sylvester construction ``H_2m = [[H_m, H_m], [H_m, -H_m]]``; ``size`` is a power of two."""
     matrix = torch.ones(1, 1, dtype=dtype, device=device)
     while matrix.shape[0] < size:
         matrix = torch.cat((torch.cat((matrix, matrix), 1), torch.cat((matrix, -matrix), 1)), 0)

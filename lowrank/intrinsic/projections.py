@@ -58,7 +58,7 @@ class _RegeneratedGaussian(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v: torch.Tensor, projection: "DenseProjection") -> torch.Tensor:
         ctx.projection = projection
-        return torch.cat([chunk.to(v.device) @ v for chunk in projection.chunks()])
+        return torch.cat([chunk.to(v.device, v.dtype) @ v for chunk in projection.chunks()])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -67,7 +67,7 @@ class _RegeneratedGaussian(torch.autograd.Function):
         start = 0
         for chunk in projection.chunks():
             rows = chunk.shape[0]
-            total += chunk.to(grad.device).T @ grad[start : start + rows]
+            total += chunk.to(grad.device, grad.dtype).T @ grad[start : start + rows]
             start += rows
         return total, None
 
@@ -106,7 +106,7 @@ class DenseProjection(Projection):
         self._check(theta_d)
         if self.cache:
             return self.matrix @ theta_d
-        return _RegeneratedGaussian.apply(theta_d * self.inverse_norms.to(theta_d.device), self)
+        return _RegeneratedGaussian.apply(theta_d * self.inverse_norms.to(theta_d.device, theta_d.dtype), self)
 
 
 class SparseProjection(Projection):

@@ -87,6 +87,14 @@ def select_direct(names: list[str], patterns: tuple[str, ...]) -> set[str]:
     return chosen
 
 
+def count_projected(model: nn.Module, direct: tuple[str, ...]) -> tuple[int, int]:
+    """``(D, m)``: numbers and tensors of ``model`` that a subspace with these ``direct`` patterns projects."""
+    named = list(model.named_parameters())
+    chosen = select_direct([name for name, _ in named], direct)
+    projected = [p for name, p in named if name not in chosen]
+    return sum(p.numel() for p in projected), len(projected)
+
+
 class SubspaceModel(nn.Module):
     """``model`` reparametrized in a random ``d``-dimensional subspace.
 

@@ -40,7 +40,12 @@ class TrainConfig:
 
 @dataclass(frozen=True, eq=False)
 class ClassificationTask:
-    """Inputs as named tensors (first axis = examples) and integer labels, for train and test."""
+    """Inputs as named tensors (first axis = examples) and integer labels, for train and test.
+
+    The search calls :meth:`train_and_score`; any object with that method and a ``metric`` name is a task.
+    """
+
+    metric = "accuracy"
 
     train_inputs: dict[str, torch.Tensor]
     train_labels: torch.Tensor
@@ -56,6 +61,11 @@ class ClassificationTask:
             for name, tensor in inputs.items():
                 if tensor.shape[0] != labels.shape[0]:
                     raise LowrankError(f"{part} input {name!r} has {tensor.shape[0]} rows, labels {labels.shape[0]}")
+
+    def train_and_score(self, module: nn.Module, config: "TrainConfig", seed: int,
+                        progress: ProgressCallback | None = None, label: str = "training") -> float:
+        """Train ``module`` on the train split, return its test accuracy (see :func:`train_and_score`)."""
+        return train_and_score(module, self, config, seed, progress, label)
 
 
 def _logits(output) -> torch.Tensor:

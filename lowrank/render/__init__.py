@@ -1,0 +1,83 @@
+"""Reports of analysis results: terminal (rich), Markdown, and self-contained HTML with plots.
+
+Renderers read :class:`lowrank.results.AnalysisReport` records and compute nothing; the helpers here only
+group and format. ``render.terminal``, ``render.markdown`` and ``render.html`` are imported on demand
+(the HTML renderer pulls in matplotlib).
+"""
+
+from __future__ import annotations
+
+from lowrank.rank import module_type
+from lowrank.results import AnalysisReport, Comparison, ModuleAnalysis
+
+VERDICT_MARK = {"over-provisioned": "over-provisioned", "adequate": "adequate", "saturated": "saturated"}
+KIND_TEXT = {"lora": "peft LoRA adapter", "full": "full fine-tune (W1 - W0)"}
+
+
+def by_type(modules: tuple[ModuleAnalysis, ...]) -> dict[str, list[tuple[int | None, ModuleAnalysis]]]:
+    """Modules grouped by type (``attention.self.query``...), each group as ``(layer index, module)`` in file order."""
+    groups: dict[str, list[tuple[int | None, ModuleAnalysis]]] = {}
+    for module in modules:
+        kind, layer = module_type(module.name)
+        groups.setdefault(kind, []).append((layer, module))
+    return groups
+
+
+def comparisons_by_type(comparisons: tuple[Comparison, ...]) -> dict[str, list[tuple[int | None, Comparison]]]:
+    """Comparisons grouped like :func:`by_type`."""
+    groups: dict[str, list[tuple[int | None, Comparison]]] = {}
+    for comparison in comparisons:
+        kind, layer = module_type(comparison.name)
+        groups.setdefault(kind, []).append((layer, comparison))
+    return groups
+
+
+def layer_text(layer: int | None) -> str:
+    """``"3"`` or ``"-"`` for a module outside the numbered layers."""
+    return "-" if layer is None else str(layer)
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    """A short fixed or scientific rendering; ``"-"`` for a missing value."""
+    if value is None:
+        return "-"
+    if value != 0 and (abs(value) >= 1e4 or abs(value) < 10 ** (-digits)):
+        return f"{value:.{digits}g}" if abs(value) >= 1e4 else f"{value:.1e}"
+    return f"{value:.{digits}f}"
+
+
+def source_line(report: AnalysisReport) -> list[tuple[str, str]]:
+    """``(label, text)`` pairs naming what was analyzed."""
+    lines = [("checkpoint", f"{report.checkpoint} ({KIND_TEXT[report.checkpoint_kind]})")]
+    if report.base:
+        lines.append(("base", report.base))
+    if report.against:
+        lines.append(("against", f"{report.against} ({KIND_TEXT[report.against_kind]})"))
+    return lines
+
+
+def rank_column(module: ModuleAnalysis) -> str:
+    """``r`` of a LoRA module, or the reference rank of a full delta in brackets."""
+    return str(module.rank) if module.kind == "lora" else f"({module.reference_rank})"
+
+
+def side_notes(report: AnalysisReport) -> list[tuple[str, tuple[str, ...]]]:
+    """Modules left out of the analysis or the comparison, with why."""
+    notes = [("in CHECKPOINT but not in --against (not compared)", report.only_in_checkpoint),
+             ("in --against but not in CHECKPOINT (not compared)", report.only_in_against),
+             ("in the fine-tuned model but not in the base (no W0: not analyzed)", report.not_in_base),
+             ("in the base but not in the fine-tuned model", report.only_in_base),
+             ("identical to the base (frozen: nothing to analyze)", report.unchanged)]
+    return [(text, names) for text, names in notes if names]
+
+
+def recommendation_config(report: AnalysisReport) -> dict:
+    """The recommendation as the keyword arguments of peft's ``LoraConfig`` (``lora_alpha`` only when known)."""
+    rec = report.summary.recommendation
+    config = {"r": rec.r}
+    if rec.lora_alpha is not None:
+        config["lora_alpha"] = rec.lora_alpha
+    config["rank_pattern"] = rec.rank_pattern
+    if rec.alpha_pattern:
+        config["alpha_pattern"] = rec.alpha_pattern
+    return config

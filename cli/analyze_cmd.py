@@ -1,0 +1,130 @@
+"""``lowrank analyze``: spectra, rank verdicts and subspace comparisons of LoRA and full fine-tuning updates."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from lowrank.errors import LowrankError
+from lowrank.progress import ProgressEvent
+from lowrank_cli.progress import rich_progress
+
+REPORT_WIDTH = 100
+PROGRESS_AFTER_S = 1.0
+
+
+class _DelayedProgress:
+    """A progress callback that shows a rich bar on stderr only once the work has taken more than a second."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.start = time.monotonic()
+        self.stack = contextlib.ExitStack()
+        self.callback = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.callback is None and self.enabled and time.monotonic() - self.start > PROGRESS_AFTER_S:
+            self.callback = self.stack.enter_context(rich_progress(True))
+        if self.callback is not None:
+            self.callback(event)
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path is None or (allow_stdout and path == "-"):
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise LowrankError(f"{option} {path} is a folder, expected a file path")
+    if not target.parent.is_dir():
+        raise LowrankError(f"{option} {path}: folder {target.parent} does not exist")
+
+
+@click.command("analyze")
+@click.argument("checkpoint", metavar="CHECKPOINT")
+@click.option("--base", metavar="MODEL", help="Pre-trained model (folder, safetensors file or registry key) giving "
+              "W0. Needed for a full CHECKPOINT; for an adapter it adds amplification and intruder dimensions.")
+@click.option("--against", metavar="CHECKPOINT2", help="A second update (adapter, or full model against --base) to "
+              "compare module by module: phi(i, j), principal angles, random baselines.")
+@click.option("--json", "json_path", metavar="FILE", help="Write the lowrank.analysis/1 JSON ('-': stdout, only it).")
+@click.option("--markdown", "markdown_path", metavar="FILE", help="Write the report as Markdown.")
+@click.option("--html", "html_path", metavar="FILE", help="Write one self-contained HTML report with plots.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+              help="Precision of the exact dense SVDs of full deltas (LoRA SVDs always use float64).")
+@click.option("--k", "k", type=click.IntRange(min=1), help="Subspace dimension for phi and angles "
+              "[default: the smaller LoRA rank of the two updates, else --reference-rank].")
+@click.option("--reference-rank", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Rank a full delta is judged at when no LoRA partner gives one.")
+@click.option("--grid-max", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Largest i, j of the phi(i, j) grid.")
+@click.option("--no-base-metrics", is_flag=True, help="Skip amplification and intruder dimensions (dense SVDs of "
+              "W0 and W1 per module, the slow part with a large base).")
+@click.option("--intruder-k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Top singular vectors of W1 checked for intruder dimensions.")
+@click.option("--intruder-epsilon", type=float, default=0.5, show_default=True,
+              help="Cosine below which a singular vector is an intruder.")
+@click.option("--modules", metavar="REGEX", help="Analyze only modules whose name matches this regular expression.")
+@click.option("--allow-pickle", is_flag=True, help="Read .bin/.pt checkpoints with torch.load(weights_only=True). "
+              "Pickle files can run code; they are refused without this flag.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baselines.")
+def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtype, k, reference_rank, grid_max,
+            no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, seed) -> None:
+    """Spectra, rank verdicts and subspace overlap of a LoRA adapter or a full fine-tune.
+
+    CHECKPOINT is a peft adapter folder, or a full model folder / safetensors file (then --base gives W0).
+    Without output options the terminal report is printed.
+    """
+    from lowrank.analysis import AnalyzeConfig
+    from lowrank.analysis import analyze as run_analysis
+
+    for path, option, stdout_ok in ((json_path, "--json", True), (markdown_path, "--markdown", False),
+                                    (html_path, "--html", False)):
+        _check_output(path, option, stdout_ok)
+    config = AnalyzeConfig(checkpoint=checkpoint, base=base, against=against, dtype=dtype, k=k,
+                           reference_rank=reference_rank, grid_max=grid_max, base_metrics=not no_base_metrics,
+                           intruder_k=intruder_k, intruder_epsilon=intruder_epsilon, allow_pickle=allow_pickle,
+                           modules=modules, seed=seed)
+    progress = _DelayedProgress(sys.stderr.isatty())
+    try:
+        report = run_analysis(config, progress)
+    finally:
+        progress.close()
+    _write_outputs(report, json_path, markdown_path, html_path)
+
+
+def _write_outputs(report, json_path: str | None, markdown_path: str | None, html_path: str | None) -> None:
+    from lowrank.outputs import write_text_atomic
+
+    texts = {}
+    if json_path is not None:
+        texts[json_path] = json.dumps(report.to_dict(), indent=1) + "\n"
+    if markdown_path is not None:
+        from lowrank.render.markdown import render as to_markdown
+
+        texts[markdown_path] = to_markdown(report)
+    if html_path is not None:
+        from lowrank.render.html import render as to_html
+
+        texts[html_path] = to_html(report)
+    if not texts:
+        from rich.console import Console
+
+        from lowrank.render.terminal import render as to_terminal
+
+        console = Console(width=min(Console().width, REPORT_WIDTH) if sys.stdout.isatty() else REPORT_WIDTH)
+        to_terminal(report, console)
+        return
+    for path, text in texts.items():
+        if path == "-":
+            click.echo(text, nl=False)
+        else:
+            write_text_atomic(path, text)
+            click.echo(f"wrote {path}", err=True)

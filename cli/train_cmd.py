@@ -1,0 +1,74 @@
+"""`lowrank train`: LoRA or full fine-tuning of a model on a dataset, written in peft / Hugging Face format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from lowrank.train import TrainConfig, train as run_training
+from lowrank_cli.progress import rich_progress
+
+
+@click.command()
+@click.option("--model", required=True, help="Registry key (minilm-l6, smollm2-135m) or a local Hugging Face folder.")
+@click.option("--data", required=True, help="Registry key (reuters-r8, reuters-r52, 20newsgroups) or a local "
+              ".csv/.jsonl (text[,label]) or .txt file.")
+@click.option("--method", type=click.Choice(["lora", "full"]), default="lora", show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (must be empty or new).")
+@click.option("--task", type=click.Choice(["auto", "classification", "lm"]), default="auto", show_default=True,
+              help="auto: language modelling for causal LMs, else classification.")
+@click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank r.")
+@click.option("--alpha", type=float, help="LoRA alpha; the update is scaled by alpha/r. [default: the rank]")
+@click.option("--targets", default="auto", show_default=True,
+              help="Module suffixes (query,value), 're:<regex>', or all-linear; auto: attention query and value.")
+@click.option("--rslora", is_flag=True, help="Scale by alpha/sqrt(r) (rank-stabilized LoRA).")
+@click.option("--dropout", type=float, default=0.0, show_default=True, help="Dropout on the LoRA branch input.")
+@click.option("--init", type=click.Choice(["kaiming", "gaussian"]), default="kaiming", show_default=True,
+              help="Initialization of A (B starts at zero).")
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--steps", type=int, help="Stop after this many optimizer steps.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step.")
+@click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per example (LM: per block).")
+@click.option("--lr", type=float, help="Peak learning rate. [default: 2e-3 LoRA, 5e-5 full; LM 1e-3 / 2e-5]")
+@click.option("--warmup-ratio", type=float, default=0.06, show_default=True)
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--grad-clip", type=float, default=1.0, show_default=True)
+@click.option("--eval-every", type=int, help="Evaluate on the held-out split every N steps (and always at the end).")
+@click.option("--eval-samples", type=int, help="Evaluate on a fixed sample of N held-out examples.")
+@click.option("--train-samples", type=int, help="Train on a fixed sample of N training examples.")
+@click.option("--save-every", type=int, help="Checkpoint every N steps (for --resume).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bf16/--no-bf16", default=True, show_default=True, help="bf16 autocast on CUDA.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout, init, epochs, steps, batch_size,
+          grad_accum, max_length, lr, warmup_ratio, weight_decay, grad_clip, eval_every, eval_samples,
+          train_samples, save_every, seed, bf16, device, overwrite, resume, quiet) -> None:
+    """Train a LoRA adapter (peft format) or fully fine-tune (Hugging Face folder); metrics go to OUT/metrics.json."""
+    config = TrainConfig(
+        model=model, data=data, method=method, out=out, task=task, rank=rank, alpha=alpha, targets=targets,
+        use_rslora=rslora, dropout=dropout, init=init, epochs=epochs, max_steps=steps, batch_size=batch_size,
+        grad_accum=grad_accum, max_length=max_length, lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+        grad_clip=grad_clip, eval_every=eval_every, eval_samples=eval_samples, max_train_samples=train_samples,
+        save_every=save_every, seed=seed, bf16=bf16, device=device, overwrite=overwrite, resume=resume)
+    with rich_progress(enabled=not quiet) as progress:
+        metrics = run_training(config, progress)
+    _summary(metrics, out)
+
+
+def _summary(metrics: dict, out: Path) -> None:
+    table = Table(title=f"lowrank train: {metrics['method']} on {metrics['data']}", show_header=False)
+    table.add_row("model", metrics["model"])
+    table.add_row("trainable parameters", f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}")
+    table.add_row("steps", f"{metrics['steps']} ({metrics['train_seconds']:.1f} s, "
+                           f"{metrics['tokens_per_second']:,.0f} tokens/s on {metrics['device']})")
+    for key, value in metrics["final"].items():
+        table.add_row(f"held-out {key}", f"{value:.4f}" if isinstance(value, float) else str(value))
+    table.add_row("written to", str(out))
+    Console(stderr=True).print(table)

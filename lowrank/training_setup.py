@@ -1,0 +1,124 @@
+"""Everything a training run needs, built and validated before anything is written: data, model, adapters,
+optimizer, step count. Bad input (unknown names, missing columns, targets that match nothing) fails here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from lowrank import assets, lora
+from lowrank.data.batches import TokenizedSet, tokenize_classification, tokenize_lm
+from lowrank.data.text import TextDataset, load_text_dataset
+from lowrank.errors import LowrankError
+
+if TYPE_CHECKING:
+    from lowrank.train import TrainConfig
+
+AUTO_TARGETS = {"bert": "query,value", "roberta": "query,value", "distilbert": "q_lin,v_lin", "gpt2": "c_attn",
+                "llama": "q_proj,v_proj", "mistral": "q_proj,v_proj", "qwen2": "q_proj,v_proj"}
+CLASSIFIER_HEADS = ("classifier", "score")
+
+
+@dataclass
+class Setup:
+    model: nn.Module
+    tokenizer: object
+    model_path: str
+    task: str
+    train: TokenizedSet
+    test: TokenizedSet
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    trainable: list[nn.Parameter]
+    trainable_count: int
+    total_count: int
+    total_steps: int
+    lr: float
+    lora_config: lora.LoraConfig | None
+    adapted: list[str]
+
+
+def prepare(config: "TrainConfig") -> Setup:
+    from lowrank.train import DEFAULT_LR
+
+    dataset = load_text_dataset(config.data)
+    model_path = str(assets.resolve_model_path(config.model))
+    task = _task(config, dataset)
+    torch.manual_seed(config.seed)
+    if task == "classification":
+        model, tokenizer = assets.load_classifier(config.model, dataset.num_labels)
+    else:
+        model, tokenizer = assets.load_causal_lm(config.model)
+    lora_config, adapted = _adapt(model, config, task)
+    train_set, test_set = _tokenize(dataset, tokenizer, task, config)
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if config.device == "auto" else config.device)
+    model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lr = config.lr if config.lr is not None else DEFAULT_LR[(config.method, task)]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
+    micro_per_epoch = -(-len(train_set) // config.batch_size)
+    total = max(1, config.epochs * micro_per_epoch // config.grad_accum)
+    total = min(total, config.max_steps) if config.max_steps else total
+    return Setup(model, tokenizer, model_path, task, train_set, test_set, device, optimizer, trainable,
+                 sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters()), total, lr,
+                 lora_config, adapted)
+
+
+def _task(config: "TrainConfig", dataset: TextDataset) -> str:
+    task = config.task
+    if task == "auto":
+        task = "lm" if assets.is_causal_lm(config.model) else "classification"
+    if task == "classification" and not dataset.has_labels:
+        raise LowrankError(f"data {config.data} has no 'label' column, which classification needs "
+                           "(use a causal language model, or --task lm)")
+    return task
+
+
+def _adapt(model: nn.Module, config: "TrainConfig", task: str) -> tuple[lora.LoraConfig | None, list[str]]:
+    """Inject LoRA (and free the classifier head) or make every parameter trainable."""
+    heads = tuple(h for h in CLASSIFIER_HEADS if task == "classification" and _has_module(model, h))
+    if config.method == "full":
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return None, []
+    targets = config.targets
+    if targets == "auto":
+        targets = AUTO_TARGETS.get(model.config.model_type, "all-linear")
+    lora_config = lora.LoraConfig(r=config.rank, alpha=config.alpha if config.alpha is not None else config.rank,
+                                  targets=lora.Targets.parse(targets), use_rslora=config.use_rslora,
+                                  dropout=config.dropout, init=config.init, trainable_modules=heads)
+    adapted = lora.inject(model, lora_config, torch.Generator().manual_seed(config.seed))
+    lora.mark_trainable(model, heads)
+    return lora_config, adapted
+
+
+def _has_module(model: nn.Module, name: str) -> bool:
+    return any(n.split(".")[-1] == name for n, _ in model.named_modules())
+
+
+def _tokenize(dataset: TextDataset, tokenizer, task: str, config: "TrainConfig") -> tuple[TokenizedSet, TokenizedSet]:
+    train_texts, train_labels = _subset(dataset.train_texts, dataset.train_labels, config.max_train_samples,
+                                        config.seed)
+    if task == "classification":
+        train = tokenize_classification(tokenizer, train_texts, train_labels, config.max_length)
+        test = tokenize_classification(tokenizer, dataset.test_texts, dataset.test_labels, config.max_length)
+    else:
+        train = tokenize_lm(tokenizer, train_texts, config.max_length)
+        test = tokenize_lm(tokenizer, dataset.test_texts, config.max_length)
+    if len(train) == 0 or len(test) == 0:
+        raise LowrankError(f"data {config.data} gives no {'training' if len(train) == 0 else 'test'} examples "
+                           f"at max length {config.max_length}")
+    return train, test
+
+
+def _subset(texts: tuple[str, ...], labels: tuple[int, ...], limit: int | None,
+            seed: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    if limit is None or limit >= len(texts):
+        return texts, labels
+    generator = torch.Generator().manual_seed(seed)
+    chosen = sorted(torch.randperm(len(texts), generator=generator)[:limit].tolist())
+    return tuple(texts[i] for i in chosen), tuple(labels[i] for i in chosen) if labels else ()
