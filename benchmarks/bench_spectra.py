@@ -1,9 +1,11 @@
 """Factored SVD of a LoRA update (lowrank.spectra.lora_svd) against a dense svdvals of the formed product.
 
-Prints a markdown table of median wall times and the agreement of the top-r singular values. The dense SVD of the
-largest sizes is slow on a CPU (tens of seconds), so sizes >= 2048 are timed only --dense-reps times (default 1).
+Prints a markdown table of median wall and CPU times and the agreement of the top-r singular values. Dense SVDs
+of the largest sizes are slow on a CPU (tens of seconds), so sizes >= 2048 are timed only --dense-reps times
+(default 1). On a shared machine, run with --threads 1 and read the CPU column: with one thread the process's CPU
+time is what the wall time would be on an idle core.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_spectra.py --sizes 512 1024 2048 4096 --rank 16
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_spectra.py --sizes 512 1024 2048 4096 --rank 16 --threads 1
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import torch
 from lowrank.spectra import dense_svd, lora_svd
 
 
-def median_seconds(fn, reps: int) -> tuple[float, object]:
-    """Median wall time of ``reps`` calls of ``fn`` and the last call's result."""
-    times = []
+def timed(fn, reps: int) -> tuple[float, float, object]:
+    """Median wall seconds, median process CPU seconds over ``reps`` calls of ``fn``, and the last result."""
+    wall, cpu = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu), result
+
+
+def fmt(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms" if seconds < 1.0 else f"{seconds:.2f} s"
 
 
 def row(n: int, r: int, lora_reps: int, dense_reps: int, generator: torch.Generator) -> str:
@@ -35,16 +42,16 @@ def row(n: int, r: int, lora_reps: int, dense_reps: int, generator: torch.Genera
     scale = 2.0
     lora_svd(B, A, scale)  # warm-up both dtypes
     lora_svd(B, A, scale, dtype=torch.float32)
-    t64, factored = median_seconds(lambda: lora_svd(B, A, scale), lora_reps)
-    t32, _ = median_seconds(lambda: lora_svd(B, A, scale, dtype=torch.float32), lora_reps)
+    w64, c64, factored = timed(lambda: lora_svd(B, A, scale), lora_reps)
+    w32, c32, _ = timed(lambda: lora_svd(B, A, scale, dtype=torch.float32), lora_reps)
     delta = scale * (B @ A)
-    t_dense, dense = median_seconds(lambda: dense_svd(delta, compute_uv=False), dense_reps)
+    w_dense, c_dense, dense = timed(lambda: dense_svd(delta, compute_uv=False), dense_reps)
     s_dense = dense.S[:r].double()
-    rel = float(((factored.S - s_dense).abs() / s_dense[0]).max())
+    diff = float(((factored.S - s_dense).abs() / s_dense[0]).max())
     full_rank = torch.randn(n, n, generator=generator)  # what a full fine-tuning delta costs
-    t_full, _ = median_seconds(lambda: dense_svd(full_rank, compute_uv=False), dense_reps)
-    return (f"| {n} x {n} | {r} | {t64 * 1e3:.3f} ms | {t32 * 1e3:.3f} ms | {t_dense:.3f} s | {t_full:.3f} s "
-            f"| x{dense_reps} | {t_dense / t64:,.0f}x | {rel:.1e} |")
+    w_full, c_full, _ = timed(lambda: dense_svd(full_rank, compute_uv=False), dense_reps)
+    cells = [f"{fmt(w)} / {fmt(c)}" for w, c in ((w64, c64), (w32, c32), (w_dense, c_dense), (w_full, c_full))]
+    return f"| {n} x {n} | {r} | " + " | ".join(cells) + f" | x{dense_reps} | {c_dense / c64:,.0f}x | {diff:.1e} |"
 
 
 def main() -> None:
@@ -59,11 +66,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(args.seed)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"load average {os.getloadavg()[0]:.2f}")
-    print(f"| matrix | r | lora_svd float64 (median of {args.lora_reps}) | lora_svd float32 | dense svdvals float32 "
-          "of s B A | dense svdvals float32 of a full-rank Gaussian | dense runs | speed-up (s B A: dense / "
-          "lora_svd float64) | max abs diff of top-r values / s_1 |")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs, "
+          f"{platform.machine()}, load average before: {os.getloadavg()[0]:.2f}")
+    print(f"| matrix | r | lora_svd float64, wall / CPU (median of {args.lora_reps}) | lora_svd float32 "
+          "| dense svdvals float32 of s B A | dense svdvals float32, full-rank Gaussian | dense runs "
+          "| speed-up, CPU (dense s B A / lora_svd float64) | max abs diff of top-r values / s_1 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         dense_reps = args.dense_reps if n >= 2048 else args.dense_reps_small

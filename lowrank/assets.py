@@ -90,14 +90,21 @@ def is_causal_lm(name_or_path: str) -> bool:
 
 
 def _quiet_transformers() -> None:
-    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
+    """transformers' load reports (new head, unsharded layers) say nothing a lowrank user can act on."""
+    for name in ("transformers.modeling_utils", "transformers.configuration_utils",
+                 "transformers.distributed.tensor_parallel", "transformers.utils.loading_report"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 def load_classifier(name_or_path: str, num_labels: int) -> tuple[nn.Module, object]:
     """A sequence classifier (new head with ``num_labels`` outputs) and its tokenizer, from local files only."""
     from transformers import AutoModelForSequenceClassification
 
-    return _load(AutoModelForSequenceClassification, name_or_path, num_labels=num_labels)
+    return _load(AutoModelForSequenceClassification, name_or_path, num_labels=num_labels,
+                 ignore_mismatched_sizes=True)
 
 
 def load_causal_lm(name_or_path: str) -> tuple[nn.Module, object]:

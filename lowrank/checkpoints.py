@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -143,14 +144,24 @@ def _pickle(file: Path, allow_pickle: bool) -> Checkpoint:
         raise LowrankError(f"{file} is a pickle file, which can run code when loaded; convert it to safetensors, "
                            "or pass --allow-pickle to read it with torch.load(weights_only=True)")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the outcome is the error below
+            warnings.simplefilter("ignore")
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, AttributeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LowrankError(f"{file} could not be loaded safely with torch.load(weights_only=True): {first}") from None
+        raise LowrankError(f"{file} could not be loaded safely with torch.load(weights_only=True): it holds "
+                           f"more than plain tensors ({_unpickler_reason(error)}); it was not executed") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise LowrankError(f"{file} does not hold a state dict of tensors")
     infos = {k: TensorInfo(k, file, tuple(v.shape), str(v.dtype)) for k, v in state.items()}
     return Checkpoint(file, infos, loaded=state)
+
+
+def _unpickler_reason(error: BaseException) -> str:
+    """The line of torch's weights-only error that says what was refused (its advice to disable the check is
+    left out on purpose)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [line for line in lines if line.startswith(("Unsupported", "Trying to"))]
+    return reasons[0] if reasons else type(error).__name__
 
 
 def _folder_files(folder: Path) -> list[Path]:

@@ -45,9 +45,10 @@ def tiny_model(family: str, task: str, seed: int = 0, vocab_size: int = 1000, nu
     return auto.from_config(config).eval()
 
 
-def save_tiny_model(folder: str | Path, family: str, task: str, tokenizer, seed: int = 0) -> Path:
+def save_tiny_model(folder: str | Path, family: str, task: str, tokenizer, seed: int = 0,
+                    num_labels: int = 3) -> Path:
     """Save a tiny model sized to ``tokenizer``'s vocabulary, with that tokenizer, as a Hugging Face folder."""
-    model = tiny_model(family, task, seed, vocab_size=len(tokenizer))
+    model = tiny_model(family, task, seed, vocab_size=len(tokenizer), num_labels=num_labels)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)

@@ -111,9 +111,9 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
     state = _load_checkpoint(out, setup) if config.resume else None
     if not config.resume:
         _fresh_output_dir(out)
-    history = state["history"] if state else []
+    history = state["history"] if state else [{"step": 0, **_evaluate(setup, config)}]
     seconds, tokens = _loop(config, setup, out, history, int(state["step"]) if state else 0, progress)
-    final = evaluate(setup.model, setup.test, config.batch_size, setup.device, config.bf16, config.eval_samples)
+    final = _evaluate(setup, config)
     history.append({"step": setup.total_steps, **final})
     metrics = _metrics(config, setup, history, final, seconds, tokens)
     _save_result(out, config, setup)
@@ -171,11 +171,14 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
         history.append({"step": done, "train_loss": step_loss, "lr": optimizer.param_groups[0]["lr"]})
         report(progress, "train", done, setup.total_steps, f"loss {step_loss:.4f} · {tokens / seconds:,.0f} tok/s")
         if config.eval_every and done % config.eval_every == 0 and done < setup.total_steps:
-            history.append({"step": done, **evaluate(model, setup.test, config.batch_size, device, config.bf16,
-                                                     config.eval_samples)})
+            history.append({"step": done, **_evaluate(setup, config)})
         if config.save_every and done % config.save_every == 0 and done < setup.total_steps:
             _save_checkpoint(out, setup, done, history)
     return seconds, tokens
+
+
+def _evaluate(setup: Setup, config: TrainConfig) -> dict[str, float]:
+    return evaluate(setup.model, setup.test, config.batch_size, setup.device, config.bf16, config.eval_samples)
 
 
 def _save_checkpoint(out: Path, setup: Setup, step: int, history: list) -> None:

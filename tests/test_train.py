@@ -1,0 +1,166 @@
+"""`lowrank train` end to end on tiny models and real Reuters R8 text: outputs in peft / Hugging Face format,
+reproducibility, exact resume after a killed run, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from lowrank import adapters
+from lowrank.train import TrainConfig, lr_factor, train
+
+FAST = ("--steps", "6", "--batch-size", "8", "--max-length", "32", "--quiet")
+
+
+def _ids(n=3):
+    return torch.randint(1000, 5000, (n, 12), generator=torch.Generator().manual_seed(0))
+
+
+def test_lora_adapter_loads_in_peft_with_identical_outputs(invoke, tiny_bert_folder, r8_csv, tmp_path):
+    out = tmp_path / "lora"
+    result = invoke("train", "--model", tiny_bert_folder, "--data", r8_csv, "--rank", "4", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "metrics.json"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and 0.0 <= metrics["final"]["accuracy"] <= 1.0
+    assert metrics["final"]["examples"] == 60
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_folder, num_labels=8)
+    peft_model = PeftModel.from_pretrained(base, out).eval()
+    ours = AutoModelForSequenceClassification.from_pretrained(tiny_bert_folder, num_labels=8)
+    adapters.load_adapter(ours, out)
+    torch.testing.assert_close(ours.eval()(_ids()).logits, peft_model(_ids()).logits, rtol=1e-5, atol=1e-6)
+    trained_b = load_file(out / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in trained_b.items())
+
+
+def test_full_fine_tune_is_a_hugging_face_folder(invoke, tiny_bert_folder, r8_csv, tmp_path):
+    out = tmp_path / "full"
+    result = invoke("train", "--model", tiny_bert_folder, "--data", r8_csv, "--method", "full", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    tuned = AutoModelForSequenceClassification.from_pretrained(out)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_folder, num_labels=8)
+    assert tuned.config.num_labels == 8
+    changed = (tuned.bert.encoder.layer[0].attention.self.query.weight - base.bert.encoder.layer[0].attention.self.query.weight)
+    assert changed.abs().max() > 0
+    assert (out / "metrics.json").is_file() and (out / "tokenizer.json").is_file()
+
+
+def test_language_modelling_lowers_held_out_loss(tiny_llama_folder, tmp_path):
+    text = tmp_path / "corpus.txt"
+    paragraph = "the quick brown fox jumps over the lazy dog and runs back home again"
+    text.write_text("\n\n".join(f"{paragraph} {i % 5}" for i in range(300)))
+    config = TrainConfig(model=str(tiny_llama_folder), data=str(text), method="lora", out=tmp_path / "lm",
+                         rank=8, targets="all-linear", max_steps=30, batch_size=8, max_length=32, lr=1e-2)
+    metrics = train(config)
+    before, after = [h for h in metrics["history"] if "perplexity" in h]
+    assert metrics["task"] == "lm" and before["step"] == 0 and after["step"] == 30
+    assert after["loss"] < before["loss"] - 0.3 and after["perplexity"] < before["perplexity"]
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_folder)
+    peft_model = PeftModel.from_pretrained(model, tmp_path / "lm").eval()
+    ours = AutoModelForCausalLM.from_pretrained(tiny_llama_folder)
+    adapters.load_adapter(ours, tmp_path / "lm")
+    torch.testing.assert_close(ours.eval()(_ids()).logits, peft_model(_ids()).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_same_seed_same_weights(tiny_bert_folder, r8_csv, tmp_path):
+    def run(name):
+        config = TrainConfig(model=str(tiny_bert_folder), data=str(r8_csv), method="lora", out=tmp_path / name,
+                             rank=2, max_steps=4, batch_size=8, max_length=32, seed=3, dropout=0.1)
+        train(config)
+        return load_file(tmp_path / name / "adapter_model.safetensors")
+
+    first, second = run("a"), run("b")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_bert_folder, r8_csv, tmp_path):
+    args = [sys.executable, "-m", "lowrank_cli.main", "train", "--model", str(tiny_bert_folder), "--data",
+            str(r8_csv), "--rank", "4", "--steps", "100", "--batch-size", "8", "--max-length", "32",
+            "--eval-samples", "8", "--dropout", "0.1", "--quiet", "--save-every", "5"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    subprocess.run(args + ["--out", str(tmp_path / "whole")], check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(args + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state = killed / "checkpoint" / "state.pt"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state.exists() and not (killed / "adapter_model.safetensors").exists()
+    step = torch.load(state, weights_only=True)["step"]
+    assert 0 < step < 100
+
+    resumed = subprocess.run(args + ["--out", str(killed), "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    again = load_file(killed / "adapter_model.safetensors")
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+    assert not (killed / "checkpoint").exists()
+
+
+def test_learning_rate_schedule():
+    assert [round(lr_factor(s, 10, 2), 3) for s in range(10)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375,
+                                                                  0.25, 0.125]
+
+
+def _assert_clean_error(result, fragment: str, out: Path) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--model", "no-such-model"), "minilm-l6, smollm2-135m"),
+    (("--data", "no-such-data"), "reuters-r8"),
+    (("--rank", "0"), "rank must be >= 1"),
+    (("--rank", "-3"), "rank must be >= 1"),
+    (("--targets", "q_proj,v_proj"), "linear layers here: classifier, dense, key, query, value"),
+])
+def test_bad_input_is_one_error_line(invoke, tiny_bert_folder, r8_csv, tmp_path, args, fragment):
+    out = tmp_path / "out"
+    settings = {"--model": str(tiny_bert_folder), "--data": str(r8_csv)}
+    settings.update(dict(zip(args[::2], args[1::2])))
+    flat = [item for pair in settings.items() for item in pair]
+    result = invoke("train", *flat, "--out", out, *FAST)
+    _assert_clean_error(result, fragment, out)
+
+
+def test_data_without_needed_columns_names_them(invoke, tiny_bert_folder, tmp_path):
+    data = tmp_path / "bad.csv"
+    data.write_text("sentence,y\nhello,1\n")
+    result = invoke("train", "--model", tiny_bert_folder, "--data", data, "--out", tmp_path / "out", *FAST)
+    _assert_clean_error(result, "it needs a 'text' column", tmp_path / "out")
+
+
+def test_classification_data_without_labels_is_refused(invoke, tiny_bert_folder, tmp_path):
+    data = tmp_path / "plain.csv"
+    data.write_text("text\n" + "\n".join(f"line {i}" for i in range(20)))
+    result = invoke("train", "--model", tiny_bert_folder, "--data", data, "--out", tmp_path / "out", *FAST)
+    _assert_clean_error(result, "no 'label' column", tmp_path / "out")
+
+
+def test_non_empty_out_is_refused_and_untouched(invoke, tiny_bert_folder, r8_csv, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = invoke("train", "--model", tiny_bert_folder, "--data", r8_csv, "--out", out, *FAST)
+    assert result.exit_code == 2 and result.stderr.startswith("Error: ") and "--overwrite" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
