@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def main() -> None:
     assert len(report["modules"]) == LAYERS * len(SHAPES)
     assert all(len(m["singular_values"]) == RANK for m in report["modules"])
     print(f"lowrank analyze (CLI, subprocess, JSON out): {', '.join(f'{t:.2f}' for t in times)} s "
-          f"(best {min(times):.2f} s) for {len(report['modules'])} modules")
+          f"(best {min(times):.2f} s) for {len(report['modules'])} modules; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} (other processes share the machine)")
     if not args.skip_dense:
         one = dense_seconds()
         cost = sum(out_f * in_f * min(out_f, in_f) for out_f, in_f in SHAPES.values()) * LAYERS

@@ -65,14 +65,14 @@ def _shapes(*tensors: torch.Tensor) -> str:
     return ", ".join(str(tuple(t.shape)) for t in tensors)
 
 
-def _matrix(x: torch.Tensor, name: str) -> torch.Tensor:
+def _matrix(x: torch.Tensor, name: str, check_finite: bool = True) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise LowrankError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 2 or x.numel() == 0:
         raise LowrankError(f"{name} must be a non-empty 2-D matrix, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise LowrankError(f"{name} must be a real floating-point matrix, got dtype {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
+    if check_finite and not bool(torch.isfinite(x).all()):
         raise LowrankError(f"{name} of shape {tuple(x.shape)} contains NaN or Inf")
     return x
 
@@ -130,8 +130,8 @@ def lora_svd(B: torch.Tensor, A: torch.Tensor, scale: float = 1.0, dtype: torch.
         SVD with ``U (m, k)``, ``S (k,)``, ``Vh (k, n)``, ``k = min(m, n, r)``, on ``B``'s device. Raises
         LowrankError unless ``B``, ``A`` are finite real matrices with ``B.shape[1] == A.shape[0]``.
     """
-    _matrix(B, "B")
-    _matrix(A, "A")
+    _matrix(B, "B", check_finite=False)  # checked on the small core below: NaN/Inf in B or A propagates there
+    _matrix(A, "A", check_finite=False)
     if B.shape[1] != A.shape[0]:
         raise LowrankError(f"B @ A needs B (m, r) and A (r, n); got B {tuple(B.shape)} and A {tuple(A.shape)}")
     if not math.isfinite(scale):
@@ -139,7 +139,10 @@ def lora_svd(B: torch.Tensor, A: torch.Tensor, scale: float = 1.0, dtype: torch.
     dtype = _float_dtype(dtype)
     q_b, r_b = torch.linalg.qr(B.detach().to(dtype), mode="reduced")
     q_a, r_a = torch.linalg.qr(A.detach().to(device=B.device, dtype=dtype).T, mode="reduced")
-    u_c, s, vh_c = torch.linalg.svd(scale * (r_b @ r_a.T), full_matrices=False)
+    core = scale * (r_b @ r_a.T)
+    if not bool(torch.isfinite(core).all()):
+        raise LowrankError(f"B {tuple(B.shape)} or A {tuple(A.shape)} contains NaN or Inf (or scale * B @ A overflows)")
+    u_c, s, vh_c = torch.linalg.svd(core, full_matrices=False)
     return SVD(U=q_b @ u_c, S=s, Vh=vh_c @ q_a.T)
 
 

