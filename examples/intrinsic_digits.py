@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default="reports")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the CPU is shared: one thread avoids OpenMP oversubscription
     train = TrainConfig(steps=args.steps, lr=1e-2, batch_size=4096)
     results = []
     for width in (int(w) for w in args.widths.split(",")):

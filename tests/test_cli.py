@@ -1,0 +1,23 @@
+"""The command group as a whole: every command has help text and is documented in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lowrank_cli.commands import ALL
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_command_has_help_and_appears_in_the_readme(invoke):
+    assert ALL
+    for command in ALL:
+        result = invoke(command.name, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.stdout
+        assert command.help and len(command.help) > 20, command.name
+        assert f"lowrank {command.name}" in README, f"README does not document `lowrank {command.name}`"
+
+
+def test_version_and_group_help(invoke):
+    assert invoke("--version").stdout.startswith("lowrank, version")
+    assert all(c.name in invoke("--help").stdout for c in ALL)
