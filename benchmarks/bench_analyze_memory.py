@@ -75,12 +75,14 @@ def lowrank_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "lowrank_cli.main"]
 
 
-def measure(folder: Path, base_metrics: bool) -> tuple[float, float]:
+def measure(folder: Path, base_metrics: bool, modules: str | None) -> tuple[float, float]:
     """Run the analysis under /usr/bin/time -v; return (peak RSS in MB, wall seconds)."""
     command = ["/usr/bin/time", "-v", *lowrank_command(), "analyze", str(folder / "tuned"), "--base",
                str(folder / "base"), "--json", str(folder / "analysis.json")]
     if not base_metrics:
         command.append("--no-base-metrics")
+    if modules is not None:
+        command += ["--modules", modules]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -95,6 +97,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("/tmp/lowrank_bench_memory"))
     parser.add_argument("--no-base-metrics", action="store_true", help="skip amplification and intruders")
     parser.add_argument("--reuse", action="store_true", help="reuse the pair already in --folder")
+    parser.add_argument("--modules", help="passed to lowrank analyze --modules (e.g. 'layers\\.[01]\\.' for 2 layers)")
     args = parser.parse_args()
     if not args.reuse:
         if args.folder.exists():
@@ -103,10 +106,12 @@ def main() -> None:
         size = write_pair(args.folder)
         print(f"wrote the pair: {size / 1e9:.2f} GB of bf16 safetensors in {time.perf_counter() - start:.0f} s "
               f"to {args.folder}")
-    peak, wall = measure(args.folder, not args.no_base_metrics)
+    peak, wall = measure(args.folder, not args.no_base_metrics, args.modules)
     report = json.loads((args.folder / "analysis.json").read_text())
     k90 = sorted(m["energy_rank"]["0.9"] for m in report["modules"])
-    print(f"lowrank analyze{' --no-base-metrics' if args.no_base_metrics else ''}: {len(report['modules'])} modules, "
+    options = (" --no-base-metrics" if args.no_base_metrics else "") + (f" --modules '{args.modules}'"
+                                                                      if args.modules else "")
+    print(f"lowrank analyze{options}: {len(report['modules'])} modules, "
           f"peak RSS {peak:.0f} MB, wall {wall:.0f} s; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
           f"k90 from {k90[0]} to {k90[-1]}")
 

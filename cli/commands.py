@@ -1,6 +1,7 @@
 """Every command the CLI offers, in the order ``lowrank --help`` lists them."""
 
 from lowrank_cli.analyze_cmd import analyze
+from lowrank_cli.intrinsic_cmd import intrinsic_dim
 from lowrank_cli.train_cmd import train
 
-ALL = [train, analyze]
+ALL = [train, analyze, intrinsic_dim]

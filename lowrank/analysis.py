@@ -24,7 +24,7 @@ from lowrank import rank as ranking
 from lowrank import spectra
 from lowrank.adapters import PREFIX, WEIGHTS_FILE, is_adapter_folder, iter_lora_updates, read_adapter_config
 from lowrank.assets import resolve_model_path
-from lowrank.checkpoints import Checkpoint, find_name, match_modules, open_checkpoint, pairs
+from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback, report
 from lowrank.results import SCHEMA, AnalysisReport, Comparison, ModuleAnalysis
@@ -143,7 +143,7 @@ class LoraSource:
             w0 = w1 = None
             if with_base and self.base is not None:
                 w0 = self.base.weight(self.base_names[item.name], dtype)
-                w1 = w0 + svd.reconstruct().to(dtype)
+                w1 = w0 + (svd.U * svd.S).to(dtype) @ svd.Vh.to(dtype)  # dW formed once, in the compute dtype
             yield Update(item.name, "lora", item.kind, item.rank, item.scale, svd, w0, w1)
 
 
@@ -200,6 +200,7 @@ class FullSource:
         self.base = base
         self.tuned = open_checkpoint(path, allow_pickle)
         match = match_modules(self.tuned, base)
+        self.pairs = match.pairs
         self.names = [name for name, _ in match.pairs]
         self.shapes = {name: self.tuned.weight_shape(name) for name in self.names}
         self.ranks: dict[str, int] = {}
@@ -208,17 +209,23 @@ class FullSource:
         self.unchanged: list[str] = []
 
     def updates(self, wanted: set[str], dtype: torch.dtype, with_base: bool) -> Iterator[Update]:
-        order = tuple(n for n in self.names if n in wanted)
-        for pair in pairs(self.tuned, self.base, dtype, modules=order):
-            delta = pair.W1 - pair.W0
+        """One module at a time: W1 and W0 read (W0 dropped at once unless base metrics need it), dW formed
+        in place, its SVD taken; peak memory is about three ``(out, in)`` matrices in the compute dtype."""
+        keep = with_base and self.compute_uv
+        for name, base_name in self.pairs:
+            if name not in wanted:
+                continue
+            w1, w0 = self.tuned.weight(name, dtype), self.base.weight(base_name, dtype)
+            delta = w1 - w0 if keep else w1.sub_(w0)
+            if not keep:
+                del w0, w1
             if not bool(delta.any()):
-                self.unchanged.append(pair.module)
+                self.unchanged.append(name)
                 continue
             svd = spectra.dense_svd(delta, dtype=dtype, compute_uv=self.compute_uv)
             del delta
-            keep = with_base and self.compute_uv
-            yield Update(pair.module, "full", pair.kind, None, None, svd,
-                         pair.W0 if keep else None, pair.W1 if keep else None)
+            yield Update(name, "full", module_kind(name), None, None, svd, w0 if keep else None,
+                         w1 if keep else None)
 
 
 def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig, compute_uv: bool):

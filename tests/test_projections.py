@@ -14,6 +14,15 @@ from lowrank.intrinsic.projections import (PROJECTIONS, DenseProjection, Fastfoo
                                            make_projection)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: a second OpenMP thread only adds contention on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def materialize(projection) -> torch.Tensor:
     """P as a dense (D, d) float64 matrix, column by column through the forward (the module is linear)."""
     eye = torch.eye(projection.d)

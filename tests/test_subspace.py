@@ -13,6 +13,15 @@ from lowrank.mlp import build_mlp
 from lowrank.tiny_models import tiny_model
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: a second OpenMP thread only adds contention on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _flat_delta(wrapped: SubspaceModel) -> torch.Tensor:
     own = dict(wrapped.model.named_parameters())
     params = wrapped.parameters_dict()
@@ -144,3 +153,14 @@ def test_to_and_train_reach_the_wrapped_model():
     assert not model.training
     wrapped.train()
     assert model.training
+
+
+def test_projection_stays_float32_under_bf16_autocast():
+    wrapped = SubspaceModel(build_mlp("mlp:8,6,3", seed=0), SubspaceConfig(d=12, projection="fastfood"))
+    with torch.no_grad():
+        wrapped.theta_d.copy_(torch.randn(12))
+    expected = _flat_delta(wrapped)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _flat_delta(wrapped)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

@@ -126,7 +126,9 @@ def _load_file(path: Path, seed: int, test_fraction: float) -> ImageDataset:
     x = x.reshape(x.shape[0], -1).astype(np.float64)
     if y.shape != (x.shape[0],):
         raise LowrankError(f"{path}: {x.shape[0]} images but labels of shape {y.shape}")
-    top = float(np.nanmax(x)) if x.size else 0.0
+    if not np.isfinite(x).all():
+        raise LowrankError(f"{path}: the images contain NaN or infinite values")
+    top = float(x.max()) if x.size else 0.0
     return _split(name, x, y, top if top > 1.0 else 1.0, seed, test_fraction)
 
 

@@ -51,10 +51,10 @@ def _encode(tokenizer, texts: tuple[str, ...], labels: tuple[int, ...], max_leng
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, batch["labels"]
 
 
-def text_problem(model: str, data: str, max_length: int = 128, train_limit: int = 0) -> Problem:
+def text_problem(model: str, data: str, max_length: int = 128, limit: int = 0) -> Problem:
     """A Hugging Face sequence classifier on a labelled text dataset.
 
-    ``train_limit > 0`` keeps the first ``train_limit`` training examples (for quick runs).
+    ``limit > 0`` keeps the first ``limit`` training and test examples (for quick runs).
     """
     from lowrank.assets import load_classifier
     from lowrank.data.text import load_text_dataset
@@ -63,11 +63,9 @@ def text_problem(model: str, data: str, max_length: int = 128, train_limit: int 
     if not dataset.has_labels:
         raise LowrankError(f"dataset {data!r} has no labels; intrinsic-dim needs a labelled classification set")
     _, tokenizer = load_classifier(model, dataset.num_labels)
-    texts, labels = dataset.train_texts, dataset.train_labels
-    if train_limit > 0:
-        texts, labels = texts[:train_limit], labels[:train_limit]
-    train_inputs, train_labels = _encode(tokenizer, texts, labels, max_length)
-    test_inputs, test_labels = _encode(tokenizer, dataset.test_texts, dataset.test_labels, max_length)
+    keep = slice(0, limit if limit > 0 else None)
+    train_inputs, train_labels = _encode(tokenizer, dataset.train_texts[keep], dataset.train_labels[keep], max_length)
+    test_inputs, test_labels = _encode(tokenizer, dataset.test_texts[keep], dataset.test_labels[keep], max_length)
 
     def build(seed: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):

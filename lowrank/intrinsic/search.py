@@ -53,6 +53,34 @@ def log_grid(low: int, high: int, count: int) -> tuple[int, ...]:
     return tuple(sorted({int(round(v)) for v in values}))
 
 
+def parse_dims(text: str) -> tuple[int, ...]:
+    """``"100,200,400"`` -> those values; ``"log:100:3000:6"`` -> :func:`log_grid` (100, 3000, 6).
+
+    Raises:
+        LowrankError: for anything else, naming the text.
+    """
+    try:
+        if text.startswith("log:"):
+            low, high, count = (int(part) for part in text[4:].split(":"))
+            return log_grid(low, high, count)
+        values = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        raise LowrankError(f"--dims {text!r}: expected integers like 100,200,400 or log:LOW:HIGH:COUNT") from None
+    if min(values) < 1:
+        raise LowrankError(f"--dims {text!r}: every d must be >= 1")
+    return values
+
+
+def parse_baseline(text: str) -> float | None:
+    """``"direct"`` -> ``None`` (measure by direct training); a number -> that global baseline."""
+    if text == "direct":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise LowrankError(f"--baseline {text!r}: expected 'direct' or a number such as 1.0") from None
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Options of one d90 measurement (each maps to one CLI option of ``lowrank intrinsic-dim``).

@@ -159,7 +159,8 @@ class SubspaceModel(nn.Module):
 
     def parameters_dict(self) -> dict[str, torch.Tensor]:
         """The wrapped model's reparametrized tensors ``theta0 + P theta_d`` (plus the direct ones), by name."""
-        delta = self.projection(self.theta_d)
+        with torch.autocast(device_type=self.theta_d.device.type, enabled=False):  # P in float32, never bf16
+            delta = self.projection(self.theta_d)
         own = dict(self.model.named_parameters())
         params: dict[str, torch.Tensor] = {}
         start = 0

@@ -36,6 +36,10 @@ class TrainConfig:
                                f"{self.batch_size}, {self.eval_batch_size}")
         if not self.lr > 0:
             raise LowrankError(f"learning rate must be positive, got {self.lr}")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise LowrankError(f"unknown device {self.device!r} (expected cpu, cuda or cuda:N)") from None
 
 
 @dataclass(frozen=True, eq=False)

@@ -67,7 +67,9 @@ def side_notes(report: AnalysisReport) -> list[tuple[str, tuple[str, ...]]]:
              ("in --against but not in CHECKPOINT (not compared)", report.only_in_against),
              ("in the fine-tuned model but not in the base (no W0: not analyzed)", report.not_in_base),
              ("in the base but not in the fine-tuned model", report.only_in_base),
-             ("identical to the base (frozen: nothing to analyze)", report.unchanged)]
+             ("identical to the base (frozen: nothing to analyze)", report.unchanged),
+             ("trained in full by the adapter (peft modules_to_save; not low-rank, not analyzed)",
+              tuple(report.settings.get("adapter", {}).get("modules_to_save", ())))]
     return [(text, names) for text, names in notes if names]
 
 
