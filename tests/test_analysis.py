@@ -231,7 +231,9 @@ def test_report_round_trips_through_the_json_contract(tmp_path):
 def test_progress_reports_every_module(tmp_path):
     peft_adapter(tmp_path / "a", tiny("llama"), 2, ["q_proj", "v_proj", "o_proj"])
     events = []
+    threads = torch.get_num_threads()
     report = analyze(AnalyzeConfig(str(tmp_path / "a")), events.append)
+    assert torch.get_num_threads() == threads  # the single-threaded factored SVDs restore the setting
     assert [e.done for e in events] == list(range(1, 7)) and {e.total for e in events} == {6}
     assert [e.info for e in events] == [m.name for m in report.modules]
 

@@ -84,3 +84,13 @@ def test_help_names_the_contract_options():
     result = _run("--help")
     for option in ("--model", "--data", "--dims", "--projection", "--said", "--seeds", "--json"):
         assert option in result.stdout
+
+
+def test_hugging_face_classifier_on_text(tiny_bert_folder, r8_csv):
+    result = _run("--model", str(tiny_bert_folder), "--data", str(r8_csv), "--dims", "40", "--seeds", "1",
+                  "--steps", "3", "--batch-size", "8", "--max-length", "24", "--said", "--direct", "classifier.*",
+                  "--bootstrap", "10", "--quiet", "--device", "cpu", "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["said"] and data["direct_patterns"] == ["classifier.*"] and data["direct_parameters"] == 32 * 8 + 8
+    assert data["curve"][0]["d"] == 40 and 0.0 <= data["curve"][0]["mean"] <= 1.0

@@ -87,20 +87,25 @@ class DenseProjection(Projection):
     def __init__(self, D: int, d: int, seed: int, cache: bool = False) -> None:
         super().__init__(D, d, seed)
         self.chunk_rows = max(1, _CHUNK_ELEMENTS // d)
+        kept = [chunk.clone() for chunk in self.chunks()] if cache else []
         squares = torch.zeros(d, dtype=torch.float64)
-        for chunk in self.chunks():
+        for chunk in kept or self.chunks():
             squares += chunk.double().square().sum(0)
         self.register_buffer("inverse_norms", squares.rsqrt().float(), persistent=False)
         self.cache = cache
         if cache:
-            self.register_buffer("matrix", torch.cat(list(self.chunks())) * self.inverse_norms, persistent=False)
+            self.register_buffer("matrix", torch.cat(kept).mul_(self.inverse_norms), persistent=False)
 
     def chunks(self):
-        """Yield the unnormalized Gaussian ``G`` in row chunks (CPU, float32), the same numbers every time."""
+        """Yield the unnormalized Gaussian ``G`` in row chunks (CPU, float32), the same numbers every time.
+
+        Every chunk is written into one reused buffer (no allocator churn): use it before taking the next.
+        """
         generator = _generator(self.seed)
+        buffer = torch.empty(min(self.chunk_rows, self.D), self.d)
         for start in range(0, self.D, self.chunk_rows):
             rows = min(self.chunk_rows, self.D - start)
-            yield torch.randn(rows, self.d, generator=generator)
+            yield torch.randn(rows, self.d, generator=generator, out=buffer[:rows])
 
     def forward(self, theta_d: torch.Tensor) -> torch.Tensor:
         self._check(theta_d)

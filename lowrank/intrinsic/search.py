@@ -11,7 +11,8 @@ runs reaches ``threshold`` times the baseline.
   the point before it.
 
 Each seed ``s`` builds the model with ``build_model(s)`` (a new ``theta0`` for networks trained from scratch, the
-same pre-trained weights otherwise) and uses ``P`` seeded with ``s``.
+same pre-trained weights otherwise) and uses ``P`` seeded with ``s + PROJECTION_SEED_OFFSET`` (a stream independent
+of the one that drew ``theta0``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lowrank.intrinsic.training import TrainConfig
 from lowrank.progress import ProgressCallback, report
 
 ModelBuilder = Callable[[int], nn.Module]
+PROJECTION_SEED_OFFSET = 1_000_003  # P of seed s is drawn from seed s + offset: independent of theta0's stream
 
 
 class Task(Protocol):
@@ -168,8 +170,7 @@ class _Runner:
         self.build_model, self.task, self.config, self.progress = build_model, task, config, progress
         self.total, self.done = total, 0
         self.scores: dict[int, list[float]] = {}
-        self.D = 0
-        self.wrapped: SubspaceModel | None = None
+        self.D = self.projected_tensors = self.direct_parameters = 0
 
     def _tick(self, info: str) -> None:
         self.done += 1
@@ -190,8 +191,9 @@ class _Runner:
             for s in range(self.config.seeds):
                 seed = self.config.seed + s
                 model = self.build_model(seed).to(self.config.train.device)
-                wrapped = SubspaceModel(model, self.config.subspace(d, seed))
-                self.D, self.wrapped = wrapped.D, wrapped
+                wrapped = SubspaceModel(model, self.config.subspace(d, PROJECTION_SEED_OFFSET + seed))
+                self.D, self.projected_tensors = wrapped.D, len(wrapped.projected_names)
+                self.direct_parameters = sum(p.numel() for p in wrapped.direct_params)
                 runs.append(self.task.train_and_score(wrapped, self.config.train, seed, self.progress,
                                                       f"subspace d={d}"))
                 self._tick(f"d={d} seed {s}: {runs[-1]:.4f}")
@@ -235,15 +237,14 @@ def measure_intrinsic_dimension(build_model: ModelBuilder, task: Task, config: S
     dims = [p.d for p in curve]
     d90 = first_reaching(dims, np.array([p.mean for p in curve]), target)
     low, high = bootstrap_interval(curve, baseline_scores, baseline, config.threshold, config.bootstrap, config.seed)
-    wrapped = runner.wrapped
     train = config.train
     return IntrinsicResult(
         D=runner.D, projection=config.projection, said=config.said, metric=task.metric, baseline=baseline,
         threshold=config.threshold, d90=d90, curve=tuple(curve),
         baseline_kind="direct" if baseline_scores else "global", baseline_scores=tuple(baseline_scores),
         d90_low=low, d90_high=high, d90_interpolated=interpolate_d90(curve, target), layout=config.layout,
-        model=config.model_name, data=config.data_name, projected_tensors=len(wrapped.projected_names),
-        direct_patterns=config.direct, direct_parameters=sum(p.numel() for p in wrapped.direct_params),
+        model=config.model_name, data=config.data_name, projected_tensors=runner.projected_tensors,
+        direct_patterns=config.direct, direct_parameters=runner.direct_parameters,
         budget=TrainingBudget(train.steps, train.lr, config.baseline_train.lr, train.batch_size, config.seeds,
                               config.seed),
         elapsed_s=time.perf_counter() - started, extra=dict(config.extra),

@@ -46,13 +46,13 @@ def number(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def source_line(report: AnalysisReport) -> list[tuple[str, str]]:
-    """``(label, text)`` pairs naming what was analyzed."""
-    lines = [("checkpoint", f"{report.checkpoint} ({KIND_TEXT[report.checkpoint_kind]})")]
+def source_line(report: AnalysisReport) -> list[tuple[str, str, str]]:
+    """``(label, path, what it is)`` triples naming what was analyzed."""
+    lines = [("checkpoint", report.checkpoint, KIND_TEXT[report.checkpoint_kind])]
     if report.base:
-        lines.append(("base", report.base))
+        lines.append(("base", report.base, "pre-trained weights W0"))
     if report.against:
-        lines.append(("against", f"{report.against} ({KIND_TEXT[report.against_kind]})"))
+        lines.append(("against", report.against, KIND_TEXT[report.against_kind]))
     return lines
 
 

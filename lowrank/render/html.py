@@ -53,12 +53,14 @@ def render(report: AnalysisReport) -> str:
     """The whole report as one HTML document (plots included as data URIs)."""
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>lowrank analyze: "
              f"{escape(report.checkpoint)}</title><style>{CSS}</style></head><body>", "<h1>lowrank analyze</h1>"]
-    parts.append('<div class="src">' + "<br>".join(f"<b>{escape(label)}</b>: <code>{escape(value)}</code>"
-                                                  for label, value in source_line(report)) + "</div>")
+    parts.append('<div class="src">' + "<br>".join(f"<b>{escape(label)}</b>: <code>{escape(path)}</code> "
+                                                  f"({escape(note)})" for label, path, note in source_line(report))
+                 + "</div>")
     parts.append(_summary(report))
     parts.append("<h2>Spectra and cumulative energy per module type</h2>")
     parts.append('<p class="note">Singular values of each update relative to its largest (log scale), and the '
-                 "fraction of ||dW||_F^2 the top-i directions hold; dotted lines at 90% and 99%.</p>")
+                 "fraction of ||dW||_F^2 the top-i directions hold; dotted lines at 90% and 99%. One line per layer, "
+                 "dark purple (first layer) to yellow (last).</p>")
     parts.append(_img(plots.spectra(report), "spectra per module type"))
     parts.append("<h2>Rank needed per layer</h2>" + _img(plots.rank_per_layer(report), "energy rank per layer"))
     if report.comparisons:
@@ -135,9 +137,9 @@ def _comparisons(report: AnalysisReport) -> str:
                               f"{max(c.principal_angles_deg):.1f}&deg;", number(c.grassmann_distance)]
                              for layer, c in rows]))
     parts.append("<h3>The --against update on the same modules</h3>")
-    parts.append(_table(["module", "r", "k90", "k99", "eff. rank", "verdict", "intruders"],
+    parts.append(_table(["module", "r", "k90", "k99", "eff. rank", "energy at r", "verdict", "intruders"],
                         [[escape(m.name), rank_column(m), str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]),
-                          number(m.effective_rank, 1), _verdict(m.verdict),
+                          number(m.effective_rank, 1), f"{100 * m.energy_at_rank:.1f}%", _verdict(m.verdict),
                           f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
-                         for m in report.against_modules], left=(0, 5)))
+                         for m in report.against_modules], left=(0, 6)))
     return "\n".join(parts)

@@ -57,6 +57,7 @@ def terminal(result: IntrinsicResult, console: Console) -> None:
 
 def _figure(results: list[IntrinsicResult], labels: list[str]):
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -72,6 +73,9 @@ def _figure(results: list[IntrinsicResult], labels: list[str]):
         if result.d90 is not None:
             axes.axvline(result.d90, color=color, linestyle=":", linewidth=1)
     axes.set_xscale("log")
+    ticks = sorted({p.d for result in results for p in result.curve})
+    axes.set_xticks(ticks, [str(d) for d in ticks])
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes.set_xlabel("subspace dimension d")
     axes.set_ylabel(f"test {results[0].metric}")
     axes.set_title("intrinsic dimension: dashed = 90% line, dotted = d90")

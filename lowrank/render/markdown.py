@@ -18,7 +18,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render(report: AnalysisReport) -> str:
     """The whole report as one Markdown document."""
     lines = ["# lowrank analyze", ""]
-    lines += [f"- **{label}**: `{value}`" for label, value in source_line(report)] + [""]
+    lines += [f"- **{label}**: `{path}` ({note})" for label, path, note in source_line(report)] + [""]
     lines += _summary(report)
     lines += ["## Modules by type", ""]
     for kind, rows in by_type(report.modules).items():
@@ -81,8 +81,8 @@ def _comparisons(report: AnalysisReport) -> list[str]:
                           f"{sum(c.principal_angles_deg) / len(c.principal_angles_deg):.1f}",
                           number(c.grassmann_distance)] for layer, c in rows])
     lines += ["### The --against update on the same modules", ""]
-    lines += _table(["module", "r", "k90", "k99", "eff. rank", "verdict", "intruders"],
+    lines += _table(["module", "r", "k90", "k99", "eff. rank", "energy at r", "verdict", "intruders"],
                     [[f"`{m.name}`", rank_column(m), str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]),
-                      number(m.effective_rank, 1), m.verdict,
+                      number(m.effective_rank, 1), f"{100 * m.energy_at_rank:.1f}%", m.verdict,
                       f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"] for m in report.against_modules])
     return lines

@@ -41,8 +41,8 @@ def render(report: AnalysisReport, console: Console) -> None:
 
 def _header(report: AnalysisReport) -> Text:
     text = Text("lowrank analyze\n", style="bold")
-    for label, value in source_line(report):
-        text.append(f"{label:>10}: ", style="dim").append(f"{value}\n")
+    for label, path, note in source_line(report):
+        text.append(f"{label:>10}: ", style="dim").append(path).append(f"  ({note})\n", style="dim")
     return text
 
 
@@ -113,11 +113,12 @@ def _comparison_table(kind: str, rows) -> Table:
 def _against_table(report: AnalysisReport) -> Table:
     table = Table(title=f"The --against update ({report.against_kind}), same modules", box=box.SIMPLE_HEAD,
                   title_justify="left", pad_edge=False)
-    for column in ("module", "r", "k90", "k99", "eff.", "verdict", "intruders"):
+    for column in ("module", "r", "k90", "k99", "eff.", "E@r", "verdict", "intruders"):
         table.add_column(column, justify="left" if column in ("module", "verdict") else "right", no_wrap=True)
     for m in report.against_modules:
-        table.add_row(_clip(m.name, 44), rank_column(m), str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]),
-                      number(m.effective_rank, 1), Text(m.verdict, style=STYLE[m.verdict]),
+        table.add_row(_clip(m.name, 42), rank_column(m), str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]),
+                      number(m.effective_rank, 1), f"{100 * m.energy_at_rank:.0f}%",
+                      Text(m.verdict, style=STYLE[m.verdict]),
                       f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-")
     return table
 
