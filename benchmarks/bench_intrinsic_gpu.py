@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--parts", default="step,curve")
     parser.add_argument("--d", type=int, default=1000, help="subspace dimension of the timed SAID step")
     parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--dims", default="30,100,300,1000,3000,10000")
+    parser.add_argument("--dims", default="200,500,1000,2000,5000,10000", help="SAID needs d > number of tensors")
     parser.add_argument("--modes", default="did,said")
     parser.add_argument("--direct", action="append", default=[], help="glob of parameters trained directly")
     parser.add_argument("--seeds", type=int, default=2)

@@ -37,6 +37,12 @@ class _DelayedProgress:
         self.stack.close()
 
 
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
     """Refuse an output path that cannot be written, before any work is done."""
     if path is None or (allow_stdout and path == "-"):
@@ -75,8 +81,9 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--allow-pickle", is_flag=True, help="Read .bin/.pt checkpoints with torch.load(weights_only=True). "
               "Pickle files can run code; they are refused without this flag.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baselines.")
+@click.option("--device", help="Where the SVDs run: cpu or cuda [default: cuda when a GPU is present, else cpu].")
 def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtype, k, reference_rank, grid_max,
-            no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, seed) -> None:
+            no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, seed, device) -> None:
     """Spectra, rank verdicts and subspace overlap of a LoRA adapter or a full fine-tune.
 
     CHECKPOINT is a peft adapter folder, or a full model folder / safetensors file (then --base gives W0).
@@ -91,7 +98,7 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtyp
     config = AnalyzeConfig(checkpoint=checkpoint, base=base, against=against, dtype=dtype, k=k,
                            reference_rank=reference_rank, grid_max=grid_max, base_metrics=not no_base_metrics,
                            intruder_k=intruder_k, intruder_epsilon=intruder_epsilon, allow_pickle=allow_pickle,
-                           modules=modules, seed=seed)
+                           modules=modules, seed=seed, device=device or _default_device())
     progress = _DelayedProgress(sys.stderr.isatty())
     try:
         report = run_analysis(config, progress)

@@ -54,6 +54,8 @@ class AnalyzeConfig:
         allow_pickle: read ``.bin``/``.pt`` checkpoints with ``torch.load(weights_only=True)``. Default False.
         modules: a regular expression; only module names where it matches (``re.search``) are analyzed.
         seed: seeds the random baselines of the amplification factor.
+        device: where SVDs run, ``"cpu"`` (default) or ``"cuda"``; tensors are read on the CPU and moved there
+            one module at a time.
     """
 
     checkpoint: str
@@ -69,6 +71,7 @@ class AnalyzeConfig:
     allow_pickle: bool = False
     modules: str | None = None
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -80,6 +83,13 @@ class AnalyzeConfig:
             raise LowrankError(f"k must be >= 1, got {self.k}")
         if not 0.0 < self.intruder_epsilon <= 1.0:
             raise LowrankError(f"intruder_epsilon must be in (0, 1], got {self.intruder_epsilon}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as error:
+            raise LowrankError(f"device {self.device!r} is not a torch device: {error}") from None
+        cuda_ok = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+        if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not cuda_ok):
+            raise LowrankError(f"device {self.device!r} is not available here (cpu, or cuda when a GPU is present)")
         if self.modules is not None:
             try:
                 re.compile(self.modules)
@@ -130,7 +140,8 @@ class LoraSource:
         self.only_in_base: tuple[str, ...] = ()
         self.unchanged: list[str] = []
 
-    def updates(self, wanted: set[str], dtype: torch.dtype, with_base: bool) -> Iterator[Update]:
+    def updates(self, wanted: set[str], dtype: torch.dtype, device: torch.device,
+                with_base: bool) -> Iterator[Update]:
         items = iter_lora_updates(self.path, dtype=torch.float32)  # exact for fp32/bf16/fp16 factors
         while True:
             with single_thread():
@@ -139,10 +150,10 @@ class LoraSource:
                     return
                 if item.name not in wanted:
                     continue
-                svd = spectra.lora_svd(item.B, item.A, item.scale)  # float64 QR and r x r SVD
+                svd = spectra.lora_svd(item.B.to(device), item.A.to(device), item.scale)  # float64 QR, r x r SVD
             w0 = w1 = None
             if with_base and self.base is not None:
-                w0 = self.base.weight(self.base_names[item.name], dtype)
+                w0 = self.base.weight(self.base_names[item.name], dtype).to(device)
                 w1 = w0 + (svd.U * svd.S).to(dtype) @ svd.Vh.to(dtype)  # dW formed once, in the compute dtype
             yield Update(item.name, "lora", item.kind, item.rank, item.scale, svd, w0, w1)
 
@@ -208,14 +219,15 @@ class FullSource:
         self.compute_uv = compute_uv
         self.unchanged: list[str] = []
 
-    def updates(self, wanted: set[str], dtype: torch.dtype, with_base: bool) -> Iterator[Update]:
+    def updates(self, wanted: set[str], dtype: torch.dtype, device: torch.device,
+                with_base: bool) -> Iterator[Update]:
         """One module at a time: W1 and W0 read (W0 dropped at once unless base metrics need it), dW formed
         in place, its SVD taken; peak memory is about three ``(out, in)`` matrices in the compute dtype."""
         keep = with_base and self.compute_uv
         for name, base_name in self.pairs:
             if name not in wanted:
                 continue
-            w1, w0 = self.tuned.weight(name, dtype), self.base.weight(base_name, dtype)
+            w1, w0 = self.tuned.weight(name, dtype).to(device), self.base.weight(base_name, dtype).to(device)
             delta = w1 - w0 if keep else w1.sub_(w0)
             if not keep:
                 del w0, w1
@@ -333,30 +345,19 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
     if not names:
         raise LowrankError(f"no module of {primary.path} matches --modules {config.modules!r}")
     pairing = _pairing(names, _selected(other.names, config.modules)) if other else {}
-    dtype = DTYPES[config.dtype]
-    generator = torch.Generator().manual_seed(config.seed)
-    total, done = len(names) + len(pairing), 0
-    frames, against_modules = {}, []
-    if other is not None:
-        theirs_to_mine = {theirs: mine for mine, theirs in pairing.items()}
-        for update in other.updates(set(theirs_to_mine), dtype, with_base):
-            ref = primary.ranks.get(theirs_to_mine[update.name]) or config.reference_rank
-            against_modules.append(measure(update, ref, config, generator))
-            frames[update.name] = frame_of(update, config.grid_max)
-            done += 1
-            report(progress, "analyze", done, total, update.name)
+    run = _Run(config, with_base, progress, len(names) + len(pairing))
+    against_modules, frames = run.against(other, primary, pairing) if other else ([], {})
     modules, comparisons = [], []
-    for update in primary.updates(set(names), dtype, with_base):
+    for update in primary.updates(set(names), run.dtype, run.device, with_base):
         ref = (other.ranks.get(pairing[update.name]) if update.name in pairing else None) or config.reference_rank
-        modules.append(measure(update, ref, config, generator))
-        if update.name in pairing and pairing[update.name] in frames:
+        modules.append(run.measure(update, ref))
+        if pairing.get(update.name) in frames:
             comparisons.append(compare(update.name, pairing[update.name], frame_of(update, config.grid_max),
                                        frames.pop(pairing[update.name]), config.k, config.reference_rank))
-        done += 1
-        report(progress, "analyze", done, total, update.name)
     if not modules:
         raise LowrankError(f"{primary.path}: every matched weight equals the base's; there is no update to analyze")
     rslora = primary.config.use_rslora if isinstance(primary, LoraSource) else False
+    unmatched = set(pairing.values())
     return AnalysisReport(
         schema=SCHEMA, checkpoint=str(primary.path), checkpoint_kind=primary.kind,
         base=str(base.path) if base else None, against=str(other.path) if other else None,
@@ -364,11 +365,38 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
         thresholds=ranking.THRESHOLDS, summary=ranking.summarize(tuple(modules), rslora),
         modules=tuple(modules), comparisons=tuple(comparisons), against_modules=tuple(against_modules),
         only_in_checkpoint=tuple(n for n in names if n not in pairing) if other else (),
-        only_in_against=tuple(n for n in _selected(other.names, config.modules) if n not in set(pairing.values()))
+        only_in_against=tuple(n for n in _selected(other.names, config.modules) if n not in unmatched)
         if other else (),
         only_in_base=_union(primary.only_in_base, other.only_in_base if other else ()),
         not_in_base=_union(primary.not_in_base, other.not_in_base if other else ()),
-        unchanged=tuple(primary.unchanged) + (tuple(other.unchanged) if other else ()))
+        unchanged=_union(primary.unchanged, other.unchanged if other else ()))
+
+
+class _Run:
+    """Shared state of one analysis: the settings, the random generator, and the progress count."""
+
+    def __init__(self, config: AnalyzeConfig, with_base: bool, progress: ProgressCallback | None, total: int):
+        self.config, self.with_base, self.progress, self.total = config, with_base, progress, total
+        self.dtype = DTYPES[config.dtype]
+        self.device = torch.device(config.device)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.done = 0
+
+    def measure(self, update: Update, reference_rank: int) -> ModuleAnalysis:
+        result = measure(update, reference_rank, self.config, self.generator)
+        self.done += 1
+        report(self.progress, "analyze", self.done, self.total, update.name)
+        return result
+
+    def against(self, other, primary, pairing: dict[str, str]) -> tuple[list[ModuleAnalysis], dict[str, Frame]]:
+        """Analyze the ``--against`` update's matched modules, keeping their top singular vectors."""
+        theirs_to_mine = {theirs: mine for mine, theirs in pairing.items()}
+        modules, frames = [], {}
+        for update in other.updates(set(theirs_to_mine), self.dtype, self.device, self.with_base):
+            ref = primary.ranks.get(theirs_to_mine[update.name]) or self.config.reference_rank
+            modules.append(self.measure(update, ref))
+            frames[update.name] = frame_of(update, self.config.grid_max)
+        return modules, frames
 
 
 def _union(first, second) -> tuple[str, ...]:
@@ -376,7 +404,7 @@ def _union(first, second) -> tuple[str, ...]:
 
 
 def _settings(config: AnalyzeConfig, primary, with_base: bool) -> dict:
-    settings = {"dtype": config.dtype, "k": config.k, "reference_rank": config.reference_rank,
+    settings = {"dtype": config.dtype, "device": config.device, "k": config.k, "reference_rank": config.reference_rank,
                 "grid_max": config.grid_max, "base_metrics": with_base, "intruder_k": config.intruder_k,
                 "intruder_epsilon": config.intruder_epsilon, "modules": config.modules, "seed": config.seed}
     if isinstance(primary, LoraSource):

@@ -244,8 +244,9 @@ def test_modules_filter_and_config_validation(tmp_path):
     assert [m.name for m in report.modules] == ["model.layers.1.self_attn.q_proj"]
     with pytest.raises(LowrankError, match="matches --modules"):
         analyze(AnalyzeConfig(str(tmp_path / "a"), modules="nothing_like_this"))
+    bad_device = {"device": "cuda:0" if not torch.cuda.is_available() else "cuda:4096"}
     for bad in ({"dtype": "float16"}, {"k": 0}, {"reference_rank": 0}, {"intruder_epsilon": 0.0},
-                {"modules": "("}):
+                {"modules": "("}, {"device": "tpu"}, bad_device):
         with pytest.raises(LowrankError):
             AnalyzeConfig("x", **bad)
 

@@ -12,7 +12,7 @@ from torch import nn
 from lowrank.errors import LowrankError
 from lowrank.intrinsic.results import SCHEMA, CurvePoint, IntrinsicResult
 from lowrank.intrinsic.search import (SearchConfig, bootstrap_interval, first_reaching, interpolate_d90, log_grid,
-                                      measure_intrinsic_dimension)
+                                      measure_intrinsic_dimension, parse_baseline, parse_dims)
 from lowrank.intrinsic.subspace import SubspaceConfig, SubspaceModel
 from lowrank.intrinsic.training import TrainConfig
 
@@ -135,6 +135,11 @@ def test_global_baseline_and_d_larger_than_D():
 def test_helpers_exact_cases():
     assert log_grid(10, 1000, 5) == (10, 32, 100, 316, 1000)
     assert log_grid(7, 7, 3) == (7,)
+    assert parse_dims("log:10:1000:5") == (10, 32, 100, 316, 1000) and parse_dims("400,100,100") == (100, 400)
+    assert parse_baseline("direct") is None and parse_baseline("1.0") == 1.0
+    for bad in ("log:10:1000", "10,x", "0,5"):
+        with pytest.raises(LowrankError, match="--dims"):
+            parse_dims(bad)
     assert first_reaching([1, 2, 3], torch.tensor([0.1, 0.95, 0.5]).numpy(), 0.9) == 2
     assert first_reaching([1, 2], torch.tensor([0.1, 0.2]).numpy(), 0.9) is None
     curve = [CurvePoint.of(10, [0.5]), CurvePoint.of(100, [1.0])]

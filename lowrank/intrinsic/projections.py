@@ -87,14 +87,18 @@ class DenseProjection(Projection):
     def __init__(self, D: int, d: int, seed: int, cache: bool = False) -> None:
         super().__init__(D, d, seed)
         self.chunk_rows = max(1, _CHUNK_ELEMENTS // d)
-        kept = [chunk.clone() for chunk in self.chunks()] if cache else []
-        squares = torch.zeros(d, dtype=torch.float64)
-        for chunk in kept or self.chunks():
-            squares += chunk.double().square().sum(0)
-        self.register_buffer("inverse_norms", squares.rsqrt().float(), persistent=False)
         self.cache = cache
-        if cache:
-            self.register_buffer("matrix", torch.cat(kept).mul_(self.inverse_norms), persistent=False)
+        matrix = torch.empty(D, d) if cache else None
+        squares = torch.zeros(d, dtype=torch.float64)
+        start = 0
+        for chunk in self.chunks():
+            squares += chunk.double().square().sum(0)
+            if matrix is not None:
+                matrix[start : start + chunk.shape[0]] = chunk
+            start += chunk.shape[0]
+        self.register_buffer("inverse_norms", squares.rsqrt().float(), persistent=False)
+        if matrix is not None:
+            self.register_buffer("matrix", matrix.mul_(self.inverse_norms), persistent=False)
 
     def chunks(self):
         """Yield the unnormalized Gaussian ``G`` in row chunks (CPU, float32), the same numbers every time.

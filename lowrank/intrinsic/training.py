@@ -126,7 +126,8 @@ def train_and_score(module: nn.Module, task: ClassificationTask, config: TrainCo
         raise LowrankError("the module has no trainable parameter")
     optimizer = torch.optim.Adam(params, lr=config.lr)
     generator = torch.Generator().manual_seed(seed)
-    devices = [torch.device(config.device)] if torch.device(config.device).type == "cuda" else []
+    device = torch.device(config.device)
+    devices = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
     every = max(1, config.steps // 50)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
