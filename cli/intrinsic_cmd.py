@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import click
 import torch
 from rich.console import Console
 
-from lowrank.errors import LowrankError
 from lowrank.intrinsic.problems import resolve_problem
 from lowrank.intrinsic.search import SearchConfig, measure_intrinsic_dimension, parse_baseline, parse_dims
 from lowrank.intrinsic.training import TrainConfig
-from lowrank.outputs import write_text_atomic
+from lowrank.outputs import write_bytes_atomic, write_text_atomic
 from lowrank_cli.progress import rich_progress
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    if not path.parent.is_dir():
-        raise LowrankError(f"folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
 
 
 @click.command("intrinsic-dim")
@@ -84,7 +72,7 @@ def intrinsic_dim(model, data, dims, projection, said, layout, direct, cache_pro
     elif json_path:
         write_text_atomic(json_path, payload)
     if png:
-        _write_bytes_atomic(png, render.plot([result]))
+        write_bytes_atomic(png, render.plot([result]))
     if html:
         write_text_atomic(html, render.html_page(result))
     render.terminal(result, Console(stderr=json_path == "-"))

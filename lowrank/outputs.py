@@ -17,7 +17,13 @@ from lowrank.errors import LowrankError
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename (mode 0644 less the
+    umask, like a plain open())."""
     path = Path(path)
     if path.is_dir():
         raise LowrankError(f"{path} is a folder, expected a file path")
@@ -25,8 +31,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         raise LowrankError(f"folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

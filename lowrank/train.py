@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from lowrank import adapters, lora
+from lowrank import adapters
 from lowrank.data.batches import iter_batches
 from lowrank.errors import LowrankError
 from lowrank.evaluate import autocast, evaluate, loss_of
