@@ -4,8 +4,6 @@ optimizer, step count. Bad input (unknown names, missing columns, targets that m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
@@ -13,9 +11,7 @@ from lowrank import assets, lora
 from lowrank.data.batches import TokenizedSet, tokenize_classification, tokenize_lm
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.errors import LowrankError
-
-if TYPE_CHECKING:
-    from lowrank.train import TrainConfig
+from lowrank.train_config import DEFAULT_LR, TrainConfig
 
 AUTO_TARGETS = {"bert": "query,value", "roberta": "query,value", "distilbert": "q_lin,v_lin", "gpt2": "c_attn",
                 "llama": "q_proj,v_proj", "mistral": "q_proj,v_proj", "qwen2": "q_proj,v_proj"}
@@ -41,9 +37,7 @@ class Setup:
     adapted: list[str]
 
 
-def prepare(config: "TrainConfig") -> Setup:
-    from lowrank.train import DEFAULT_LR
-
+def prepare(config: TrainConfig) -> Setup:
     dataset = load_text_dataset(config.data)
     model_path = str(assets.resolve_model_path(config.model))
     task = _task(config, dataset)
@@ -68,7 +62,7 @@ def prepare(config: "TrainConfig") -> Setup:
                  lora_config, adapted)
 
 
-def _task(config: "TrainConfig", dataset: TextDataset) -> str:
+def _task(config: TrainConfig, dataset: TextDataset) -> str:
     task = config.task
     if task == "auto":
         task = "lm" if assets.is_causal_lm(config.model) else "classification"
@@ -78,7 +72,7 @@ def _task(config: "TrainConfig", dataset: TextDataset) -> str:
     return task
 
 
-def _adapt(model: nn.Module, config: "TrainConfig", task: str) -> tuple[lora.LoraConfig | None, list[str]]:
+def _adapt(model: nn.Module, config: TrainConfig, task: str) -> tuple[lora.LoraConfig | None, list[str]]:
     """Inject LoRA (and free the classifier head) or make every parameter trainable."""
     heads = tuple(h for h in CLASSIFIER_HEADS if task == "classification" and _has_module(model, h))
     if config.method == "full":
@@ -100,7 +94,7 @@ def _has_module(model: nn.Module, name: str) -> bool:
     return any(n.split(".")[-1] == name for n, _ in model.named_modules())
 
 
-def _tokenize(dataset: TextDataset, tokenizer, task: str, config: "TrainConfig") -> tuple[TokenizedSet, TokenizedSet]:
+def _tokenize(dataset: TextDataset, tokenizer, task: str, config: TrainConfig) -> tuple[TokenizedSet, TokenizedSet]:
     train_texts, train_labels = _subset(dataset.train_texts, dataset.train_labels, config.max_train_samples,
                                         config.seed)
     if task == "classification":

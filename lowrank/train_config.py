@@ -1,0 +1,72 @@
+"""What a training run is asked to do: :class:`TrainConfig`, validated on construction, and the default learning
+rates, which depend on the method and the task (measured on Reuters R8: reports/training_reuters_r8.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lowrank.errors import LowrankError
+
+DEFAULT_LR = {("lora", "classification"): 2e-3, ("lora", "lm"): 1e-3,
+              ("full", "classification"): 5e-5, ("full", "lm"): 2e-5}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train. ``alpha`` defaults to ``rank`` (scale 1) and ``lr`` to :data:`DEFAULT_LR` for the method
+    and task; ``targets`` 'auto' picks the attention query and value projections of known architectures.
+    ``max_steps`` caps the optimizer steps below ``epochs`` passes; ``max_train_samples`` / ``eval_samples``
+    take fixed seeded subsets."""
+
+    model: str
+    data: str
+    method: str
+    out: Path
+    task: str = "auto"
+    rank: int = 8
+    alpha: float | None = None
+    targets: str = "auto"
+    use_rslora: bool = False
+    dropout: float = 0.0
+    init: str = "kaiming"
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_length: int = 128
+    lr: float | None = None
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int | None = None
+    eval_samples: int | None = None
+    max_train_samples: int | None = None
+    save_every: int | None = None
+    seed: int = 0
+    bf16: bool = True
+    device: str = "auto"
+    overwrite: bool = False
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.method in ("lora", "full"), f"method must be 'lora' or 'full', got {self.method!r}"),
+            (self.task in ("auto", "classification", "lm"), f"task must be auto, classification or lm, got {self.task!r}"),
+            (self.rank >= 1, f"rank must be >= 1, got {self.rank}"),
+            (self.alpha is None or self.alpha > 0, f"alpha must be > 0, got {self.alpha}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.max_steps is None or self.max_steps >= 1, f"steps must be >= 1, got {self.max_steps}"),
+            (self.batch_size >= 1 and self.grad_accum >= 1, "batch size and gradient accumulation must be >= 1"),
+            (self.max_length >= 8, f"max length must be >= 8, got {self.max_length}"),
+            (self.lr is None or self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (0 <= self.warmup_ratio < 1, f"warmup ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LowrankError(message)
+        for name in ("eval_every", "eval_samples", "max_train_samples", "save_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise LowrankError(f"{name.replace('_', ' ')} must be >= 1, got {value}")
