@@ -11,7 +11,20 @@ from lowrank.errors import LowrankError
 
 
 class LowrankGroup(click.Group):
-    """A click group that turns :class:`LowrankError` into one ``Error:`` line and exit status 2."""
+    """A click group that turns :class:`LowrankError` and click's usage errors into one ``Error:`` line and exit
+    status 2 (click's own rendering prints a multi-line usage block first)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as error:
+            hint = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
+            click.echo(f"Error: {error.format_message()}{hint}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -45,4 +58,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

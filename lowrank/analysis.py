@@ -12,6 +12,8 @@ then CHECKPOINT's modules, each compared with its partner as soon as it is analy
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import math
 import re
 from dataclasses import dataclass
@@ -372,6 +374,27 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
         unchanged=_union(primary.unchanged, other.unchanged if other else ()))
 
 
+def _libc_trim():
+    """glibc's ``malloc_trim``, or None on other C libraries."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last module back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    glibc keeps freed blocks below its dynamic mmap threshold (up to 32 MB) in the heap for reuse; with matrices
+    of many sizes passing through, that retained heap grew the peak RSS of an 8-layer analysis by about 100 MB.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 class _Run:
     """Shared state of one analysis: the settings, the random generator, and the progress count."""
 
@@ -384,6 +407,7 @@ class _Run:
 
     def measure(self, update: Update, reference_rank: int) -> ModuleAnalysis:
         result = measure(update, reference_rank, self.config, self.generator)
+        release_freed_memory()
         self.done += 1
         report(self.progress, "analyze", self.done, self.total, update.name)
         return result

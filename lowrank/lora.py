@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.pytorch_utils import Conv1D
-
 from lowrank.errors import LowrankError
 
 HEAD_NAMES = ("lm_head", "classifier", "score", "qa_outputs")
@@ -158,11 +156,18 @@ class LoraLayer(nn.Module):
         return out + (self.scaling * F.linear(F.linear(lora_in, self.lora_A), self.lora_B)).to(out.dtype)
 
 
+def _conv1d() -> type:
+    """transformers' Conv1D, imported on first use (importing transformers costs seconds)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return Conv1D
+
+
 def layer_kind(module: nn.Module) -> str:
     """'linear', 'conv1d' or 'embedding'; raises for anything LoRA cannot wrap."""
     if isinstance(module, nn.Linear):
         return "linear"
-    if isinstance(module, Conv1D):
+    if isinstance(module, _conv1d()):
         return "conv1d"
     if isinstance(module, nn.Embedding):
         return "embedding"
@@ -170,7 +175,7 @@ def layer_kind(module: nn.Module) -> str:
 
 
 def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, Conv1D))
+    return isinstance(module, (nn.Linear, _conv1d()))
 
 
 def head_names(model: nn.Module) -> set[str]:

@@ -21,3 +21,10 @@ def test_every_command_has_help_and_appears_in_the_readme(invoke):
 def test_version_and_group_help(invoke):
     assert invoke("--version").stdout.startswith("lowrank, version")
     assert all(c.name in invoke("--help").stdout for c in ALL)
+
+
+def test_usage_errors_are_one_error_line(invoke):
+    for args in (["train", "--method", "qlora"], ["analyze"], ["train", "--no-such-option"], ["nonsense"]):
+        result = invoke(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
