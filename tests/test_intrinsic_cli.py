@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from lowrank.intrinsic.results import IntrinsicResult
@@ -18,12 +17,7 @@ QUICK = ["--model", "mlp:64,16,10", "--data", "digits", "--dims", "8,32", "--see
          "--bootstrap", "20", "--quiet", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(*args: str):

@@ -52,13 +52,7 @@ class PlantedTask:
         return 1.0 - _fit_exactly(self, module, config.steps) / start
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fit_exactly(task: PlantedTask, module: nn.Module, iterations: int = 500) -> float:

@@ -14,13 +14,7 @@ from lowrank.intrinsic.projections import (PROJECTIONS, DenseProjection, Fastfoo
                                            make_projection)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def materialize(projection) -> torch.Tensor:

@@ -13,13 +13,7 @@ from lowrank.mlp import build_mlp
 from lowrank.tiny_models import tiny_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _flat_delta(wrapped: SubspaceModel) -> torch.Tensor:
