@@ -362,7 +362,7 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
     unmatched = set(pairing.values())
     return AnalysisReport(
         schema=SCHEMA, checkpoint=str(primary.path), checkpoint_kind=primary.kind,
-        base=str(base.path) if base else None, against=str(other.path) if other else None,
+        base=config.base if base else None, against=str(other.path) if other else None,
         against_kind=other.kind if other else None, settings=_settings(config, primary, with_base),
         thresholds=ranking.THRESHOLDS, summary=ranking.summarize(tuple(modules), rslora),
         modules=tuple(modules), comparisons=tuple(comparisons), against_modules=tuple(against_modules),
