@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 
 from lowrank import rank as ranking
-from lowrank import spectra
+from lowrank import spectra, subspaces
 from lowrank.adapters import PREFIX, WEIGHTS_FILE, is_adapter_folder, iter_lora_updates, read_adapter_config
 from lowrank.assets import resolve_model_path
 from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
@@ -269,8 +269,8 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
     norm = float(torch.linalg.vector_norm(s))
     amp = intr = None
     if update.W0 is not None and norm > 0.0:
-        amp = spectra.amplification(update.svd, update.W0, min(r, s.numel()), generator)
-        intr = spectra.intruder_dimensions(update.W0, update.W1, min(config.intruder_k, limit),
+        amp = subspaces.amplification(update.svd, update.W0, min(r, s.numel()), generator)
+        intr = subspaces.intruder_dimensions(update.W0, update.W1, min(config.intruder_k, limit),
                                            config.intruder_epsilon, DTYPES[config.dtype])
     return ModuleAnalysis(
         name=update.name, shape=tuple(shape), kind=update.kind, layer_kind=update.layer_kind, rank=update.rank,
@@ -310,14 +310,14 @@ def compare(name: str, other_name: str, mine: Frame, theirs: Frame, k: int | Non
     wanted = k if k is not None else (min(ranks) if ranks else reference_rank)
     k = min(wanted, mine.U.shape[1], theirs.U.shape[1])
     dim = mine.U.shape[0]
-    angles = spectra.principal_angles(mine.U[:, :k], theirs.U[:, :k])
-    grid = spectra.subspace_similarity_grid(mine.U, theirs.U, mine.U.shape[1], theirs.U.shape[1])
+    angles = subspaces.principal_angles(mine.U[:, :k], theirs.U[:, :k])
+    grid = subspaces.subspace_similarity_grid(mine.U, theirs.U, mine.U.shape[1], theirs.U.shape[1])
     return Comparison(
-        name=name, other_name=other_name, k=k, dim=dim, phi=spectra.subspace_similarity(mine.U, theirs.U, k, k),
-        phi_random=spectra.random_subspace_similarity(k, k, dim),
-        phi_right=spectra.subspace_similarity(mine.V, theirs.V, k, k),
+        name=name, other_name=other_name, k=k, dim=dim, phi=subspaces.subspace_similarity(mine.U, theirs.U, k, k),
+        phi_random=subspaces.random_subspace_similarity(k, k, dim),
+        phi_right=subspaces.subspace_similarity(mine.V, theirs.V, k, k),
         principal_angles_deg=tuple(math.degrees(float(a)) for a in angles),
-        grassmann_distance=spectra.grassmann_distance(angles),
+        grassmann_distance=subspaces.grassmann_distance(angles),
         phi_grid=tuple(tuple(round(float(v), 6) for v in row) for row in grid))
 
 

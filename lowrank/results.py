@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from lowrank.errors import LowrankError
-from lowrank.spectra import Amplification, Intruders
+from lowrank.subspaces import Amplification, Intruders
 
 SCHEMA = "lowrank.analysis/1"
 VERDICTS = ("over-provisioned", "adequate", "saturated")
