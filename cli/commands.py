@@ -2,6 +2,7 @@
 
 from lowrank_cli.analyze_cmd import analyze
 from lowrank_cli.intrinsic_cmd import intrinsic_dim
+from lowrank_cli.sweep_cmd import sweep
 from lowrank_cli.train_cmd import train
 
-ALL = [train, analyze, intrinsic_dim]
+ALL = [train, sweep, analyze, intrinsic_dim]

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from lowrank.train import TrainConfig, train as run_training
+from lowrank.training.loop import TrainConfig, train as run_training
 from lowrank_cli.progress import rich_progress
 
 
@@ -34,6 +34,7 @@ from lowrank_cli.progress import rich_progress
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step.")
 @click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per example (LM: per block).")
 @click.option("--lr", type=float, help="Peak learning rate. [default: 2e-3 LoRA, 5e-5 full; LM 1e-3 / 2e-5]")
+@click.option("--head-lr", type=float, help="Peak learning rate of a new classifier head. [default: max(lr, 2e-3)]")
 @click.option("--warmup-ratio", type=float, default=0.06, show_default=True)
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--grad-clip", type=float, default=1.0, show_default=True)
@@ -48,13 +49,14 @@ from lowrank_cli.progress import rich_progress
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout, init, epochs, steps, batch_size,
-          grad_accum, max_length, lr, warmup_ratio, weight_decay, grad_clip, eval_every, eval_samples,
+          grad_accum, max_length, lr, head_lr, warmup_ratio, weight_decay, grad_clip, eval_every, eval_samples,
           train_samples, save_every, seed, bf16, device, overwrite, resume, quiet) -> None:
     """Train a LoRA adapter (peft format) or fully fine-tune (Hugging Face folder); metrics go to OUT/metrics.json."""
     config = TrainConfig(
         model=model, data=data, method=method, out=out, task=task, rank=rank, alpha=alpha, targets=targets,
         use_rslora=rslora, dropout=dropout, init=init, epochs=epochs, max_steps=steps, batch_size=batch_size,
-        grad_accum=grad_accum, max_length=max_length, lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+        grad_accum=grad_accum, max_length=max_length, lr=lr, head_lr=head_lr, warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
         grad_clip=grad_clip, eval_every=eval_every, eval_samples=eval_samples, max_train_samples=train_samples,
         save_every=save_every, seed=seed, bf16=bf16, device=device, overwrite=overwrite, resume=resume)
     with rich_progress(enabled=not quiet) as progress:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from lowrank import adapters
-from lowrank.train import TrainConfig, lr_factor, train
+from lowrank.training.loop import TrainConfig, lr_factor, train
 
 FAST = ("--steps", "6", "--batch-size", "8", "--max-length", "32", "--quiet")
 

@@ -4,7 +4,7 @@ Adam on every parameter of a module that requires a gradient (for a :class:`Subs
 scales and any directly trained tensors; for direct training: the whole model), a fixed number of steps, full
 batch when ``batch_size >= n_train`` else shuffled minibatches (a new permutation each epoch), cross-entropy,
 then accuracy on the test set. The module is called with keyword inputs, ``module(**inputs)``, and may return
-logits or an object with ``.logits`` (Hugging Face). The lead's ``lowrank/train.py`` could take this loop over.
+logits or an object with ``.logits`` (Hugging Face). The lead's ``lowrank/training/loop.py`` could take this loop over.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ import torch
 from lowrank import adapters
 from lowrank.data.batches import iter_batches
 from lowrank.errors import LowrankError
-from lowrank.evaluate import autocast, evaluate, loss_of
+from lowrank.training.evaluate import autocast, evaluate, loss_of
 from lowrank.outputs import check_output_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
-from lowrank.train_config import TrainConfig
-from lowrank.training_setup import Setup, prepare
+from lowrank.training.config import TrainConfig
+from lowrank.training.setup import Setup, prepare
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
@@ -88,7 +88,7 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
     for step in range(start, setup.total_steps):
         began = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = setup.lr * lr_factor(step, setup.total_steps, warmup)
+            group["lr"] = group["base_lr"] * lr_factor(step, setup.total_steps, warmup)
         step_loss = 0.0
         for _ in range(config.grad_accum):
             indices = next(stream)
@@ -171,7 +171,8 @@ def _save_result(out: Path, config: TrainConfig, setup: Setup) -> None:
 
 def _metrics(config: TrainConfig, setup: Setup, history: list, final: dict, seconds: float, tokens: int) -> dict:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
-    settings.update(lr=setup.lr, alpha=setup.lora_config.alpha if setup.lora_config else None,
+    settings.update(lr=setup.lr, head_lr=setup.optimizer.param_groups[-1]["base_lr"],
+                    alpha=setup.lora_config.alpha if setup.lora_config else None,
                     targets=setup.adapted, task=setup.task)
     return {"schema": "lowrank.train/1", "method": config.method, "task": setup.task, "model": config.model,
             "data": config.data, "steps": setup.total_steps, "final": final, "history": history,

@@ -11,7 +11,7 @@ from lowrank import assets, lora
 from lowrank.data.batches import TokenizedSet, tokenize_classification, tokenize_lm
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.errors import LowrankError
-from lowrank.train_config import DEFAULT_LR, TrainConfig
+from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_LR, TrainConfig
 
 AUTO_TARGETS = {"bert": "query,value", "roberta": "query,value", "distilbert": "q_lin,v_lin", "gpt2": "c_attn",
                 "llama": "q_proj,v_proj", "mistral": "q_proj,v_proj", "qwen2": "q_proj,v_proj"}
@@ -53,13 +53,26 @@ def prepare(config: TrainConfig) -> Setup:
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = config.lr if config.lr is not None else DEFAULT_LR[(config.method, task)]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model, task, lr, config), lr=lr, weight_decay=config.weight_decay)
     micro_per_epoch = -(-len(train_set) // config.batch_size)
     total = max(1, config.epochs * micro_per_epoch // config.grad_accum)
     total = min(total, config.max_steps) if config.max_steps else total
     return Setup(model, tokenizer, model_path, task, train_set, test_set, device, optimizer, trainable,
                  sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters()), total, lr,
                  lora_config, adapted)
+
+
+def _param_groups(model: nn.Module, task: str, lr: float, config: TrainConfig) -> list[dict]:
+    """Trainable parameters in two groups: a classifier head at ``head_lr`` (default ``max(lr, DEFAULT_HEAD_LR)``),
+    everything else at ``lr``. Each group keeps its peak rate as ``base_lr`` for the schedule."""
+    head_lr = config.head_lr if config.head_lr is not None else max(lr, DEFAULT_HEAD_LR)
+    heads = CLASSIFIER_HEADS if task == "classification" else ()
+    head, rest = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (head if lora.is_under(name.rpartition(".")[0], heads) else rest).append(param)
+    groups = [{"params": rest, "lr": lr, "base_lr": lr}, {"params": head, "lr": head_lr, "base_lr": head_lr}]
+    return [g for g in groups if g["params"]]
 
 
 def _task(config: TrainConfig, dataset: TextDataset) -> str:

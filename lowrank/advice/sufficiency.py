@@ -1,0 +1,112 @@
+"""Was rank r enough? What the trained adapter could not reach, measured from the loss gradient (pure math).
+
+A rank-``r`` LoRA update ``dW = s B A`` moves, to first order, only in the directions ``dB A + B dA``: matrices
+whose columns lie in ``col(B)`` or whose rows lie in ``row(A)``. With ``Q_B``, ``Q_A`` orthonormal bases of
+``col(B)`` and ``col(A^T)``, the part of the full weight gradient ``G = dL/dW`` that the adapter cannot follow is
+
+    G_out = (I - Q_B Q_B^T) G (I - Q_A Q_A^T).
+
+At a trained point the reachable part of ``G`` is small (training drove it down); ``G_out`` is what more rank
+would buy. A gradient step of size ``eta`` restricted to the best rank-``k`` part of ``G_out`` lowers the loss by
+``eta * sum_{i<=k} sigma_i(G_out)^2`` to first order. The same step with ``r`` directions at the start of training
+(``G0``, the gradient at the base weights, the trained head kept) bought ``eta * sum_{i<=r} sigma_i(G0)^2``. Their
+ratio, independent of ``eta``,
+
+    doubling_gain = sum_{i<=r} sigma_i(G_out)^2 / sum_{i<=r} sigma_i(G0)^2,
+
+says how much descent ``r`` more directions (doubling the rank) would still find, relative to what the first ``r``
+found. Over a model, numerators and denominators are summed over modules. The thresholds that turn it into
+"raise r" / "adequate" / "lower r" are calibrated against retraining (:data:`RAISE_ABOVE`, :data:`LOWER_BELOW`;
+reports/rank_advice.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lowrank.errors import LowrankError
+from lowrank.spectra import checked_matrix
+
+RAISE_ABOVE = 0.05
+LOWER_BELOW = 0.005
+SUFFICIENCY_VERDICTS = ("raise r", "adequate", "lower r")
+CURVE_MAX = 64
+
+
+@dataclass(frozen=True)
+class Signals:
+    """One module's gradient signals at its trained point.
+
+    Attributes:
+        rank: the adapter rank ``r``.
+        gradient_norm: ``||G||_F`` at the trained point.
+        base_gradient_norm: ``||G0||_F`` at the base weights (same batches, same head).
+        outside_fraction: ``||G_out||_F^2 / ||G||_F^2``, the share of the current gradient the adapter cannot follow.
+        outside_energy: ``sum_{i<=r} sigma_i(G_out)^2`` (numerator of the doubling gain).
+        start_energy: ``sum_{i<=r} sigma_i(G0)^2`` (denominator).
+        gain_curve: ``sum_{i<=k} sigma_i(G_out)^2 / start_energy`` for ``k = 1 .. min(2r, 64)``: the first-order
+            loss decrease that ``k`` more directions would buy, relative to the first ``r`` directions at the start.
+    """
+
+    rank: int
+    gradient_norm: float
+    base_gradient_norm: float
+    outside_fraction: float
+    outside_energy: float
+    start_energy: float
+    gain_curve: tuple[float, ...]
+
+    @property
+    def doubling_gain(self) -> float:
+        return self.outside_energy / self.start_energy if self.start_energy > 0 else 0.0
+
+
+def _orthonormal(M: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.qr(M, mode="reduced")[0]
+
+
+def outside_part(G: torch.Tensor, B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """``(I - Q_B Q_B^T) G (I - Q_A Q_A^T)`` for ``G (m, n)``, ``B (m, r)``, ``A (r, n)``, in float64."""
+    G = checked_matrix(G, "G").to(torch.float64)
+    B, A = checked_matrix(B, "B").to(torch.float64), checked_matrix(A, "A").to(torch.float64)
+    if B.shape[0] != G.shape[0] or A.shape[1] != G.shape[1] or B.shape[1] != A.shape[0]:
+        raise LowrankError(f"G {tuple(G.shape)} needs B (m, r) and A (r, n) with m, n of G; got B "
+                           f"{tuple(B.shape)} and A {tuple(A.shape)}")
+    q_b, q_a = _orthonormal(B), _orthonormal(A.T)
+    left = G - q_b @ (q_b.T @ G)
+    return left - (left @ q_a) @ q_a.T
+
+
+def module_signals(G: torch.Tensor, G0: torch.Tensor, B: torch.Tensor, A: torch.Tensor) -> Signals:
+    """Signals of one LoRA module from the full gradients at the trained point (``G``) and at the base (``G0``)."""
+    if G.shape != G0.shape:
+        raise LowrankError(f"G {tuple(G.shape)} and G0 {tuple(G0.shape)} must have the same shape")
+    r = A.shape[0]
+    out = outside_part(G, B, A)
+    s_out = torch.linalg.svdvals(out)
+    s_start = torch.linalg.svdvals(checked_matrix(G0, "G0").to(torch.float64))
+    start = float((s_start[:r] ** 2).sum())
+    cumulative = torch.cumsum(s_out[: min(2 * r, CURVE_MAX)] ** 2, 0)
+    norm2 = float((G.to(torch.float64) ** 2).sum())
+    return Signals(rank=r, gradient_norm=norm2 ** 0.5, base_gradient_norm=float(s_start.norm()),
+                   outside_fraction=float((s_out ** 2).sum()) / norm2 if norm2 > 0 else 0.0,
+                   outside_energy=float((s_out[:r] ** 2).sum()), start_energy=start,
+                   gain_curve=tuple(float(c) / start if start > 0 else 0.0 for c in cumulative))
+
+
+def model_doubling_gain(signals: list[Signals]) -> float:
+    """Summed over modules: ``sum outside_energy / sum start_energy``."""
+    start = sum(s.start_energy for s in signals)
+    return sum(s.outside_energy for s in signals) / start if start > 0 else 0.0
+
+
+def judge(gain: float, spectrum_over_provisioned: bool) -> str:
+    """``"raise r"`` when the doubling gain exceeds :data:`RAISE_ABOVE`; ``"lower r"`` only when it is below
+    :data:`LOWER_BELOW` *and* the spectrum's trailing half holds under 1% of the energy; else ``"adequate"``."""
+    if gain > RAISE_ABOVE:
+        return "raise r"
+    if gain < LOWER_BELOW and spectrum_over_provisioned:
+        return "lower r"
+    return "adequate"

@@ -1,0 +1,155 @@
+"""``lowrank sweep``: the ground truth for rank advice. Train a grid of LoRA ranks (and full fine-tuning) over
+several seeds with :func:`lowrank.training.loop.train`, measure each adapter's sufficiency signals, and tabulate the
+held-out metric per rank (mean +- sd, r*, doubling and halving verdicts; :mod:`lowrank.training.ground_truth`).
+
+Runs go to ``out/lora-r{r}-s{seed}`` and ``out/full-s{seed}``; a run whose ``metrics.json`` exists is not trained
+again, so an interrupted sweep resumes. ``jobs > 1`` trains that many runs at once in separate processes (one GPU
+shared: a small model leaves it mostly idle), each with ``cpu_count / jobs`` CPU threads. The table goes to
+``out/sweep.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lowrank.errors import LowrankError
+from lowrank.outputs import write_text_atomic
+from lowrank.progress import ProgressCallback, report
+from lowrank.training import ground_truth
+from lowrank.training.config import TrainConfig
+
+SCHEMA = "lowrank.sweep/1"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A rank grid x seeds on one model and dataset; every other training setting comes from ``base``.
+
+    Args:
+        base: the training settings shared by all runs (its ``method``, ``rank``, ``seed``, ``out`` and ``lr``
+            are set per run).
+        ranks: LoRA ranks of the grid (default 1, 2, 4, ..., 64).
+        seeds: training seeds (default 0, 1, 2).
+        full: also fully fine-tune at every seed.
+        lora_lr, full_lr: learning rates (default: the trainer's defaults).
+        jobs: runs trained at once (separate processes).
+        signals: measure each adapter's sufficiency signals (``signals.json`` beside it).
+        signal_examples: training examples in the gradient sample.
+    """
+
+    base: TrainConfig
+    ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    full: bool = True
+    lora_lr: float | None = None
+    full_lr: float | None = None
+    jobs: int = 1
+    signals: bool = True
+    signal_examples: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.ranks or min(self.ranks) < 1 or len(set(self.ranks)) != len(self.ranks):
+            raise LowrankError(f"ranks must be distinct and >= 1, got {self.ranks}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise LowrankError(f"seeds must be distinct, got {self.seeds}")
+        if self.jobs < 1 or self.signal_examples < 1:
+            raise LowrankError("jobs and signal examples must be >= 1")
+
+    def runs(self) -> list[TrainConfig]:
+        """Every run of the grid, full fine-tuning first at each seed."""
+        out = Path(self.base.out)
+        runs = []
+        for seed in self.seeds:
+            if self.full:
+                runs.append(replace(self.base, method="full", seed=seed, lr=self.full_lr, out=out / f"full-s{seed}",
+                                    overwrite=True, resume=False))
+            for r in sorted(self.ranks):
+                runs.append(replace(self.base, method="lora", rank=r, seed=seed, lr=self.lora_lr,
+                                    out=out / f"lora-r{r}-s{seed}", overwrite=True, resume=False))
+        return runs
+
+
+def _run_one(config: TrainConfig, signals: bool, examples: int, threads: int) -> str:
+    """Train one run and measure its signals (in a worker process); returns the run folder."""
+    import torch
+
+    from lowrank.advice.measure import MeasureConfig, measure
+    from lowrank.training.loop import train
+
+    torch.set_num_threads(threads)
+    out = Path(config.out)
+    if not (out / "metrics.json").is_file():
+        train(config)
+    if signals and config.method == "lora" and not (out / "signals.json").is_file():
+        device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
+        result = measure(MeasureConfig(adapter=str(out), base=config.model, data=config.data, examples=examples,
+                                       batch_size=config.batch_size, max_length=config.max_length,
+                                       seed=config.seed, device=device))
+        record = {"examples": result.examples, "seconds": result.seconds,
+                  "modules": {name: {**vars(s), "doubling_gain": s.doubling_gain}
+                              for name, s in result.signals.items()}}
+        write_text_atomic(out / "signals.json", json.dumps(record, indent=1) + "\n")
+    return str(out)
+
+
+def run_sweep(config: SweepConfig, progress: ProgressCallback | None = None) -> dict:
+    """Train every run (skipping finished ones), then write and return the table (:func:`tabulate`)."""
+    out = Path(config.base.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = config.runs()
+    threads = max(1, (os.cpu_count() or 1) // config.jobs)
+    report(progress, "sweep", 0, len(runs))
+    if config.jobs == 1:
+        for done, run in enumerate(runs, 1):
+            _run_one(run, config.signals, config.signal_examples, threads)
+            report(progress, "sweep", done, len(runs), run.out.name)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(config.jobs, mp_context=context) as pool:
+            futures = [pool.submit(_run_one, run, config.signals, config.signal_examples, threads) for run in runs]
+            for done, future in enumerate(as_completed(futures), 1):
+                report(progress, "sweep", done, len(runs), Path(future.result()).name)
+    table = tabulate(out)
+    write_text_atomic(out / "sweep.json", json.dumps(table, indent=1) + "\n")
+    return table
+
+
+def _read_runs(folder: Path) -> list[dict]:
+    runs = []
+    for metrics_file in sorted(folder.glob("*/metrics.json")):
+        metrics = json.loads(metrics_file.read_text())
+        signals_file = metrics_file.parent / "signals.json"
+        runs.append({"run": metrics_file.parent.name, "method": metrics["method"],
+                     "rank": metrics["config"]["rank"] if metrics["method"] == "lora" else None,
+                     "seed": metrics["config"]["seed"], "lr": metrics["config"]["lr"], "task": metrics["task"],
+                     "final": metrics["final"], "trainable_parameters": metrics["trainable_parameters"],
+                     "signals": json.loads(signals_file.read_text()) if signals_file.is_file() else None})
+    if not runs:
+        raise LowrankError(f"{folder} holds no finished run (*/metrics.json)")
+    return runs
+
+
+def tabulate(folder: str | Path) -> dict:
+    """The sweep table of the finished runs in ``folder``: per rank mean +- sd, r*, doubling/halving steps."""
+    runs = _read_runs(Path(folder))
+    metric = "loss" if runs[0]["task"] == "lm" else "accuracy"
+    grid: dict[int, list[float]] = {}
+    full = []
+    for run in runs:
+        value = run["final"][metric]
+        (grid.setdefault(run["rank"], []) if run["method"] == "lora" else full).append(value)
+    scores = [ground_truth.RankScores(r, tuple(v)) for r, v in sorted(grid.items())]
+    table = {"schema": SCHEMA, "metric": metric, "runs": runs,
+             "ranks": [{"rank": g.rank, "mean": g.mean, "sd": g.sd, "n": len(g.scores)} for g in scores],
+             "full": {"mean": ground_truth.RankScores(0, tuple(full)).mean, "n": len(full),
+                      "sd": ground_truth.RankScores(0, tuple(full)).sd} if full else None}
+    if scores:
+        table["sufficient_rank"] = ground_truth.sufficient_rank(scores, metric)
+        table["doubling"] = [vars(s) for s in ground_truth.doubling(scores, metric)]
+        table["halving"] = [vars(s) for s in ground_truth.halving(scores, metric)]
+    return table
