@@ -80,10 +80,16 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--modules", metavar="REGEX", help="Analyze only modules whose name matches this regular expression.")
 @click.option("--allow-pickle", is_flag=True, help="Read .bin/.pt checkpoints with torch.load(weights_only=True). "
               "Pickle files can run code; they are refused without this flag.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baselines.")
+@click.option("--data", metavar="DATA", help="The data the adapter was trained on (registry key or local file): "
+              "judge each LoRA module by the gradient it cannot reach (needs --base). Without it LoRA ranks are "
+              "not judged.")
+@click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True,
+              help="Tokens per example in the gradient sample (as in training).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baselines and the sample.")
 @click.option("--device", help="Where the SVDs run: cpu or cuda [default: cuda when a GPU is present, else cpu].")
 def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtype, k, reference_rank, grid_max,
-            no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, seed, device) -> None:
+            no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, data, max_length, seed,
+            device) -> None:
     """Spectra, rank verdicts and subspace overlap of a LoRA adapter or a full fine-tune.
 
     CHECKPOINT is a peft adapter folder, or a full model folder / safetensors file (then --base gives W0).
@@ -98,7 +104,8 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtyp
     config = AnalyzeConfig(checkpoint=checkpoint, base=base, against=against, dtype=dtype, k=k,
                            reference_rank=reference_rank, grid_max=grid_max, base_metrics=not no_base_metrics,
                            intruder_k=intruder_k, intruder_epsilon=intruder_epsilon, allow_pickle=allow_pickle,
-                           modules=modules, seed=seed, device=device or _default_device())
+                           modules=modules, seed=seed, device=device or _default_device(), data=data,
+                           max_length=max_length)
     progress = _DelayedProgress(sys.stderr.isatty())
     try:
         report = run_analysis(config, progress)

@@ -24,12 +24,16 @@ import torch
 
 from lowrank import rank as ranking
 from lowrank import spectra, subspaces
+from lowrank.advice.measure import MeasureConfig
+from lowrank.advice.measure import measure as measure_signals
+from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, judge,
+                                        model_doubling_gain)
 from lowrank.adapters import PREFIX, WEIGHTS_FILE, is_adapter_folder, iter_lora_updates, read_adapter_config
 from lowrank.assets import resolve_model_path
 from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback, report
-from lowrank.results import SCHEMA, AnalysisReport, Comparison, ModuleAnalysis
+from lowrank.results import SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis, Sufficiency
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ENERGY_LEVELS = ("0.5", "0.9", "0.99")
@@ -58,6 +62,9 @@ class AnalyzeConfig:
         seed: seeds the random baselines of the amplification factor.
         device: where SVDs run, ``"cpu"`` (default) or ``"cuda"``; tensors are read on the CPU and moved there
             one module at a time.
+        data: the dataset the adapter was trained on; with ``base``, LoRA verdicts come from the gradient the
+            adapter cannot reach on the calibrated sample of training examples (:mod:`lowrank.advice.sufficiency`).
+        max_length: tokens per example in the gradient sample (as in training; default 128).
     """
 
     checkpoint: str
@@ -74,10 +81,14 @@ class AnalyzeConfig:
     modules: str | None = None
     seed: int = 0
     device: str = "cpu"
+    data: str | None = None
+    max_length: int = 128
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise LowrankError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.data is not None and self.base is None:
+            raise LowrankError("--data needs --base: the model the adapter was trained on")
         for name in ("reference_rank", "grid_max", "intruder_k"):
             if getattr(self, name) < 1:
                 raise LowrankError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -252,8 +263,10 @@ def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig, compu
     return FullSource(where, base, config.allow_pickle, compute_uv)
 
 
-def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generator: torch.Generator) -> ModuleAnalysis:
-    """Spectrum, rank measures, verdict and (with a base) amplification and intruders of one update."""
+def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generator: torch.Generator,
+            signals: Signals | None = None) -> ModuleAnalysis:
+    """Spectrum, rank measures, verdict and (with a base) amplification and intruders of one update; a LoRA
+    update's verdict comes from its gradient ``signals`` (``--data``), else it is not judged."""
     s = update.svd.S.detach().to(torch.float64).cpu()
     shape = update.svd.shape
     limit = min(shape)
@@ -261,7 +274,7 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
     r = min(update.rank if update.kind == "lora" else reference_rank, limit)
     tail, captured = spectra.tail_ratio(s, r), spectra.energy_captured(s, r)
     if update.kind == "lora":
-        verdict = ranking.judge_lora(update.rank, energy["0.9"], energy["0.99"], tail, limit)
+        verdict = ranking.judge_lora(update.rank, energy["0.9"], energy["0.99"], tail, limit, signals)
         kept = s
     else:
         verdict = ranking.judge_full(r, energy["0.9"], energy["0.99"], captured, limit)
@@ -278,7 +291,33 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
         frobenius_norm=norm, energy_rank=energy, effective_rank=spectra.effective_rank(s),
         stable_rank=spectra.stable_rank(s), reference_rank=r, tail_ratio=tail, energy_at_rank=captured,
         verdict=verdict.verdict, suggested_rank=verdict.suggested_rank, evidence=verdict.evidence,
-        amplification=amp, intruders=intr)
+        amplification=amp, intruders=intr, sufficiency=_sufficiency(signals))
+
+
+def _sufficiency(signals: Signals | None) -> Sufficiency | None:
+    if signals is None:
+        return None
+    return Sufficiency(doubling_gain=signals.doubling_gain, outside_fraction=signals.outside_fraction,
+                       gradient_norm=signals.gradient_norm, base_gradient_norm=signals.base_gradient_norm,
+                       gain_curve=signals.gain_curve)
+
+
+def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | None
+                 ) -> tuple[dict[str, Signals], ModelSufficiency]:
+    """Gradient signals of every module of a LoRA ``source`` on ``config.data``, and the model-level verdict."""
+    if not isinstance(source, LoraSource):
+        raise LowrankError(f"--data judges LoRA adapters; {source.path} is a full model (its delta's verdict "
+                           "comes from its spectrum)")
+    result = measure_signals(MeasureConfig(adapter=str(source.path), base=config.base, data=config.data,
+                                           examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
+                                           seed=config.seed, device=config.device), progress)
+    gain = model_doubling_gain(list(result.signals.values()))
+    verdict = judge(gain)
+    r = source.config.r
+    return result.signals, ModelSufficiency(
+        data=config.data, examples=result.examples, doubling_gain=gain, verdict=verdict,
+        suggested_r={"raise r": 2 * r, "lower r": max(1, r // 2), "adequate": r}[verdict],
+        raise_above=RAISE_ABOVE, lower_below=LOWER_BELOW, seconds=result.seconds)
 
 
 @dataclass(frozen=True)
@@ -347,12 +386,13 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
     if not names:
         raise LowrankError(f"no module of {primary.path} matches --modules {config.modules!r}")
     pairing = _pairing(names, _selected(other.names, config.modules)) if other else {}
-    run = _Run(config, with_base, progress, len(names) + len(pairing))
+    signals, sufficiency = data_verdict(config, primary, progress) if config.data else ({}, None)
+    run = _Run(config, with_base, progress, len(names) + len(pairing), signals)
     against_modules, frames = run.against(other, primary, pairing) if other else ([], {})
     modules, comparisons = [], []
     for update in primary.updates(set(names), run.dtype, run.device, with_base):
         ref = (other.ranks.get(pairing[update.name]) if update.name in pairing else None) or config.reference_rank
-        modules.append(run.measure(update, ref))
+        modules.append(run.measure(update, ref, run.signals.get(update.name)))
         if pairing.get(update.name) in frames:
             comparisons.append(compare(update.name, pairing[update.name], frame_of(update, config.grid_max),
                                        frames.pop(pairing[update.name]), config.k, config.reference_rank))
@@ -364,14 +404,14 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
         schema=SCHEMA, checkpoint=str(primary.path), checkpoint_kind=primary.kind,
         base=config.base if base else None, against=str(other.path) if other else None,
         against_kind=other.kind if other else None, settings=_settings(config, primary, with_base),
-        thresholds=ranking.THRESHOLDS, summary=ranking.summarize(tuple(modules), rslora),
+        thresholds=ranking.THRESHOLDS, summary=ranking.summarize(tuple(modules), rslora, sufficiency),
         modules=tuple(modules), comparisons=tuple(comparisons), against_modules=tuple(against_modules),
         only_in_checkpoint=tuple(n for n in names if n not in pairing) if other else (),
         only_in_against=tuple(n for n in _selected(other.names, config.modules) if n not in unmatched)
         if other else (),
         only_in_base=_union(primary.only_in_base, other.only_in_base if other else ()),
         not_in_base=_union(primary.not_in_base, other.not_in_base if other else ()),
-        unchanged=_union(primary.unchanged, other.unchanged if other else ()))
+        unchanged=_union(primary.unchanged, other.unchanged if other else ()), sufficiency=sufficiency)
 
 
 def _libc_trim():
@@ -398,15 +438,17 @@ def release_freed_memory() -> None:
 class _Run:
     """Shared state of one analysis: the settings, the random generator, and the progress count."""
 
-    def __init__(self, config: AnalyzeConfig, with_base: bool, progress: ProgressCallback | None, total: int):
+    def __init__(self, config: AnalyzeConfig, with_base: bool, progress: ProgressCallback | None, total: int,
+                 signals: dict[str, Signals]):
         self.config, self.with_base, self.progress, self.total = config, with_base, progress, total
+        self.signals = signals
         self.dtype = DTYPES[config.dtype]
         self.device = torch.device(config.device)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.done = 0
 
-    def measure(self, update: Update, reference_rank: int) -> ModuleAnalysis:
-        result = measure(update, reference_rank, self.config, self.generator)
+    def measure(self, update: Update, reference_rank: int, signals: Signals | None = None) -> ModuleAnalysis:
+        result = measure(update, reference_rank, self.config, self.generator, signals)
         release_freed_memory()
         self.done += 1
         report(self.progress, "analyze", self.done, self.total, update.name)

@@ -6,13 +6,13 @@ The fields that CONTRACT.md fixes are marked there; the others are additions the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 from lowrank.errors import LowrankError
 from lowrank.subspaces import Amplification, Intruders
 
 SCHEMA = "lowrank.analysis/1"
-VERDICTS = ("over-provisioned", "adequate", "saturated")
+VERDICTS = ("raise r", "adequate", "lower r", "not judged")
 
 
 def _plain(value):
@@ -41,7 +41,7 @@ class _Record:
     def from_dict(cls, data: dict):
         if not isinstance(data, dict):
             raise LowrankError(f"{cls.__name__} record must be a JSON object, got {type(data).__name__}")
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.name in data or f.default is MISSING]
         missing = [n for n in names if n not in data]
         if missing:
             raise LowrankError(f"{cls.__name__} record lacks keys {missing}")
@@ -56,6 +56,47 @@ class _Record:
             else:
                 values[name] = nested.from_dict(raw)
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class Sufficiency(_Record):
+    """One LoRA module's gradient signals with ``--data`` (:mod:`lowrank.advice.sufficiency`).
+
+    Attributes:
+        doubling_gain: ``sum_{i<=r} sigma_i(G_out)^2 / sum_{i<=r} sigma_i(G0)^2``: the first-order descent ``r``
+            more directions would find, relative to what the first ``r`` found at the start of training.
+        outside_fraction: ``||G_out||_F^2 / ||G||_F^2``, the share of the gradient the adapter cannot follow.
+        gradient_norm, base_gradient_norm: ``||G||_F`` at the trained point and ``||G0||_F`` at the base.
+        gain_curve: the descent ``k`` more directions would find, ``k = 1 .. min(2r, 64)``, same normalization.
+    """
+
+    doubling_gain: float
+    outside_fraction: float
+    gradient_norm: float
+    base_gradient_norm: float
+    gain_curve: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ModelSufficiency(_Record):
+    """The model-level data verdict: summed doubling gain over modules against the calibrated thresholds.
+
+    Attributes:
+        data: the dataset the gradients were taken on; examples: how many training examples.
+        doubling_gain: ``sum over modules of outside energy / sum of start energy``.
+        verdict: "raise r", "adequate" or "lower r"; suggested_r: the global rank it implies.
+        raise_above, lower_below: the thresholds (calibrated by retraining, reports/rank_advice.md).
+        seconds: time spent on the gradients.
+    """
+
+    data: str
+    examples: int
+    doubling_gain: float
+    verdict: str
+    suggested_r: int
+    raise_above: float
+    lower_below: float
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -80,11 +121,13 @@ class ModuleAnalysis(_Record):
             full deltas.
         tail_ratio: ``s[reference_rank - 1] / s[0]``.
         energy_at_rank: fraction of ``||dW||_F^2`` kept by the best rank-``reference_rank`` approximation.
-        verdict: ``"over-provisioned"``, ``"adequate"`` or ``"saturated"`` (see :mod:`lowrank.rank`).
+        verdict: ``"raise r"``, ``"adequate"``, ``"lower r"``, or ``"not judged"`` (a LoRA update without
+            ``--data``: its spectrum alone cannot say whether more rank would help); see :mod:`lowrank.rank`.
         suggested_rank: the rank recommended for this module.
         evidence: one sentence with the numbers behind the verdict.
         amplification: LoRA paper section 7 amplification against the base weight (when a base was given).
         intruders: intruder dimensions of ``W0 + dW`` against ``W0`` (when a base was given).
+        sufficiency: the gradient signals behind a LoRA verdict (with ``--data``).
     """
 
     name: str
@@ -107,8 +150,9 @@ class ModuleAnalysis(_Record):
     evidence: str
     amplification: Amplification | None
     intruders: Intruders | None
+    sufficiency: Sufficiency | None = None
 
-    _nested = {"amplification": Amplification, "intruders": Intruders}
+    _nested = {"amplification": Amplification, "intruders": Intruders, "sufficiency": Sufficiency}
 
     def __post_init__(self) -> None:
         if self.kind not in ("lora", "full"):
@@ -220,9 +264,10 @@ class AnalysisReport(_Record):
     only_in_base: tuple[str, ...]
     not_in_base: tuple[str, ...]
     unchanged: tuple[str, ...]
+    sufficiency: ModelSufficiency | None = None
 
     _nested = {"thresholds": Threshold, "summary": Summary, "modules": ModuleAnalysis,
-               "comparisons": Comparison, "against_modules": ModuleAnalysis}
+               "comparisons": Comparison, "against_modules": ModuleAnalysis, "sufficiency": ModelSufficiency}
 
     def __post_init__(self) -> None:
         if self.schema != SCHEMA:

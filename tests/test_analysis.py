@@ -132,7 +132,7 @@ def test_planted_rank_k_full_deltas_are_found_exactly(tmp_path):
         assert len(m.singular_values) == 64 and m.num_singular_values == 80  # >= top 64 kept
         reference = np.linalg.svd(deltas[m.name], compute_uv=False)
         assert _relative(m.singular_values, reference[:64]) < 1e-5
-        assert m.verdict == ("saturated" if k > 8 else "over-provisioned" if k <= 4 else "adequate")
+        assert m.verdict == ("raise r" if k > 8 else "lower r" if k <= 4 else "adequate")
     double = analyze(AnalyzeConfig(str(tmp_path / "tuned.safetensors"), base=str(tmp_path / "base.safetensors"),
                                    dtype="float64", base_metrics=False))
     for m in double.modules:

@@ -63,7 +63,7 @@ def test_terminal_full_delta_shows_energy_at_reference_rank(full):
     assert "E@r" in text and "(16)" in text
     assert max(len(line) for line in text.splitlines()) <= 100
     verdicts = {m.name: m.verdict for m in full.modules}
-    assert verdicts == {"model.layers.0.mlp.up_proj": "over-provisioned", "model.layers.1.mlp.up_proj": "adequate"}
+    assert verdicts == {"model.layers.0.mlp.up_proj": "lower r", "model.layers.1.mlp.up_proj": "adequate"}
 
 
 def _tables(markdown: str) -> list[list[str]]:
@@ -114,8 +114,8 @@ def test_html_is_self_contained_with_plots_and_heatmaps(compared):
         assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(link.startswith("data:") for link in parser.links)
     assert "<script" not in page and "phi(i, j)" in page
-    assert page.count('class="pill saturated"') + page.count('class="pill adequate"') + page.count(
-        'class="pill over-provisioned"') >= len(compared.modules)
+    assert sum(page.count(f'class="pill {css}"') for css in ("raise", "adequate", "lower", "unjudged")) >= len(
+        compared.modules)
 
 
 def test_html_without_comparison_has_no_heatmaps(full):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from lowrank.rank import module_type
 from lowrank.results import AnalysisReport, Comparison, ModuleAnalysis
 
-VERDICT_MARK = {"over-provisioned": "over-provisioned", "adequate": "adequate", "saturated": "saturated"}
+VERDICT_CLASS = {"raise r": "raise", "adequate": "adequate", "lower r": "lower", "not judged": "unjudged"}
 KIND_TEXT = {"lora": "peft LoRA adapter", "full": "full fine-tune (W1 - W0)"}
 
 

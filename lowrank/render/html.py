@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from html import escape
 
-from lowrank.render import (by_type, comparisons_by_type, layer_text, number, rank_column, recommendation_config,
-                            side_notes, source_line)
+from lowrank.render import (VERDICT_CLASS, by_type, comparisons_by_type, layer_text, number, rank_column,
+                            recommendation_config, side_notes, source_line)
 from lowrank.render import plots
 from lowrank.results import AnalysisReport, ModuleAnalysis
 
@@ -19,8 +19,8 @@ h3{font-size:1.02em;margin:1.1em 0 .3em;font-family:ui-monospace,Menlo,monospace
 .summary{background:#f6f8fc;border:1px solid #d8deea;border-radius:8px;padding:10px 16px}
 .headline{font-size:1.05em;margin:.3em 0 .6em}
 .pill{display:inline-block;border-radius:12px;padding:2px 10px;margin-right:6px;font-size:.9em}
-.over-provisioned{background:#dff3f7;color:#05606e}.adequate{background:#e1f4e1;color:#1d6b1d}
-.saturated{background:#fdf0d3;color:#8a5a00}
+.lower{background:#dff3f7;color:#05606e}.adequate{background:#e1f4e1;color:#1d6b1d}
+.raise{background:#fdf0d3;color:#8a5a00}.unjudged{background:#eceef2;color:#555}
 table{border-collapse:collapse;margin:.4em 0 1em;font-size:.86em}
 th,td{border-bottom:1px solid #e3e6ee;padding:3px 9px;text-align:right;white-space:nowrap}
 th{background:#f3f4f8;position:sticky;top:0}td.l,th.l{text-align:left}td.ev{text-align:left;white-space:normal;
@@ -42,7 +42,7 @@ def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,
 
 
 def _verdict(verdict: str) -> str:
-    return f'<td class="l"><span class="pill {verdict}">{escape(verdict)}</span></td>'
+    return f'<td class="l"><span class="pill {VERDICT_CLASS[verdict]}">{escape(verdict)}</span></td>'
 
 
 def _img(data: str, alt: str) -> str:
@@ -84,7 +84,8 @@ def render(report: AnalysisReport) -> str:
 
 def _summary(report: AnalysisReport) -> str:
     summary = report.summary
-    pills = "".join(f'<span class="pill {v}">{escape(v)}: {n}</span>' for v, n in summary.verdicts.items())
+    pills = "".join(f'<span class="pill {VERDICT_CLASS[v]}">{escape(v)}: {n}</span>'
+                    for v, n in summary.verdicts.items() if n)
     types = _table(["type", "modules", "median k90", "max k90", "median eff. rank", "verdicts"],
                    [[escape(t.type), str(t.modules), f"{t.median_k90:g}", str(t.max_k90),
                      number(t.median_effective_rank, 1),
@@ -103,8 +104,11 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> str:
     with_base = any(m.amplification is not None for _, m in rows)
     header = ["layer", "r", "k50", "k90", "k99", "eff. rank", "stable rank",
               "energy at r" if full else "s_r/s_1", "verdict", "suggested"]
+    judged = any(m.sufficiency is not None for _, m in rows)
     if with_base:
         header += ["amplif.", "intruders"]
+    if judged:
+        header += ["doubling gain", "outside"]
     header.append("evidence")
     body = []
     for layer, m in rows:
@@ -115,6 +119,8 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> str:
         if with_base:
             row += [number(m.amplification.factor, 1) if m.amplification else "-",
                     f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
+        if judged:
+            row += [number(m.sufficiency.doubling_gain, 4), f"{100 * m.sufficiency.outside_fraction:.0f}%"]
         body.append(row + [f'<td class="ev">{escape(m.evidence)}</td>'])
     return _table(header, body, left=(0, header.index("verdict"), len(header) - 1))
 

@@ -17,7 +17,7 @@ from lowrank.render import (by_type, comparisons_by_type, layer_text, number, ra
                             side_notes, source_line)
 from lowrank.results import AnalysisReport, ModuleAnalysis
 
-STYLE = {"over-provisioned": "cyan", "adequate": "green", "saturated": "yellow"}
+STYLE = {"raise r": "yellow", "adequate": "green", "lower r": "cyan", "not judged": "dim"}
 MAX_PATTERN_LINES = 12
 
 
@@ -50,7 +50,8 @@ def _summary(report: AnalysisReport) -> Panel:
     summary = report.summary
     verdicts = Text()
     for verdict, count in summary.verdicts.items():
-        verdicts.append(f"{verdict}: {count}   ", style=STYLE[verdict])
+        if count:
+            verdicts.append(f"{verdict}: {count}   ", style=STYLE[verdict])
     config = recommendation_config(report)
     pattern = config.pop("rank_pattern")
     alphas = config.pop("alpha_pattern", {})
@@ -83,8 +84,11 @@ def _module_table(kind: str, rows: list[tuple[int | None, ModuleAnalysis]]) -> T
     table = Table(title=f"{kind}  ({rows[0][1].kind}, shape {rows[0][1].shape[0]}x{rows[0][1].shape[1]})",
                   box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     columns = ["layer", "r", "k90", "k99", "eff.", "stable", "E@r" if full else "s_r/s1", "verdict", "suggest"]
+    judged = any(m.sufficiency is not None for _, m in rows)
     if with_base:
         columns += ["amplif.", "intruders"]
+    if judged:
+        columns += ["gain"]
     for column in columns:
         table.add_column(column, justify="left" if column == "verdict" else "right", no_wrap=True)
     for layer, m in rows:
@@ -95,6 +99,8 @@ def _module_table(kind: str, rows: list[tuple[int | None, ModuleAnalysis]]) -> T
         if with_base:
             cells += [number(m.amplification.factor, 1) if m.amplification else "-",
                       f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
+        if judged:
+            cells.append(number(m.sufficiency.doubling_gain, 4) if m.sufficiency else "-")
         table.add_row(*cells)
     return table
 
@@ -129,7 +135,9 @@ def _thresholds(report: AnalysisReport) -> Text:
                 "effective rank; stable = ||dW||_F^2/||dW||_2^2; s_r/s1 = tail ratio at the LoRA rank; E@r = energy "
                 "a rank-r approximation keeps (full deltas, r in brackets); amplif. = ||dW||_F/||U^T W0 V||_F "
                 "(LoRA paper Table 7); intruders = top singular vectors of W0+dW with max |cos| < epsilon against "
-                "W0's (Shuttleworth et al.).\n", style="dim")
+                "W0's (Shuttleworth et al.); gain = doubling gain: the first-order descent r more directions "
+                "would find outside the adapter's reach, relative to what the first r found at the start "
+                "(--data).\n", style="dim")
     for threshold in report.thresholds:
         text.append(f"- {threshold.name} = {threshold.value:g}: ", style="bold").append(
             f"{threshold.justification}\n", style="dim")

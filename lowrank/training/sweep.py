@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES
 from lowrank.errors import LowrankError
 from lowrank.outputs import write_text_atomic
 from lowrank.progress import ProgressCallback, report
@@ -50,7 +51,7 @@ class SweepConfig:
     full_lr: float | None = None
     jobs: int = 1
     signals: bool = True
-    signal_examples: int = 256
+    signal_examples: int = CALIBRATED_EXAMPLES
 
     def __post_init__(self) -> None:
         if not self.ranks or min(self.ranks) < 1 or len(set(self.ranks)) != len(self.ranks):
@@ -134,22 +135,32 @@ def _read_runs(folder: Path) -> list[dict]:
     return runs
 
 
-def tabulate(folder: str | Path) -> dict:
-    """The sweep table of the finished runs in ``folder``: per rank mean +- sd, r*, doubling/halving steps."""
-    runs = _read_runs(Path(folder))
+def tabulate(*folders: str | Path) -> dict:
+    """The sweep table of the finished runs in ``folders`` (one task; several folders merge learning-rate grids).
+
+    Per LoRA rank, the runs are grouped by learning rate and the rate with the best mean is kept: ground truth
+    compares each rank at its own best rate, so a rank that diverges at one rate is not judged by that rate.
+    """
+    runs = [run for folder in folders for run in _read_runs(Path(folder))]
     metric = "loss" if runs[0]["task"] == "lm" else "accuracy"
-    grid: dict[int, list[float]] = {}
-    full = []
+    sign = 1.0 if metric == "accuracy" else -1.0
+    groups: dict[tuple[str, int | None, float], list[float]] = {}
     for run in runs:
-        value = run["final"][metric]
-        (grid.setdefault(run["rank"], []) if run["method"] == "lora" else full).append(value)
-    scores = [ground_truth.RankScores(r, tuple(v)) for r, v in sorted(grid.items())]
+        groups.setdefault((run["method"], run["rank"], run["lr"]), []).append(run["final"][metric])
+    best: dict[tuple[str, int | None], tuple[float, ground_truth.RankScores]] = {}
+    for (method, rank, lr), values in groups.items():
+        scores = ground_truth.RankScores(rank or 0, tuple(values))
+        if (method, rank) not in best or sign * scores.mean > sign * best[(method, rank)][1].mean:
+            best[(method, rank)] = (lr, scores)
+    lora = sorted((rank, lr, scores) for (method, rank), (lr, scores) in best.items() if method == "lora")
+    grid = [scores for _, _, scores in lora]
+    full = best.get(("full", None))
     table = {"schema": SCHEMA, "metric": metric, "runs": runs,
-             "ranks": [{"rank": g.rank, "mean": g.mean, "sd": g.sd, "n": len(g.scores)} for g in scores],
-             "full": {"mean": ground_truth.RankScores(0, tuple(full)).mean, "n": len(full),
-                      "sd": ground_truth.RankScores(0, tuple(full)).sd} if full else None}
-    if scores:
-        table["sufficient_rank"] = ground_truth.sufficient_rank(scores, metric)
-        table["doubling"] = [vars(s) for s in ground_truth.doubling(scores, metric)]
-        table["halving"] = [vars(s) for s in ground_truth.halving(scores, metric)]
+             "ranks": [{"rank": r, "lr": lr, "mean": g.mean, "sd": g.sd, "n": len(g.scores)} for r, lr, g in lora],
+             "full": {"lr": full[0], "mean": full[1].mean, "sd": full[1].sd, "n": len(full[1].scores)}
+             if full else None}
+    if grid:
+        table["sufficient_rank"] = ground_truth.sufficient_rank(grid, metric)
+        table["doubling"] = [vars(s) for s in ground_truth.doubling(grid, metric)]
+        table["halving"] = [vars(s) for s in ground_truth.halving(grid, metric)]
     return table

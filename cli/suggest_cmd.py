@@ -1,0 +1,72 @@
+"""`lowrank suggest-rank`: per-module LoRA ranks before training, as a peft LoraConfig file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from lowrank.errors import LowrankError
+from lowrank.training.config import TrainConfig
+
+
+@click.command("suggest-rank")
+@click.option("--model", required=True, help="Registry key or local Hugging Face folder.")
+@click.option("--data", required=True, help="Registry key or local .csv/.jsonl/.txt file.")
+@click.option("--targets", default="auto", show_default=True, help="LoRA targets, as for lowrank train.")
+@click.option("--budget", type=int, help="Trainable LoRA parameters to spend.")
+@click.option("--rank", type=int, help="Spend what this rank on every target module costs.")
+@click.option("--signal", type=click.Choice(["gradient", "probe"]), default="gradient", show_default=True,
+              help="gradient: the full weight gradient at initialization; probe: a short high-rank LoRA run.")
+@click.option("--examples", type=int, default=256, show_default=True, help="Training examples for the gradient.")
+@click.option("--probe-rank", type=int, default=64, show_default=True)
+@click.option("--probe-fraction", type=float, default=0.1, show_default=True,
+              help="Probe steps as a fraction of the planned run's.")
+@click.option("--epochs", type=int, default=3, show_default=True, help="Epochs of the planned run.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--max-length", type=int, default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The peft LoraConfig fields as JSON (peft.LoraConfig(**json.load(f)); lowrank train --config).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the evidence as JSON.")
+def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_rank, probe_fraction, epochs,
+                 batch_size, max_length, seed, device, out, json_path) -> None:
+    """Choose each target module's LoRA rank before training, under a parameter budget, from the gradient at
+    initialization or a short probe; writes a LoraConfig that peft and `lowrank train --config` accept."""
+    from lowrank.advice.suggest import SuggestConfig, suggest
+    from lowrank.data.text import load_text_dataset
+    from lowrank.outputs import write_text_atomic
+
+    for path, option in ((out, "--out"), (json_path, "--json")):
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            raise LowrankError(f"{option} {path}: expected a file path in an existing folder")
+    train = TrainConfig(model=model, data=data, method="lora", out=Path("."), targets=targets, epochs=epochs,
+                        batch_size=batch_size, max_length=max_length, seed=seed, device=device)
+    config = SuggestConfig(train=train, budget=budget, rank=rank, signal=signal, examples=examples,
+                           probe_rank=probe_rank, probe_fraction=probe_fraction)
+    result = suggest(config, len(load_text_dataset(data).train_texts))
+    write_text_atomic(out, json.dumps(result.lora_config, indent=1) + "\n")
+    if json_path is not None:
+        evidence = {"signal": result.signal, "budget": result.budget, "parameters": result.parameters,
+                    "uniform_rank": result.uniform_rank, "seconds": result.seconds,
+                    "modules": [vars(m) for m in result.modules], "lora_config": result.lora_config}
+        write_text_atomic(json_path, json.dumps(evidence, indent=1) + "\n")
+    Console().print(render(result, f"lowrank suggest-rank: {model} on {data}"))
+    click.echo(f"wrote {out}", err=True)
+
+
+def render(result, title: str) -> Table:
+    """Per module: the rank chosen and the share of its signal energy that rank keeps."""
+    table = Table(title=title, caption=(
+        f"signal: {result.signal} ({result.seconds:.1f} s); {result.parameters:,} of {result.budget:,} parameters "
+        f"(uniform rank {result.uniform_rank:.2f} at the same cost); decided by: largest signal energy per "
+        "parameter, one direction at a time"))
+    for column in ("module", "shape", "rank", "signal energy kept"):
+        table.add_column(column, justify="left" if column == "module" else "right")
+    for m in result.modules:
+        table.add_row(m.name, f"{m.shape[0]}x{m.shape[1]}", str(m.rank), f"{100 * m.kept:.1f}%")
+    return table

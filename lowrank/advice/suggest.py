@@ -1,0 +1,120 @@
+"""``lowrank suggest-rank``: per-module LoRA ranks chosen before training, under a trainable-parameter budget.
+
+A signal (:mod:`lowrank.advice.signals`: the gradient at initialization, or a short high-rank LoRA probe) gives
+each target module a spectrum; :func:`lowrank.advice.allocate.allocate` spends the budget where the spectrum is
+largest per parameter. The budget is ``--budget`` parameters, or what rank ``--rank`` on every module costs. The
+result is a peft ``LoraConfig`` fragment (``r`` = the most common rank, ``rank_pattern`` for the others, an
+``alpha_pattern`` keeping every module's scale ``alpha / r`` = 1 as lowrank trains by default) that
+``peft.LoraConfig(**fields)`` and ``lowrank train --config`` accept.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from lowrank.advice.allocate import ModuleSignal, allocate, uniform_cost
+from lowrank.advice.signals import gradient_signal, probe_signal
+from lowrank.errors import LowrankError
+from lowrank.training.config import TrainConfig
+
+SIGNALS = ("gradient", "probe")
+
+
+@dataclass(frozen=True)
+class SuggestConfig:
+    """Args:
+        train: the training run being planned (model, data, targets, epochs, batch size, seed...).
+        budget: trainable LoRA parameters to spend; or ``rank``: spend what this rank on every module costs.
+        signal: ``"gradient"`` (default) or ``"probe"``.
+        examples: training examples in the gradient sample.
+        probe_rank: rank of the probe; probe_fraction: its steps as a fraction of the planned run's.
+        max_rank: the largest rank one module may get.
+    """
+
+    train: TrainConfig
+    budget: int | None = None
+    rank: int | None = None
+    signal: str = "gradient"
+    examples: int = 256
+    probe_rank: int = 64
+    probe_fraction: float = 0.1
+    max_rank: int = 256
+
+    def __post_init__(self) -> None:
+        if (self.budget is None) == (self.rank is None):
+            raise LowrankError("give exactly one of --budget (parameters) and --rank (the uniform rank to match)")
+        if (self.budget is not None and self.budget < 1) or (self.rank is not None and self.rank < 1):
+            raise LowrankError("--budget and --rank must be >= 1")
+        if self.signal not in SIGNALS:
+            raise LowrankError(f"signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}")
+        if not 0 < self.probe_fraction <= 1 or self.probe_rank < 1 or self.examples < 1 or self.max_rank < 1:
+            raise LowrankError("probe fraction must be in (0, 1]; probe rank, examples and max rank >= 1")
+
+
+@dataclass(frozen=True)
+class ModuleChoice:
+    name: str
+    shape: tuple[int, int]
+    rank: int
+    kept: float  # share of the module's signal energy (within the measured spectrum) its rank keeps
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """The allocation, its evidence and its cost."""
+
+    signal: str
+    budget: int
+    parameters: int
+    uniform_rank: float  # the uniform rank with the same parameters
+    modules: tuple[ModuleChoice, ...]
+    seconds: float
+    lora_config: dict
+
+
+def _probe_steps(config: SuggestConfig, train_steps: int) -> int:
+    return max(1, round(config.probe_fraction * train_steps))
+
+
+def planned_steps(train: TrainConfig, train_examples: int) -> int:
+    """Optimizer steps of the planned run (as :func:`lowrank.training.setup.prepare` counts them)."""
+    total = max(1, train.epochs * (-(-train_examples // train.batch_size)) // train.grad_accum)
+    return min(total, train.max_steps) if train.max_steps else total
+
+
+def suggest(config: SuggestConfig, train_examples: int) -> Suggestion:
+    """Measure the signal and allocate; ``train_examples`` sizes the planned run (for the probe's length)."""
+    if config.signal == "gradient":
+        signals, seconds = gradient_signal(config.train, config.examples, config.max_rank)
+    else:
+        steps = _probe_steps(config, planned_steps(config.train, train_examples))
+        signals, seconds = probe_signal(config.train, config.probe_rank, steps)
+    budget = config.budget if config.budget is not None else uniform_cost(signals, config.rank)
+    ranks = allocate(signals, budget, config.max_rank)
+    spent = sum(ranks[m.name] * m.cost for m in signals)
+    return Suggestion(signal=config.signal, budget=budget, parameters=spent,
+                      uniform_rank=spent / sum(m.cost for m in signals),
+                      modules=tuple(_choice(m, ranks[m.name]) for m in signals), seconds=seconds,
+                      lora_config=peft_fields(ranks, config.train.targets, [m.name for m in signals]))
+
+
+def _choice(module: ModuleSignal, rank: int) -> ModuleChoice:
+    energy = [s * s for s in module.spectrum]
+    total = sum(energy)
+    return ModuleChoice(module.name, module.shape, rank, sum(energy[:rank]) / total if total > 0 else 1.0)
+
+
+def peft_fields(ranks: dict[str, int], targets: str, names: list[str]) -> dict:
+    """``{r, lora_alpha, target_modules, rank_pattern, alpha_pattern}`` for ``peft.LoraConfig(**...)``: ``r`` the
+    most common rank (ties: the larger), patterns keyed by full module path (peft matches ``(.*\\.)?key$``),
+    ``alpha = rank`` everywhere (scale 1)."""
+    counts = Counter(ranks.values())
+    r = max(counts, key=lambda k: (counts[k], k))
+    pattern = {name: k for name, k in ranks.items() if k != r}
+    if targets == "all-linear" or targets.startswith("re:") or targets == "auto":
+        target_modules = names
+    else:
+        target_modules = [t.strip() for t in targets.split(",") if t.strip()]
+    return {"r": r, "lora_alpha": r, "target_modules": target_modules, "rank_pattern": pattern,
+            "alpha_pattern": dict(pattern)}

@@ -1,0 +1,75 @@
+"""Gradient sufficiency signals (lowrank.advice.sufficiency) against float64 numpy, and the calibration logic."""
+
+import numpy as np
+import pytest
+import torch
+
+from lowrank.advice.calibration import Case, confusion, fit, leave_one_task_out
+from lowrank.advice.sufficiency import judge, model_doubling_gain, module_signals, outside_part
+from lowrank.errors import LowrankError
+
+
+def _reference_outside(G, B, A):
+    qb, _ = np.linalg.qr(B)
+    qa, _ = np.linalg.qr(A.T)
+    left = np.eye(G.shape[0]) - qb @ qb.T
+    right = np.eye(G.shape[1]) - qa @ qa.T
+    return left @ G @ right
+
+
+def test_outside_part_matches_projector_formula():
+    rng = np.random.default_rng(0)
+    G, B, A = rng.normal(size=(12, 9)), rng.normal(size=(12, 3)), rng.normal(size=(3, 9))
+    got = outside_part(torch.tensor(G), torch.tensor(B), torch.tensor(A)).numpy()
+    np.testing.assert_allclose(got, _reference_outside(G, B, A), atol=1e-12)
+
+
+def test_reachable_gradient_has_no_outside_part():
+    """A gradient of the form B X + Y A (what dB A + B dA can follow) lies entirely within reach."""
+    rng = np.random.default_rng(1)
+    B, A = rng.normal(size=(10, 2)), rng.normal(size=(2, 7))
+    G = B @ rng.normal(size=(2, 7)) + rng.normal(size=(10, 2)) @ A
+    assert np.abs(outside_part(torch.tensor(G), torch.tensor(B), torch.tensor(A)).numpy()).max() < 1e-10
+
+
+def test_doubling_gain_counts_top_r_outside_energy_over_top_r_start_energy():
+    rng = np.random.default_rng(2)
+    G, G0 = rng.normal(size=(16, 12)), rng.normal(size=(16, 12))
+    B, A = rng.normal(size=(16, 2)), rng.normal(size=(2, 12))
+    signals = module_signals(torch.tensor(G), torch.tensor(G0), torch.tensor(B), torch.tensor(A))
+    s_out = np.linalg.svd(_reference_outside(G, B, A), compute_uv=False)
+    s0 = np.linalg.svd(G0, compute_uv=False)
+    assert signals.doubling_gain == pytest.approx((s_out[:2] ** 2).sum() / (s0[:2] ** 2).sum(), rel=1e-10)
+    assert signals.outside_fraction == pytest.approx((s_out ** 2).sum() / (G ** 2).sum(), rel=1e-10)
+    assert len(signals.gain_curve) == 4 and signals.gain_curve[1] == pytest.approx(signals.doubling_gain)
+    assert model_doubling_gain([signals, signals]) == pytest.approx(signals.doubling_gain)
+
+
+def test_shape_mismatch_is_refused():
+    with pytest.raises(LowrankError, match="needs B"):
+        outside_part(torch.zeros(4, 5), torch.zeros(3, 2), torch.zeros(2, 5))
+
+
+def test_judge_bands():
+    assert judge(0.2, 0.1, 0.01) == "raise r"
+    assert judge(0.05, 0.1, 0.01) == "adequate"
+    assert judge(0.001, 0.1, 0.01) == "lower r"
+
+
+def _cases():
+    return [Case("a", 1, 0, 0.30, True, None), Case("a", 2, 0, 0.20, False, False), Case("a", 4, 0, 0.02, None, True),
+            Case("b", 1, 0, 0.50, True, None), Case("b", 2, 0, 0.05, False, True), Case("b", 4, 0, 0.25, None, False)]
+
+
+def test_fit_calls_every_should_raise_case_raise_and_never_lowers_a_hurting_halving():
+    thresholds = fit(_cases(), margin=0.8)
+    assert thresholds.raise_above == pytest.approx(0.24) and thresholds.lower_below == pytest.approx(0.16)
+    table = confusion(_cases(), thresholds)
+    assert table["doubling helps"] == {"raise r": 2}
+    assert table["halving keeps"]["lower r"] == 2
+
+
+def test_leave_one_task_out_uses_the_other_tasks_only():
+    result = leave_one_task_out(_cases(), margin=1.0)
+    fitted_a, _ = result["a"]
+    assert fitted_a.raise_above == pytest.approx(0.50) and fitted_a.lower_below == pytest.approx(0.25)
