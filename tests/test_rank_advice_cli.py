@@ -1,0 +1,111 @@
+"""Rank advice end to end on a tiny BERT and real Reuters R8 text: `lowrank sweep`, `lowrank analyze --data`,
+`lowrank suggest-rank` (its file loads in peft), and their bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+TRAIN = ("--steps", "4", "--batch-size", "8", "--max-length", "32", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, tiny_bert_folder, r8_csv):
+    from click.testing import CliRunner
+
+    from lowrank_cli.main import _register, cli
+
+    _register()
+    out = tmp_path_factory.mktemp("adapter") / "r2"
+    result = CliRunner().invoke(cli, ["train", "--model", str(tiny_bert_folder), "--data", str(r8_csv), "--rank", "2",
+                                      "--out", str(out), *TRAIN])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_analyze_with_data_judges_every_module(invoke, adapter, tiny_bert_folder, r8_csv, tmp_path):
+    report_path = tmp_path / "report.json"
+    result = invoke("analyze", str(adapter), "--base", str(tiny_bert_folder), "--data", str(r8_csv),
+                    "--max-length", "32", "--json", str(report_path), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    model = report["sufficiency"]
+    assert model["verdict"] in ("raise r", "adequate", "lower r") and model["examples"] == 240
+    assert model["suggested_r"] == {"raise r": 4, "adequate": 2, "lower r": 1}[model["verdict"]]
+    gains = []
+    for module in report["modules"]:
+        signals = module["sufficiency"]
+        assert module["verdict"] in ("raise r", "adequate", "lower r")
+        assert 0.0 <= signals["outside_fraction"] <= 1.0 and len(signals["gain_curve"]) == 4
+        gains.append(signals["doubling_gain"])
+    assert min(gains) > 0.0
+
+
+def test_analyze_without_data_does_not_judge_lora_ranks(invoke, adapter):
+    result = invoke("analyze", str(adapter), "--json", "-")
+    report = json.loads(result.stdout)
+    assert {m["verdict"] for m in report["modules"]} == {"not judged"}
+    assert all(m["suggested_rank"] == 2 for m in report["modules"])
+    assert "needs data" in report["summary"]["headline"] and report["sufficiency"] is None
+
+
+def test_analyze_data_whose_labels_do_not_fit_the_head(invoke, adapter, tiny_bert_folder, tmp_path):
+    data = tmp_path / "three-labels.csv"
+    data.write_text("text,label\n" + "".join(f"some text number {i},{'abc'[i % 3]}\n" for i in range(30)))
+    result = invoke("analyze", str(adapter), "--base", str(tiny_bert_folder), "--data", str(data), "--json",
+                    str(tmp_path / "out.json"))
+    assert result.exit_code == 2 and result.stderr.startswith("Error:") and len(result.stderr.splitlines()) == 1
+    assert "labels" in result.stderr and not (tmp_path / "out.json").exists()
+
+
+def test_analyze_data_needs_base(invoke, adapter, r8_csv):
+    result = invoke("analyze", str(adapter), "--data", str(r8_csv))
+    assert result.exit_code == 2 and "--data needs --base" in result.stderr
+
+
+def test_suggest_rank_writes_a_config_peft_loads(invoke, tiny_bert_folder, r8_csv, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "lora.json"
+    result = invoke("suggest-rank", "--model", str(tiny_bert_folder), "--data", str(r8_csv), "--rank", "4",
+                    "--max-length", "32", "--examples", "32", "--out", str(out), "--json", str(tmp_path / "e.json"),
+                    "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    fields = json.loads(out.read_text())
+    evidence = json.loads((tmp_path / "e.json").read_text())
+    assert evidence["parameters"] <= evidence["budget"] == 4 * sum(sum(m["shape"]) for m in evidence["modules"])
+    ranks = {m["name"]: m["rank"] for m in evidence["modules"]}
+    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert_folder, num_labels=8),
+                           LoraConfig(**fields))
+    for name, rank in ranks.items():
+        layer = model.base_model.model.get_submodule(name)
+        assert layer.lora_A["default"].weight.shape[0] == rank
+        assert layer.scaling["default"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--budget", "100", "--rank", "4"), "exactly one of --budget"),
+    (("--budget", "10",), "below one rank per module"),
+    (("--rank", "4", "--targets", "nosuchmodule"), "match no module"),
+])
+def test_suggest_rank_bad_input(invoke, tiny_bert_folder, r8_csv, tmp_path, args, fragment):
+    out = tmp_path / "lora.json"
+    result = invoke("suggest-rank", "--model", str(tiny_bert_folder), "--data", str(r8_csv), "--examples", "8",
+                    "--max-length", "32", "--out", str(out), *args)
+    assert result.exit_code == 2 and result.stderr.startswith("Error:") and len(result.stderr.splitlines()) == 1
+    assert fragment in result.stderr and not out.exists()
+
+
+def test_sweep_tabulates_ranks_and_seeds(invoke, tiny_bert_folder, r8_csv, tmp_path):
+    torch.manual_seed(0)
+    result = invoke("sweep", "--model", str(tiny_bert_folder), "--data", str(r8_csv), "--out", str(tmp_path / "s"),
+                    "--ranks", "1,2", "--seeds", "0,1", "--no-full", "--steps", "2", "--batch-size", "8",
+                    "--max-length", "32", "--eval-samples", "16", "--no-signals", "--quiet", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    table = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert [(row["rank"], row["n"]) for row in table["ranks"]] == [(1, 2), (2, 2)]
+    assert table["sufficient_rank"] in (1, 2) and len(table["doubling"]) == 1
+    assert "r* =" in result.stdout
