@@ -51,7 +51,8 @@ def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_ran
     result = suggest(config, len(load_text_dataset(data).train_texts))
     write_text_atomic(out, json.dumps(result.lora_config, indent=1) + "\n")
     if json_path is not None:
-        evidence = {"signal": result.signal, "budget": result.budget, "parameters": result.parameters,
+        evidence = {"signal": result.signal, "global_rank": result.global_rank, "budget": result.budget,
+                    "parameters": result.parameters,
                     "uniform_rank": result.uniform_rank, "seconds": result.seconds,
                     "modules": [vars(m) for m in result.modules], "lora_config": result.lora_config}
         write_text_atomic(json_path, json.dumps(evidence, indent=1) + "\n")
@@ -64,7 +65,7 @@ def render(result, title: str) -> Table:
     table = Table(title=title, caption=(
         f"signal: {result.signal} ({result.seconds:.1f} s); {result.parameters:,} of {result.budget:,} parameters "
         f"(uniform rank {result.uniform_rank:.2f} at the same cost); decided by: largest signal energy per "
-        "parameter, one direction at a time"))
+        f"parameter, one direction at a time. The signal alone suggests a uniform r = {result.global_rank}."))
     for column in ("module", "shape", "rank", "signal energy kept"):
         table.add_column(column, justify="left" if column == "module" else "right")
     for m in result.modules:

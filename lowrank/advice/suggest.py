@@ -10,12 +10,18 @@ result is a peft ``LoraConfig`` fragment (``r`` = the most common rank, ``rank_p
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import Counter
 from dataclasses import dataclass
+
+import torch
 
 from lowrank.advice.allocate import ModuleSignal, allocate, uniform_cost
 from lowrank.advice.signals import gradient_signal, probe_signal
 from lowrank.errors import LowrankError
+from lowrank.rank import next_power_of_two
+from lowrank.spectra import energy_rank
 from lowrank.training.config import TrainConfig
 
 SIGNALS = ("gradient", "probe")
@@ -71,6 +77,7 @@ class Suggestion:
     modules: tuple[ModuleChoice, ...]
     seconds: float
     lora_config: dict
+    global_rank: int  # the uniform rank the signal suggests (see :func:`global_rank`)
 
 
 def _probe_steps(config: SuggestConfig, train_steps: int) -> int:
@@ -96,7 +103,17 @@ def suggest(config: SuggestConfig, train_examples: int) -> Suggestion:
     return Suggestion(signal=config.signal, budget=budget, parameters=spent,
                       uniform_rank=spent / sum(m.cost for m in signals),
                       modules=tuple(_choice(m, ranks[m.name]) for m in signals), seconds=seconds,
-                      lora_config=peft_fields(ranks, config.train.targets, [m.name for m in signals]))
+                      lora_config=peft_fields(ranks, config.train.targets, [m.name for m in signals]),
+                      global_rank=global_rank(signals))
+
+
+def global_rank(signals: list[ModuleSignal]) -> int:
+    """A uniform rank from the signal alone: ``2 * next_power_of_two(median over modules of k90)``, ``k90`` the
+    rank keeping 90% of a module's signal energy; the doubling leaves room for directions training finds beyond
+    the initial ones. Checked against the retrained r* in reports/rank_advice.md (within one power of two on the
+    calibration tasks; treat it as a starting point, not a guarantee)."""
+    k90 = statistics.median(energy_rank(torch.tensor(m.spectrum, dtype=torch.float64), 0.9) or 1 for m in signals)
+    return 2 * next_power_of_two(math.ceil(k90))
 
 
 def _choice(module: ModuleSignal, rank: int) -> ModuleChoice:
