@@ -26,6 +26,7 @@ from lowrank.training.config import TrainConfig
 @click.option("--probe-fraction", type=float, default=0.1, show_default=True,
               help="Probe steps as a fraction of the planned run's.")
 @click.option("--epochs", type=int, default=3, show_default=True, help="Epochs of the planned run.")
+@click.option("--lr", type=float, help="Learning rate of the planned run (the probe's). [default: lowrank train's]")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--max-length", type=int, default=128, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -33,7 +34,7 @@ from lowrank.training.config import TrainConfig
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="The peft LoraConfig fields as JSON (peft.LoraConfig(**json.load(f)); lowrank train --config).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the evidence as JSON.")
-def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_rank, probe_fraction, epochs,
+def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_rank, probe_fraction, epochs, lr,
                  batch_size, max_length, seed, device, out, json_path) -> None:
     """Choose each target module's LoRA rank before training, under a parameter budget, from the gradient at
     initialization or a short probe; writes a LoraConfig that peft and `lowrank train --config` accept."""
@@ -44,7 +45,7 @@ def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_ran
     for path, option in ((out, "--out"), (json_path, "--json")):
         if path is not None and (path.is_dir() or not path.parent.is_dir()):
             raise LowrankError(f"{option} {path}: expected a file path in an existing folder")
-    train = TrainConfig(model=model, data=data, method="lora", out=Path("."), targets=targets, epochs=epochs,
+    train = TrainConfig(model=model, data=data, method="lora", out=Path("."), targets=targets, epochs=epochs, lr=lr,
                         batch_size=batch_size, max_length=max_length, seed=seed, device=device)
     config = SuggestConfig(train=train, budget=budget, rank=rank, signal=signal, examples=examples,
                            probe_rank=probe_rank, probe_fraction=probe_fraction)

@@ -264,7 +264,7 @@ def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig, compu
 
 
 def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generator: torch.Generator,
-            signals: Signals | None = None) -> ModuleAnalysis:
+            signals: Signals | None = None, model_verdict: str | None = None) -> ModuleAnalysis:
     """Spectrum, rank measures, verdict and (with a base) amplification and intruders of one update; a LoRA
     update's verdict comes from its gradient ``signals`` (``--data``), else it is not judged."""
     s = update.svd.S.detach().to(torch.float64).cpu()
@@ -274,7 +274,7 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
     r = min(update.rank if update.kind == "lora" else reference_rank, limit)
     tail, captured = spectra.tail_ratio(s, r), spectra.energy_captured(s, r)
     if update.kind == "lora":
-        verdict = ranking.judge_lora(update.rank, energy["0.9"], energy["0.99"], tail, limit, signals)
+        verdict = ranking.judge_lora(update.rank, energy["0.9"], energy["0.99"], tail, limit, signals, model_verdict)
         kept = s
     else:
         verdict = ranking.judge_full(r, energy["0.9"], energy["0.99"], captured, limit)
@@ -387,7 +387,8 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
         raise LowrankError(f"no module of {primary.path} matches --modules {config.modules!r}")
     pairing = _pairing(names, _selected(other.names, config.modules)) if other else {}
     signals, sufficiency = data_verdict(config, primary, progress) if config.data else ({}, None)
-    run = _Run(config, with_base, progress, len(names) + len(pairing), signals)
+    run = _Run(config, with_base, progress, len(names) + len(pairing), signals,
+               sufficiency.verdict if sufficiency else None)
     against_modules, frames = run.against(other, primary, pairing) if other else ([], {})
     modules, comparisons = [], []
     for update in primary.updates(set(names), run.dtype, run.device, with_base):
@@ -439,16 +440,17 @@ class _Run:
     """Shared state of one analysis: the settings, the random generator, and the progress count."""
 
     def __init__(self, config: AnalyzeConfig, with_base: bool, progress: ProgressCallback | None, total: int,
-                 signals: dict[str, Signals]):
+                 signals: dict[str, Signals], model_verdict: str | None):
         self.config, self.with_base, self.progress, self.total = config, with_base, progress, total
-        self.signals = signals
+        self.signals, self.model_verdict = signals, model_verdict
         self.dtype = DTYPES[config.dtype]
         self.device = torch.device(config.device)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.done = 0
 
     def measure(self, update: Update, reference_rank: int, signals: Signals | None = None) -> ModuleAnalysis:
-        result = measure(update, reference_rank, self.config, self.generator, signals)
+        result = measure(update, reference_rank, self.config, self.generator, signals,
+                         self.model_verdict if signals is not None else None)
         release_freed_memory()
         self.done += 1
         report(self.progress, "analyze", self.done, self.total, update.name)

@@ -5,9 +5,11 @@ always produces a spectrum that decays within ``r``, so the spectrum cannot say 
 helped (checked by retraining: on 20 Newsgroups the r=4 adapter's spectrum looked adequate while r=8 and r=16
 scored higher). Without ``--data`` a LoRA module is **not judged** and keeps its rank; the shape is reported.
 With ``--data`` the verdict comes from the gradient the adapter cannot reach
-(:mod:`lowrank.advice.sufficiency`): the doubling gain above :data:`RAISE_ABOVE` says **raise r** (suggest
-``2r``), below :data:`LOWER_BELOW` **lower r** (suggest ``r/2``), else **adequate**. Both thresholds are
-calibrated by retraining rank grids x 3 seeds (reports/rank_advice.md).
+(:mod:`lowrank.advice.sufficiency`): the doubling gain summed over modules above :data:`RAISE_ABOVE` says
+**raise r** (suggest ``2r``), below :data:`LOWER_BELOW` **lower r** (suggest ``r/2``), else **adequate**. Both
+thresholds are calibrated by retraining rank grids x 3 seeds (reports/rank_advice.md) at the model level, so every
+module carries the model's verdict; its own gain is shown as evidence (per-module ranks before training are
+``lowrank suggest-rank``'s job).
 
 **Full fine-tuning deltas** ``W1 - W0`` are judged against a reference rank ``r`` (the compared LoRA rank, or the
 configured reference) by what a rank-``r`` LoRA could hold: **raise r** when the best rank-``r`` approximation keeps
@@ -24,7 +26,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from lowrank.advice.sufficiency import LOWER_BELOW, RAISE_ABOVE, Signals, judge
+from lowrank.advice.sufficiency import LOWER_BELOW, RAISE_ABOVE, Signals
 from lowrank.errors import LowrankError
 from lowrank.results import (VERDICTS, ModelSufficiency, ModuleAnalysis, Recommendation, Summary, Threshold,
                              TypeSummary)
@@ -63,22 +65,23 @@ def next_power_of_two(k: int) -> int:
     return 1 << (k - 1).bit_length()
 
 
-def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Signals | None) -> Verdict:
-    """Verdict for a LoRA update of rank ``r``: from its gradient ``signals`` (``--data``), else "not judged".
+def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Signals | None,
+               model_verdict: str | None = None) -> Verdict:
+    """Verdict for a LoRA update of rank ``r``: with ``--data`` the model-level verdict (the calibrated one, from
+    the doubling gain summed over modules), with this module's own ``signals`` as evidence; else "not judged".
 
     ``limit = min(out, in)`` caps a suggestion. The spectrum (``k90``, ``k99``, tail ratio ``s_r / s_1``) is quoted
     in the evidence as the update's shape.
     """
     shape = f"shape: k90 = {k90}, k99 = {k99} of r = {r}, s_r/s_1 = {tail:.2f}"
-    if signals is None:
+    if signals is None or model_verdict is None:
         return Verdict("not judged", r, f"{shape}; the spectrum alone cannot tell whether more rank would help "
                                         "(pass --data)")
-    gain = signals.doubling_gain
-    verdict = judge(gain)
-    suggested = {"raise r": min(2 * r, limit), "lower r": max(1, r // 2), "adequate": r}[verdict]
-    return Verdict(verdict, suggested, f"doubling gain {gain:.4f} (raise above {RAISE_ABOVE:g}, lower below "
-                                       f"{LOWER_BELOW:g}); {100 * signals.outside_fraction:.0f}% of the gradient "
-                                       f"is out of the adapter's reach; {shape}")
+    suggested = {"raise r": min(2 * r, limit), "lower r": max(1, r // 2), "adequate": r}[model_verdict]
+    return Verdict(model_verdict, suggested,
+                   f"this module's doubling gain {signals.doubling_gain:.4f} (the model's sum decides: raise above "
+                   f"{RAISE_ABOVE:g}, lower below {LOWER_BELOW:g}); {100 * signals.outside_fraction:.0f}% of its "
+                   f"gradient is out of the adapter's reach; {shape}")
 
 
 def judge_full(r: int, k90: int, k99: int, captured: float, limit: int) -> Verdict:

@@ -9,7 +9,7 @@ import torch
 
 from lowrank import rank as ranking
 from lowrank.errors import LowrankError
-from lowrank.advice.sufficiency import Signals
+from lowrank.advice.sufficiency import Signals, judge
 from lowrank.results import ModuleAnalysis
 from lowrank.spectra import energy_captured, energy_rank, tail_ratio
 
@@ -22,7 +22,8 @@ def _signals(gain: float) -> Signals:
 
 def _lora_verdict(s: list[float], r: int, signals: Signals | None = None, limit: int = 1000) -> ranking.Verdict:
     t = torch.tensor(s, dtype=torch.float64)
-    return ranking.judge_lora(r, energy_rank(t, 0.9), energy_rank(t, 0.99), tail_ratio(t, r), limit, signals)
+    model = judge(signals.doubling_gain) if signals else None
+    return ranking.judge_lora(r, energy_rank(t, 0.9), energy_rank(t, 0.99), tail_ratio(t, r), limit, signals, model)
 
 
 def test_next_power_of_two():

@@ -25,6 +25,7 @@ from lowrank.spectra import energy_rank
 from lowrank.training.config import TrainConfig
 
 SIGNALS = ("gradient", "probe")
+PROBE_ALPHA = 8  # the probe's alpha with --budget (with --rank R it is R)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def suggest(config: SuggestConfig, train_examples: int) -> Suggestion:
         signals, seconds = gradient_signal(config.train, config.examples, config.max_rank)
     else:
         steps = _probe_steps(config, planned_steps(config.train, train_examples))
-        signals, seconds = probe_signal(config.train, config.probe_rank, steps)
+        signals, seconds = probe_signal(config.train, config.probe_rank, steps, config.rank or PROBE_ALPHA)
     budget = config.budget if config.budget is not None else uniform_cost(signals, config.rank)
     ranks = allocate(signals, budget, config.max_rank)
     spent = sum(ranks[m.name] * m.cost for m in signals)

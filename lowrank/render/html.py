@@ -63,6 +63,12 @@ def render(report: AnalysisReport) -> str:
                  "dark purple (first layer) to yellow (last).</p>")
     parts.append(_img(plots.spectra(report), "spectra per module type"))
     parts.append("<h2>Rank needed per layer</h2>" + _img(plots.rank_per_layer(report), "energy rank per layer"))
+    if report.sufficiency is not None:
+        parts.append("<h2>What more rank would buy (--data)</h2>")
+        parts.append('<p class="note">First-order descent that k more directions would find in the gradient the '
+                     "adapter cannot reach, relative to what its first r directions found at the start of training; "
+                     "the model verdict reads the summed value at k = r against the calibrated thresholds.</p>")
+        parts.append(_img(plots.gains(report), "gain of more rank per module type"))
     if report.comparisons:
         parts.append(_comparisons(report))
     parts.append("<h2>Modules by type</h2>")

@@ -142,3 +142,28 @@ def phi_by_layer(report: AnalysisReport) -> str:
     axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     return _png(figure)
+
+
+def gains(report: AnalysisReport) -> str:
+    """With ``--data``: per module type, the descent ``k`` more directions would find outside the adapter's reach
+    (the gain curve, relative to the first ``r`` directions at the start), one line per layer, with the two
+    thresholds at ``k = r``. Returns a base64 PNG."""
+    groups = by_type(report.modules)
+    data = report.sufficiency
+    figure, axes = plt.subplots(1, len(groups), figsize=(WIDTH_IN, 3.0), squeeze=False)
+    for axis, (kind, rows) in zip(axes[0], groups.items()):
+        for color, (layer, m) in zip(_colors(len(rows)), rows):
+            if m.sufficiency is not None:
+                curve = np.asarray(m.sufficiency.gain_curve)
+                axis.plot(np.arange(1, curve.size + 1), curve, color=color, lw=1.2, label=f"layer {layer_text(layer)}")
+        rank = rows[0][1].rank or 1
+        axis.axhline(data.raise_above, color="#8a5a00", ls="--", lw=1, label="raise above")
+        axis.axhline(data.lower_below, color="#05606e", ls=":", lw=1, label="lower below")
+        axis.axvline(rank, color="grey", lw=0.8)
+        axis.set_yscale("log")
+        axis.set_title(f"{kind}: gain of k more directions", fontsize=10)
+        axis.set_xlabel("k (vertical line: k = r)")
+        axis.grid(alpha=0.3)
+        if len(rows) <= 12:
+            axis.legend(fontsize=6, ncol=2)
+    return _png(figure)
