@@ -1,4 +1,5 @@
-"""`lowrank train`: LoRA or full fine-tuning of a model on a dataset, written in peft / Hugging Face format."""
+"""`lowrank train`: LoRA or full fine-tuning of a model on a dataset, written in peft / Hugging Face format (an
+MLP folder for a fully fine-tuned ``mlp:`` network on image data)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from lowrank_cli.progress import rich_progress
 
 
 @click.command()
-@click.option("--model", required=True, help="Registry key (minilm-l6, smollm2-135m) or a local Hugging Face folder.")
+@click.option("--model", required=True, help="Registry key (minilm-l6, smollm2-135m), a local Hugging Face folder, "
+              "mlp:784,200,10 (a new fully connected network from --seed) or a folder a full MLP run wrote.")
 @click.option("--data", required=True, help="Registry key (reuters-r8, reuters-r52, 20newsgroups) or a local "
-              ".csv/.jsonl (text[,label]) or .txt file.")
+              ".csv/.jsonl (text[,label]) or .txt file; for an MLP an image set (digits, mnist-5k, "
+              "fashion-mnist, .npz/.csv file).")
 @click.option("--method", type=click.Choice(["lora", "full"]), default="lora", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (must be empty or new).")
 @click.option("--task", type=click.Choice(["auto", "classification", "lm"]), default="auto", show_default=True,
@@ -23,7 +26,8 @@ from lowrank_cli.progress import rich_progress
 @click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank r.")
 @click.option("--alpha", type=float, help="LoRA alpha; the update is scaled by alpha/r. [default: the rank]")
 @click.option("--targets", default="auto", show_default=True,
-              help="Module suffixes (query,value), 're:<regex>', or all-linear; auto: attention query and value.")
+              help="Module suffixes (query,value), 're:<regex>', or all-linear; auto: attention query and value "
+              "(MLP: every hidden layer, the last layer trained in full).")
 @click.option("--rslora", is_flag=True, help="Scale by alpha/sqrt(r) (rank-stabilized LoRA).")
 @click.option("--dropout", type=float, default=0.0, show_default=True, help="Dropout on the LoRA branch input.")
 @click.option("--init", type=click.Choice(["kaiming", "gaussian"]), default="kaiming", show_default=True,
@@ -33,8 +37,10 @@ from lowrank_cli.progress import rich_progress
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step.")
 @click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per example (LM: per block).")
-@click.option("--lr", type=float, help="Peak learning rate. [default: 2e-3 LoRA, 5e-5 full; LM 1e-3 / 2e-5]")
-@click.option("--head-lr", type=float, help="Peak learning rate of a new classifier head. [default: max(lr, 2e-3)]")
+@click.option("--lr", type=float, help="Peak learning rate. [default: 2e-3 LoRA, 5e-5 full; LM 1e-3 / 2e-5; "
+              "MLP 1e-2 / 3e-3]")
+@click.option("--head-lr", type=float, help="Peak learning rate of a new classifier head (an MLP's last layer). "
+              "[default: max(lr, 2e-3)]")
 @click.option("--warmup-ratio", type=float, default=0.06, show_default=True)
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--grad-clip", type=float, default=1.0, show_default=True)
@@ -68,8 +74,9 @@ def _summary(metrics: dict, out: Path) -> None:
     table = Table(title=f"lowrank train: {metrics['method']} on {metrics['data']}", show_header=False)
     table.add_row("model", metrics["model"])
     table.add_row("trainable parameters", f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}")
+    unit = "tokens" if "tokens_per_second" in metrics else "examples"
     table.add_row("steps", f"{metrics['steps']} ({metrics['train_seconds']:.1f} s, "
-                           f"{metrics['tokens_per_second']:,.0f} tokens/s on {metrics['device']})")
+                           f"{metrics[f'{unit}_per_second']:,.0f} {unit}/s on {metrics['device']})")
     for key, value in metrics["final"].items():
         table.add_row(f"held-out {key}", f"{value:.4f}" if isinstance(value, float) else str(value))
     table.add_row("written to", str(out))

@@ -3,16 +3,28 @@
 ``mlp:n0,n1,...,nk`` is ``Linear(n0, n1) -> ReLU -> ... -> Linear(n_{k-1}, nk)`` (no activation after the last
 layer), the networks of Li et al. 2018's MNIST experiments. Parameter count
 ``D = sum_i (n_i + 1) n_{i+1}``; e.g. ``mlp:784,200,200,10`` has D = 199,210.
+
+A saved network is a folder: ``config.json`` = ``{"model_type": "lowrank-mlp", "sizes": [n0, ..., nk]}`` and
+``model.safetensors`` with ``layers.{i}.weight`` (n_{i+1}, n_i) and ``layers.{i}.bias`` (n_{i+1},).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lowrank.errors import LowrankError
+from lowrank.outputs import write_text_atomic
 
 PREFIX = "mlp:"
+MODEL_TYPE = "lowrank-mlp"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
 
 
 def is_mlp_spec(name: str) -> bool:
@@ -64,3 +76,62 @@ def build_mlp(spec: str, seed: int) -> MLP:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MLP(sizes)
+
+
+def is_mlp_folder(path: str | Path) -> bool:
+    """True when ``path`` is a folder whose config.json says ``"model_type": "lowrank-mlp"``.
+
+    Raises:
+        LowrankError: when config.json exists but is not a JSON object.
+    """
+    config = Path(path).expanduser() / CONFIG_FILE
+    return config.is_file() and _read_config(config).get("model_type") == MODEL_TYPE
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LowrankError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise LowrankError(f"{path} must hold a JSON object")
+    return raw
+
+
+def save_mlp(model: MLP, folder: str | Path) -> None:
+    """Write ``model`` into the existing ``folder`` as config.json + model.safetensors."""
+    folder = Path(folder)
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    config = {"model_type": MODEL_TYPE, "sizes": list(model.sizes)}
+    write_text_atomic(folder / CONFIG_FILE, json.dumps(config) + "\n")
+
+
+def load_mlp(folder: str | Path) -> MLP:
+    """The network saved by :func:`save_mlp` in ``folder`` (safetensors only, never pickle).
+
+    Raises:
+        LowrankError: config.json malformed (not lowrank-mlp, bad sizes), weights missing, unreadable or of the
+            wrong shapes.
+    """
+    folder = Path(folder).expanduser()
+    config = _read_config(folder / CONFIG_FILE)
+    sizes = config.get("sizes")
+    if config.get("model_type") != MODEL_TYPE:
+        raise LowrankError(f"{folder / CONFIG_FILE}: model_type is {config.get('model_type')!r}, not {MODEL_TYPE!r}")
+    if (not isinstance(sizes, list) or len(sizes) < 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)):
+        raise LowrankError(f"{folder / CONFIG_FILE}: sizes must be a list of at least two positive integers, "
+                           f"got {sizes!r}")
+    try:
+        tensors = load_file(str(folder / WEIGHTS_FILE))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise LowrankError(f"{folder / WEIGHTS_FILE} is not a readable safetensors file: {error}") from None
+    model = MLP(tuple(sizes))
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in tensors.items()}
+    if found != expected:
+        wrong = sorted(set(found.items()) ^ set(expected.items()))[:3]
+        raise LowrankError(f"{folder / WEIGHTS_FILE} does not hold an mlp of sizes {sizes}: mismatched {wrong}")
+    model.load_state_dict(tensors)
+    return model

@@ -1,7 +1,8 @@
-"""Tokenized examples -> padded batches, in an order fixed by (seed, epoch) so that runs resume exactly.
+"""Tokenized examples or flat images -> batches, in an order fixed by (seed, epoch) so that runs resume exactly.
 
 Classification examples are truncated to ``max_length`` and padded per batch; language-modelling text is joined
 with the end-of-sequence token and cut into blocks of ``max_length`` tokens, whose labels are the inputs.
+Images (:class:`ImageSet`) are rows of a float32 matrix and batch as ``{"x", "labels"}``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+
+from lowrank.errors import LowrankError
 
 IGNORE_INDEX = -100
 
@@ -47,6 +50,38 @@ class TokenizedSet:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Labelled images for a classifier that reads flat vectors: ``x`` (n, features) float32, ``labels`` (n,)
+    int64. Same interface as :class:`TokenizedSet` for the training loop and evaluation."""
+
+    x: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 2 or self.x.dtype != torch.float32 or self.labels.dtype != torch.int64 \
+                or tuple(self.labels.shape) != (self.x.shape[0],):
+            raise LowrankError(f"images must be float32 (n, features) and labels int64 (n,), got "
+                               f"{self.x.dtype} {tuple(self.x.shape)} and {self.labels.dtype} "
+                               f"{tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def is_lm(self) -> bool:
+        return False
+
+    def subset(self, indices: list[int]) -> "ImageSet":
+        chosen = torch.tensor(indices, dtype=torch.long)
+        return ImageSet(self.x[chosen], self.labels[chosen])
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """``{"x": (batch, features) float32, "labels": (batch,) int64}``."""
+        chosen = torch.tensor(indices, dtype=torch.long)
+        return {"x": self.x[chosen], "labels": self.labels[chosen]}
+
+
 def tokenize_classification(tokenizer, texts: tuple[str, ...], labels: tuple[int, ...],
                             max_length: int) -> TokenizedSet:
     """Truncate each text to ``max_length`` tokens (special tokens included)."""
@@ -70,14 +105,14 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
-def iter_batches(data: TokenizedSet, batch_size: int, seed: int, epoch: int) -> Iterator[list[int]]:
+def iter_batches(data: TokenizedSet | ImageSet, batch_size: int, seed: int, epoch: int) -> Iterator[list[int]]:
     """The epoch's shuffled batches of indices (the last, smaller batch is kept)."""
     order = epoch_order(len(data), seed, epoch)
     for start in range(0, len(order), batch_size):
         yield order[start: start + batch_size]
 
 
-def eval_batches(data: TokenizedSet, batch_size: int, limit: int | None) -> Iterator[list[int]]:
+def eval_batches(data: TokenizedSet | ImageSet, batch_size: int, limit: int | None) -> Iterator[list[int]]:
     """Batches over all examples, or over a fixed seeded sample of ``limit`` of them (the same every call)."""
     chosen = range(len(data)) if limit is None or limit >= len(data) else sorted(epoch_order(len(data), 0, 0)[:limit])
     chosen = list(chosen)

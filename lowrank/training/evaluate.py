@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowrank.data.batches import IGNORE_INDEX, TokenizedSet, eval_batches
+from lowrank.data.batches import IGNORE_INDEX, ImageSet, TokenizedSet, eval_batches
+
+
+def throughput_units(batch: dict[str, torch.Tensor]) -> int:
+    """What throughput counts: non-padding tokens of a text batch, examples of an image batch."""
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else len(batch["labels"])
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -23,8 +28,14 @@ def autocast(device: torch.device, bf16: bool):
 
 
 def loss_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """Mean loss over the batch, the number of targets it averages (tokens for LM, examples otherwise), logits."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    """Mean loss over the batch, the number of targets it averages (tokens for LM, examples otherwise), logits.
+
+    An image batch ``{"x", "labels"}`` goes to ``model(x)`` (an MLP, which returns logits); a text batch
+    ``{"input_ids", "attention_mask", "labels"}`` to a Hugging Face model (``.logits``)."""
+    if "x" in batch:
+        logits = model(batch["x"])
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     labels = batch["labels"]
     if logits.ndim == 3:  # causal LM: predict token t+1 from tokens <= t
         shifted, targets = logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
@@ -34,7 +45,7 @@ def loss_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Ten
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TokenizedSet, batch_size: int, device: torch.device, bf16: bool,
+def evaluate(model: nn.Module, data: TokenizedSet | ImageSet, batch_size: int, device: torch.device, bf16: bool,
              limit: int | None = None) -> dict[str, float]:
     """{'loss', 'accuracy'} for classification or {'loss', 'perplexity'} for LM, over ``limit`` examples."""
     was_training = model.training

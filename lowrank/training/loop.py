@@ -3,7 +3,8 @@
 AdamW; the learning rate rises linearly over the first ``warmup_ratio`` of the steps, then falls linearly to zero;
 gradients are clipped to ``grad_clip`` and accumulated over ``grad_accum`` micro-batches; bf16 autocast on CUDA.
 Batches come in an order fixed by (seed, epoch), so a run resumed from a checkpoint ends with exactly the weights
-of an uninterrupted one. Results: a peft adapter (LoRA) or a Hugging Face model folder (full), plus metrics.json.
+of an uninterrupted one. Results: a peft adapter (LoRA) or a Hugging Face model folder (full; an MLP folder,
+``lowrank.mlp.save_mlp``, for an MLP), plus metrics.json. Throughput counts tokens for text, examples for images.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 from lowrank import adapters
 from lowrank.data.batches import iter_batches
 from lowrank.errors import LowrankError
-from lowrank.training.evaluate import autocast, evaluate, loss_of
+from lowrank.mlp import MLP, save_mlp
+from lowrank.training.evaluate import autocast, evaluate, loss_of, throughput_units
 from lowrank.outputs import check_output_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
 from lowrank.training.config import TrainConfig
@@ -97,7 +99,7 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
                 loss = loss_of(model, batch)[0] / config.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
-            tokens += int(batch["attention_mask"].sum())
+            tokens += throughput_units(batch)
         if not math.isfinite(step_loss):
             raise LowrankError(f"training diverged at step {step + 1} (loss {step_loss}); lower the learning rate")
         torch.nn.utils.clip_grad_norm_(setup.trainable, config.grad_clip)
@@ -108,7 +110,8 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
         seconds += time.perf_counter() - began
         done = step + 1
         history.append({"step": done, "train_loss": step_loss, "lr": optimizer.param_groups[0]["lr"]})
-        report(progress, "train", done, setup.total_steps, f"loss {step_loss:.4f} · {tokens / seconds:,.0f} tok/s")
+        report(progress, "train", done, setup.total_steps,
+               f"loss {step_loss:.4f} · {tokens / seconds:,.0f} {_unit(setup)[:3]}/s")
         if config.eval_every and done % config.eval_every == 0 and done < setup.total_steps:
             history.append({"step": done, **_evaluate(setup, config)})
         if config.save_every and done % config.save_every == 0 and done < setup.total_steps:
@@ -159,8 +162,10 @@ def _save_result(out: Path, config: TrainConfig, setup: Setup) -> None:
     staging.mkdir()
     model = setup.model
     if config.method == "lora":
-        task_type = "CAUSAL_LM" if setup.task == "lm" else "SEQ_CLS"
+        task_type = None if isinstance(model, MLP) else "CAUSAL_LM" if setup.task == "lm" else "SEQ_CLS"
         adapters.save_adapter(staging, model, setup.lora_config, setup.adapted, setup.model_path, task_type)
+    elif isinstance(model, MLP):
+        save_mlp(model, staging)
     else:
         model.save_pretrained(staging)
         setup.tokenizer.save_pretrained(staging)
@@ -177,5 +182,9 @@ def _metrics(config: TrainConfig, setup: Setup, history: list, final: dict, seco
     return {"schema": "lowrank.train/1", "method": config.method, "task": setup.task, "model": config.model,
             "data": config.data, "steps": setup.total_steps, "final": final, "history": history,
             "trainable_parameters": setup.trainable_count, "total_parameters": setup.total_count,
-            "train_seconds": seconds, "tokens_per_second": tokens / seconds if seconds else 0.0,
+            "train_seconds": seconds, f"{_unit(setup)}_per_second": tokens / seconds if seconds else 0.0,
             "device": str(setup.device), "config": settings}
+
+
+def _unit(setup: Setup) -> str:
+    return "examples" if isinstance(setup.model, MLP) else "tokens"

@@ -1,17 +1,22 @@
 """Everything a training run needs, built and validated before anything is written: data, model, adapters,
-optimizer, step count. Bad input (unknown names, missing columns, targets that match nothing) fails here."""
+optimizer, step count. Bad input (unknown names, missing columns, targets that match nothing, a network that does
+not fit the images) fails here. Hugging Face models train on text; MLPs (``lowrank.training.images``) on images."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from lowrank import assets, lora
-from lowrank.data.batches import TokenizedSet, tokenize_classification, tokenize_lm
+from lowrank.data.batches import ImageSet, TokenizedSet, tokenize_classification, tokenize_lm
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.errors import LowrankError
-from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_LR, TrainConfig
+from lowrank.mlp import MLP, is_mlp_spec
+from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR, TrainConfig
+from lowrank.training.images import is_image_model, load_image_task
 
 AUTO_TARGETS = {"bert": "query,value", "roberta": "query,value", "distilbert": "q_lin,v_lin", "gpt2": "c_attn",
                 "llama": "q_proj,v_proj", "mistral": "q_proj,v_proj", "qwen2": "q_proj,v_proj"}
@@ -21,11 +26,11 @@ CLASSIFIER_HEADS = ("classifier", "score")
 @dataclass
 class Setup:
     model: nn.Module
-    tokenizer: object
+    tokenizer: object | None
     model_path: str
     task: str
-    train: TokenizedSet
-    test: TokenizedSet
+    train: TokenizedSet | ImageSet
+    test: TokenizedSet | ImageSet
     device: torch.device
     optimizer: torch.optim.Optimizer
     trainable: list[nn.Parameter]
@@ -38,21 +43,16 @@ class Setup:
 
 
 def prepare(config: TrainConfig) -> Setup:
-    dataset = load_text_dataset(config.data)
-    model_path = str(assets.resolve_model_path(config.model))
-    task = _task(config, dataset)
     torch.manual_seed(config.seed)
-    if task == "classification":
-        model, tokenizer = assets.load_classifier(config.model, dataset.num_labels)
-    else:
-        model, tokenizer = assets.load_causal_lm(config.model)
+    image = is_image_model(config.model)
+    model, tokenizer, model_path, task, train_set, test_set = (_image_inputs if image else _text_inputs)(config)
     lora_config, adapted = _adapt(model, config, task)
-    train_set, test_set = _tokenize(dataset, tokenizer, task, config)
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
                           "cpu" if config.device == "auto" else config.device)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    lr = config.lr if config.lr is not None else DEFAULT_LR[(config.method, task)]
+    lr = config.lr if config.lr is not None else (DEFAULT_IMAGE_LR[config.method] if image else
+                                                  DEFAULT_LR[(config.method, task)])
     optimizer = torch.optim.AdamW(_param_groups(model, task, lr, config), lr=lr, weight_decay=config.weight_decay)
     micro_per_epoch = -(-len(train_set) // config.batch_size)
     total = max(1, config.epochs * micro_per_epoch // config.grad_accum)
@@ -62,11 +62,44 @@ def prepare(config: TrainConfig) -> Setup:
                  lora_config, adapted)
 
 
+def _text_inputs(config: TrainConfig) -> tuple:
+    """A Hugging Face model (new classifier head, or causal LM) and its tokenized data."""
+    dataset = load_text_dataset(config.data)
+    model_path = str(assets.resolve_model_path(config.model))
+    task = _task(config, dataset)
+    if task == "classification":
+        model, tokenizer = assets.load_classifier(config.model, dataset.num_labels)
+    else:
+        model, tokenizer = assets.load_causal_lm(config.model)
+    train_set, test_set = _tokenize(dataset, tokenizer, task, config)
+    return model, tokenizer, model_path, task, train_set, test_set
+
+
+def _image_inputs(config: TrainConfig) -> tuple:
+    """An MLP (``mlp:`` spec or saved folder) and its image data; always classification."""
+    if config.task == "lm":
+        raise LowrankError(f"model {config.model} is an MLP, which classifies images; --task lm needs a causal "
+                           "language model")
+    model, train_set, test_set = load_image_task(config.model, config.data, config.seed)
+    if config.max_train_samples is not None:
+        train_set = train_set.subset(_sample(len(train_set), config.max_train_samples, config.seed))
+    model_path = config.model if is_mlp_spec(config.model) else str(Path(config.model).expanduser())
+    return model, None, model_path, "classification", train_set, test_set
+
+
+def head_modules(model: nn.Module, task: str) -> tuple[str, ...]:
+    """The output head, trained in full beside LoRA and at ``head_lr``: an MLP's last layer ``layers.{k-1}``, a
+    Hugging Face classifier's ``classifier`` / ``score``; none for language modelling."""
+    if isinstance(model, MLP):
+        return (f"layers.{len(model.layers) - 1}",)
+    return tuple(h for h in CLASSIFIER_HEADS if task == "classification" and _has_module(model, h))
+
+
 def _param_groups(model: nn.Module, task: str, lr: float, config: TrainConfig) -> list[dict]:
-    """Trainable parameters in two groups: a classifier head at ``head_lr`` (default ``max(lr, DEFAULT_HEAD_LR)``),
-    everything else at ``lr``. Each group keeps its peak rate as ``base_lr`` for the schedule."""
+    """Trainable parameters in two groups: the head (:func:`head_modules`) at ``head_lr`` (default
+    ``max(lr, DEFAULT_HEAD_LR)``), everything else at ``lr``. Each group keeps its peak rate as ``base_lr``."""
     head_lr = config.head_lr if config.head_lr is not None else max(lr, DEFAULT_HEAD_LR)
-    heads = CLASSIFIER_HEADS if task == "classification" else ()
+    heads = head_modules(model, task)
     head, rest = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -86,21 +119,30 @@ def _task(config: TrainConfig, dataset: TextDataset) -> str:
 
 
 def _adapt(model: nn.Module, config: TrainConfig, task: str) -> tuple[lora.LoraConfig | None, list[str]]:
-    """Inject LoRA (and free the classifier head) or make every parameter trainable."""
-    heads = tuple(h for h in CLASSIFIER_HEADS if task == "classification" and _has_module(model, h))
+    """Inject LoRA (and free the head) or make every parameter trainable."""
+    heads = head_modules(model, task)
     if config.method == "full":
         for param in model.parameters():
             param.requires_grad_(True)
         return None, []
     targets = config.targets
     if targets == "auto":
-        targets = AUTO_TARGETS.get(model.config.model_type, "all-linear")
+        targets = _auto_targets(model)
     lora_config = lora.LoraConfig(r=config.rank, alpha=config.alpha if config.alpha is not None else config.rank,
                                   targets=lora.Targets.parse(targets), use_rslora=config.use_rslora,
                                   dropout=config.dropout, init=config.init, trainable_modules=heads)
     adapted = lora.inject(model, lora_config, torch.Generator().manual_seed(config.seed))
     lora.mark_trainable(model, heads)
     return lora_config, adapted
+
+
+def _auto_targets(model: nn.Module) -> str:
+    """An MLP's hidden layers ``layers.0 ... layers.{k-2}``; attention query and value of known architectures."""
+    if isinstance(model, MLP):
+        if len(model.layers) < 2:
+            raise LowrankError(f"an mlp with sizes {list(model.sizes)} has no hidden layer for LoRA to adapt")
+        return ",".join(f"layers.{i}" for i in range(len(model.layers) - 1))
+    return AUTO_TARGETS.get(model.config.model_type, "all-linear")
 
 
 def _has_module(model: nn.Module, name: str) -> bool:
@@ -126,6 +168,13 @@ def _subset(texts: tuple[str, ...], labels: tuple[int, ...], limit: int | None,
             seed: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
     if limit is None or limit >= len(texts):
         return texts, labels
-    generator = torch.Generator().manual_seed(seed)
-    chosen = sorted(torch.randperm(len(texts), generator=generator)[:limit].tolist())
+    chosen = _sample(len(texts), limit, seed)
     return tuple(texts[i] for i in chosen), tuple(labels[i] for i in chosen) if labels else ()
+
+
+def _sample(n: int, limit: int, seed: int) -> list[int]:
+    """A fixed seeded choice of ``min(limit, n)`` of ``range(n)``, in order."""
+    if limit >= n:
+        return list(range(n))
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=generator)[:limit].tolist())
