@@ -3,12 +3,14 @@ MLP folder for a fully fine-tuned ``mlp:`` network on image data)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from lowrank.training.lora_file import read_lora_file
 from lowrank.training.loop import TrainConfig, train as run_training
 from lowrank_cli.progress import rich_progress
 
@@ -32,6 +34,9 @@ from lowrank_cli.progress import rich_progress
 @click.option("--dropout", type=float, default=0.0, show_default=True, help="Dropout on the LoRA branch input.")
 @click.option("--init", type=click.Choice(["kaiming", "gaussian"]), default="kaiming", show_default=True,
               help="Initialization of A (B starts at zero).")
+@click.option("--config", "lora_file", type=click.Path(path_type=Path), help="A peft LoraConfig as JSON (e.g. from "
+              "lowrank suggest-rank): sets r, alpha, targets, rank_pattern, alpha_pattern, rsLoRA and dropout, "
+              "overriding those options.")
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--steps", type=int, help="Stop after this many optimizer steps.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -54,7 +59,7 @@ from lowrank_cli.progress import rich_progress
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout, init, epochs, steps, batch_size,
+def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout, init, lora_file, epochs, steps, batch_size,
           grad_accum, max_length, lr, head_lr, warmup_ratio, weight_decay, grad_clip, eval_every, eval_samples,
           train_samples, save_every, seed, bf16, device, overwrite, resume, quiet) -> None:
     """Train a LoRA adapter (peft format) or fully fine-tune (Hugging Face folder); metrics go to OUT/metrics.json."""
@@ -65,6 +70,8 @@ def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout,
         weight_decay=weight_decay,
         grad_clip=grad_clip, eval_every=eval_every, eval_samples=eval_samples, max_train_samples=train_samples,
         save_every=save_every, seed=seed, bf16=bf16, device=device, overwrite=overwrite, resume=resume)
+    if lora_file is not None:
+        config = replace(config, **read_lora_file(lora_file))
     with rich_progress(enabled=not quiet) as progress:
         metrics = run_training(config, progress)
     _summary(metrics, out)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # suggest-rank against uniform rank at equal trainable parameters, 3 seeds (reports/rank_advice.md).
 #   examples/suggest_rank_validation.sh ROOT RANK TASK=LR [TASK=LR ...]
-# For each task: suggest-rank with the gradient and the probe signal at the cost of uniform rank RANK, then
-# lowrank train --config for each allocation and seed; the uniform runs come from the sweep (examples/
-# rank_ground_truth.sh). MODEL, DATA_DIR and LOWRANK as in rank_ground_truth.sh.
+# For each task: suggest-rank with the gradient and the probe signal at the cost of uniform rank RANK, and peft's
+# EVA allocation of the same total rank (examples/eva_allocation.py), then lowrank train --config for each
+# allocation and seed, beside uniform rank RANK at the same seeds. MODEL, DATA_DIR and
+# LOWRANK as in rank_ground_truth.sh; PYTHON runs the EVA script.
 set -euo pipefail
 ROOT=$1; RANK=$2; shift 2
 MODEL=${MODEL:-minilm-l6}
@@ -12,9 +13,16 @@ data() { if [ -n "${DATA_DIR:-}" ]; then echo "$DATA_DIR/$1.csv"; else echo "$1"
 for spec in "$@"; do
   task=${spec%=*}; lr=${spec#*=}
   mkdir -p "$ROOT/$task"
-  for signal in gradient probe; do
-    ( $LOWRANK suggest-rank --model "$MODEL" --data "$(data $task)" --rank "$RANK" --signal $signal --lr "$lr" \
-        --out "$ROOT/$task/$signal.json" --json "$ROOT/$task/$signal-evidence.json" > "$ROOT/$task/$signal.log" 2>&1
+  for signal in uniform gradient probe eva; do
+    ( if [ $signal = uniform ]; then
+        printf '{"r": %s, "lora_alpha": %s}\n' "$RANK" "$RANK" > "$ROOT/$task/uniform.json"
+      elif [ $signal = eva ]; then
+        ${PYTHON:-python3} examples/eva_allocation.py "$MODEL" "$(data $task)" "$RANK" "$ROOT/$task/eva.json" \
+          > "$ROOT/$task/eva.log" 2>&1
+      else
+        $LOWRANK suggest-rank --model "$MODEL" --data "$(data $task)" --rank "$RANK" --signal $signal --lr "$lr" \
+          --out "$ROOT/$task/$signal.json" --json "$ROOT/$task/$signal-evidence.json" > "$ROOT/$task/$signal.log" 2>&1
+      fi
       for seed in 0 1 2; do
         $LOWRANK train --model "$MODEL" --data "$(data $task)" --config "$ROOT/$task/$signal.json" --lr "$lr" \
           --seed $seed --out "$ROOT/$task/$signal-s$seed" --overwrite --quiet > /dev/null 2>&1 &

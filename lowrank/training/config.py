@@ -3,7 +3,7 @@ rates, which depend on the method and the task (measured on Reuters R8: reports/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lowrank.errors import LowrankError
@@ -35,6 +35,8 @@ class TrainConfig:
     out: Path
     task: str = "auto"
     rank: int = 8
+    rank_pattern: dict = field(default_factory=dict)
+    alpha_pattern: dict = field(default_factory=dict)
     alpha: float | None = None
     targets: str = "auto"
     use_rslora: bool = False

@@ -130,6 +130,7 @@ def _adapt(model: nn.Module, config: TrainConfig, task: str) -> tuple[lora.LoraC
         targets = _auto_targets(model)
     lora_config = lora.LoraConfig(r=config.rank, alpha=config.alpha if config.alpha is not None else config.rank,
                                   targets=lora.Targets.parse(targets), use_rslora=config.use_rslora,
+                                  rank_pattern=dict(config.rank_pattern), alpha_pattern=dict(config.alpha_pattern),
                                   dropout=config.dropout, init=config.init, trainable_modules=heads)
     adapted = lora.inject(model, lora_config, torch.Generator().manual_seed(config.seed))
     lora.mark_trainable(model, heads)
