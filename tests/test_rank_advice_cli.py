@@ -103,9 +103,10 @@ def test_sweep_tabulates_ranks_and_seeds(invoke, tiny_bert_folder, r8_csv, tmp_p
     torch.manual_seed(0)
     result = invoke("sweep", "--model", str(tiny_bert_folder), "--data", str(r8_csv), "--out", str(tmp_path / "s"),
                     "--ranks", "1,2", "--seeds", "0,1", "--no-full", "--steps", "2", "--batch-size", "8",
-                    "--max-length", "32", "--eval-samples", "16", "--no-signals", "--quiet", "--device", "cpu")
+                    "--max-length", "32", "--eval-samples", "16", "--quiet", "--device", "cpu")
     assert result.exit_code == 0, result.output
     table = json.loads((tmp_path / "s" / "sweep.json").read_text())
     assert [(row["rank"], row["n"]) for row in table["ranks"]] == [(1, 2), (2, 2)]
     assert table["sufficient_rank"] in (1, 2) and len(table["doubling"]) == 1
+    assert all(run["signals"]["examples"] == 240 for run in table["runs"])  # every adapter's gradient signals
     assert "r* =" in result.stdout

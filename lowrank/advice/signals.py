@@ -19,36 +19,24 @@ from pathlib import Path
 
 import torch
 
-from lowrank import adapters, lora, spectra
+from lowrank import adapters, spectra
+from lowrank.advice import sample as samples
 from lowrank.advice.allocate import ModuleSignal
 from lowrank.advice.gradients import weight_gradients
-from lowrank.advice.measure import gradient_sample
 from lowrank.training.config import TrainConfig
 from lowrank.training.loop import train
-from lowrank.training.setup import prepare
-
-
-def _device(config: TrainConfig) -> torch.device:
-    cuda = torch.cuda.is_available() and config.device != "cpu"
-    return torch.device("cuda" if cuda else "cpu")
 
 
 def gradient_signal(config: TrainConfig, examples: int, max_rank: int) -> tuple[list[ModuleSignal], float]:
-    """Top ``max_rank`` singular values of ``G0`` per target module; returns the signals and the seconds spent."""
+    """Top ``max_rank`` singular values of ``G0`` per target module; returns the signals and the seconds spent on
+    the sample and the gradient (loading the model, which the planned run pays too, is not counted)."""
+    sample = samples.initial(config.model, config.data, config.targets, examples, config.max_length, config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
     began = time.perf_counter()
-    setup = prepare(replace(config, method="lora", rank=1, device="cpu"))
-    from lowrank.data.text import load_text_dataset
-
-    dataset = load_text_dataset(config.data)
-    sample = gradient_sample(dataset, setup.tokenizer, setup.task, examples, config.max_length, config.seed)
-    device = _device(config)
-    model = setup.model.to(device)
-    layers = lora.lora_layers(model)
-    batches = [sample.collate(list(range(i, min(i + config.batch_size, len(sample)))))
-               for i in range(0, len(sample), config.batch_size)]
-    grads = weight_gradients(model, layers, batches, device)  # B = 0: the model is exactly the base
+    model = sample.model.to(device)
+    grads = weight_gradients(model, sample.layers, sample.batches, device)  # B = 0: the model is exactly the base
     signals = [ModuleSignal(name, tuple(g.shape), tuple(float(v) for v in torch.linalg.svdvals(
-        g.to(torch.float64))[:max_rank])) for name, g in grads.items()]
+        g.to(device, torch.float64))[:max_rank].cpu())) for name, g in grads.items()]
     return signals, time.perf_counter() - began
 
 

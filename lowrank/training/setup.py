@@ -127,7 +127,7 @@ def _adapt(model: nn.Module, config: TrainConfig, task: str) -> tuple[lora.LoraC
         return None, []
     targets = config.targets
     if targets == "auto":
-        targets = _auto_targets(model)
+        targets = auto_targets(model)
     lora_config = lora.LoraConfig(r=config.rank, alpha=config.alpha if config.alpha is not None else config.rank,
                                   targets=lora.Targets.parse(targets), use_rslora=config.use_rslora,
                                   rank_pattern=dict(config.rank_pattern), alpha_pattern=dict(config.alpha_pattern),
@@ -137,7 +137,7 @@ def _adapt(model: nn.Module, config: TrainConfig, task: str) -> tuple[lora.LoraC
     return lora_config, adapted
 
 
-def _auto_targets(model: nn.Module) -> str:
+def auto_targets(model: nn.Module) -> str:
     """An MLP's hidden layers ``layers.0 ... layers.{k-2}``; attention query and value of known architectures."""
     if isinstance(model, MLP):
         if len(model.layers) < 2:

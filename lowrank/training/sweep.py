@@ -89,7 +89,7 @@ def _run_one(config: TrainConfig, signals: bool, examples: int, threads: int) ->
     if signals and config.method == "lora" and not (out / "signals.json").is_file():
         device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
         result = measure(MeasureConfig(adapter=str(out), base=config.model, data=config.data, examples=examples,
-                                       batch_size=config.batch_size, max_length=config.max_length,
+                                       max_length=config.max_length,
                                        seed=config.seed, device=device))
         record = {"examples": result.examples, "seconds": result.seconds,
                   "modules": {name: {**vars(s), "doubling_gain": s.doubling_gain}

@@ -1,0 +1,105 @@
+"""The model and the fixed sample of training examples that rank advice takes gradients on, for text (a Hugging
+Face classifier or causal LM) and images (an MLP), built without tokenizing more than the sample.
+
+The sample is ``examples`` training examples drawn with ``seed`` (classification, images) or the first
+``examples`` blocks of ``max_length`` tokens (language modelling). Two starting points:
+
+- :func:`trained`: the base with a trained adapter loaded (and its trained head), for ``analyze --data``;
+- :func:`initial`: the base with LoRA injected at the targets and ``B = 0`` (so exactly the base) and a head drawn
+  from ``seed`` as training draws it, for ``suggest-rank``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lowrank import adapters, assets, lora
+from lowrank.data.batches import TokenizedSet, epoch_order, tokenize_classification, tokenize_lm
+from lowrank.data.text import TextDataset, load_text_dataset
+from lowrank.errors import LowrankError
+from lowrank.training.images import is_image_model, load_image_task
+from lowrank.training.setup import auto_targets, head_modules
+
+BATCH_SIZE = 32
+
+
+@dataclass
+class Sample:
+    """A model, its LoRA layers, and the sample as batches (each a dict ``loss_of`` reads)."""
+
+    model: nn.Module
+    layers: dict[str, lora.LoraLayer]
+    batches: list[dict[str, torch.Tensor]]
+    task: str
+    examples: int
+
+
+def _batches(data, count: int) -> list[dict[str, torch.Tensor]]:
+    return [data.collate(list(range(i, min(i + BATCH_SIZE, count)))) for i in range(0, count, BATCH_SIZE)]
+
+
+def _text_sample(dataset: TextDataset, tokenizer, task: str, examples: int, max_length: int, seed: int):
+    if task == "lm":
+        stream = tokenize_lm(tokenizer, dataset.train_texts[: max(1, examples * 8)], max_length)
+        data = TokenizedSet(stream.input_ids[:examples], (), stream.pad_id)
+    else:
+        chosen = sorted(epoch_order(len(dataset.train_texts), seed, 0)[:examples])
+        data = tokenize_classification(tokenizer, tuple(dataset.train_texts[i] for i in chosen),
+                                       tuple(dataset.train_labels[i] for i in chosen), max_length)
+    if len(data) == 0:
+        raise LowrankError(f"data {dataset.name} gives no training examples at max length {max_length}")
+    return data
+
+
+def _image(model: str, data: str, seed: int, examples: int, adapter: str | None) -> tuple[nn.Module, object]:
+    network, train_set, _ = load_image_task(model, data, seed=seed, adapter=adapter)
+    chosen = sorted(epoch_order(len(train_set), seed, 0)[:examples])
+    return network, train_set.subset(chosen)
+
+
+def trained(adapter: str, base: str, data: str, examples: int, max_length: int, seed: int) -> Sample:
+    """The base with ``adapter`` loaded. Raises LowrankError when the adapter's head does not fit the data's labels
+    or its modules the model."""
+    if is_image_model(base):
+        model, sample = _image(base, data, seed, examples, adapter)
+        return Sample(model, lora.lora_layers(model), _batches(sample, len(sample)), "classification", len(sample))
+    dataset = load_text_dataset(data)
+    config = adapters.read_adapter_config(adapter)
+    causal = config.task_type == "CAUSAL_LM" or (config.task_type is None and assets.is_causal_lm(base))
+    if not causal and not dataset.has_labels:
+        raise LowrankError(f"data {dataset.name} has no labels, but the adapter in {adapter} is a classifier")
+    model, tokenizer = assets.load_causal_lm(base) if causal else assets.load_classifier(base, dataset.num_labels)
+    try:
+        adapters.load_adapter(model, adapter)
+    except LowrankError as error:
+        if causal:
+            raise
+        raise LowrankError(f"{error} (does --data {dataset.name}, with {dataset.num_labels} labels, fit the "
+                           "adapter's classifier head?)") from None
+    task = "lm" if causal else "classification"
+    sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed)
+    return Sample(model, lora.lora_layers(model), _batches(sample, len(sample)), task, len(sample))
+
+
+def initial(model_name: str, data: str, targets: str, examples: int, max_length: int, seed: int) -> Sample:
+    """The base with zero-initialized LoRA at ``targets`` (rank 1; ``B = 0``, so the model is the base) and a head
+    drawn from ``seed``."""
+    torch.manual_seed(seed)
+    if is_image_model(model_name):
+        model, sample = _image(model_name, data, seed, examples, None)
+        task = "classification"
+    else:
+        dataset = load_text_dataset(data)
+        task = "lm" if assets.is_causal_lm(model_name) else "classification"
+        if task == "classification" and not dataset.has_labels:
+            raise LowrankError(f"data {data} has no 'label' column, which a classifier needs")
+        model, tokenizer = (assets.load_causal_lm(model_name) if task == "lm"
+                            else assets.load_classifier(model_name, dataset.num_labels))
+        sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed)
+    chosen = auto_targets(model) if targets == "auto" else targets
+    lora.inject(model, lora.LoraConfig(r=1, alpha=1.0, targets=lora.Targets.parse(chosen),
+                                       trainable_modules=head_modules(model, task)))
+    return Sample(model, lora.lora_layers(model), _batches(sample, len(sample)), task, len(sample))
