@@ -95,8 +95,8 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtyp
     CHECKPOINT is a peft adapter folder, or a full model folder / safetensors file (then --base gives W0).
     Without output options the terminal report is printed.
     """
-    from lowrank.analysis import AnalyzeConfig
-    from lowrank.analysis import analyze as run_analysis
+    from lowrank.analysis.run import AnalyzeConfig
+    from lowrank.analysis.run import analyze as run_analysis
 
     for path, option, stdout_ok in ((json_path, "--json", True), (markdown_path, "--markdown", False),
                                     (html_path, "--html", False)):

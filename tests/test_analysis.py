@@ -12,9 +12,9 @@ import scipy.linalg
 import torch
 from safetensors.torch import save_file
 
-from lowrank.analysis import AnalyzeConfig, analyze
+from lowrank.analysis.run import AnalyzeConfig, analyze
 from lowrank.errors import LowrankError
-from lowrank.results import AnalysisReport
+from lowrank.analysis.results import AnalysisReport
 
 
 def tiny(family: str, seed: int = 0):

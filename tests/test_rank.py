@@ -1,4 +1,4 @@
-"""lowrank.rank: verdicts on exact spectra, their documented thresholds, and a rank_pattern that peft loads."""
+"""lowrank.analysis.rank: verdicts on exact spectra, their documented thresholds, and a rank_pattern that peft loads."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from lowrank import rank as ranking
+from lowrank.analysis import rank as ranking
 from lowrank.errors import LowrankError
 from lowrank.advice.sufficiency import Signals, judge
-from lowrank.results import ModuleAnalysis
-from lowrank.spectra import energy_captured, energy_rank, tail_ratio
+from lowrank.analysis.results import ModuleAnalysis
+from lowrank.analysis.spectra import energy_captured, energy_rank, tail_ratio
 
 
 def _signals(gain: float) -> Signals:

@@ -12,12 +12,12 @@ import pytest
 from rich.console import Console
 from test_analysis import peft_adapter, planted_pair, save_base, tiny
 
-from lowrank.analysis import AnalyzeConfig, analyze
+from lowrank.analysis.run import AnalyzeConfig, analyze
 from lowrank.render import by_type, recommendation_config
 from lowrank.render import html as html_render
 from lowrank.render import markdown as markdown_render
 from lowrank.render import terminal
-from lowrank.results import AnalysisReport
+from lowrank.analysis.results import AnalysisReport
 
 
 @pytest.fixture(scope="module")

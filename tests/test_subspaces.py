@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lowrank.errors import LowrankError
-from lowrank.spectra import dense_svd, lora_svd
-from lowrank.subspaces import (
+from lowrank.analysis.spectra import dense_svd, lora_svd
+from lowrank.analysis.subspaces import (
     Amplification,
     Intruders,
     amplification,

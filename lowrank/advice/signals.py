@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from lowrank import adapters, spectra
+from lowrank import adapters
+from lowrank.analysis import spectra
 from lowrank.advice import sample as samples
 from lowrank.advice.allocate import ModuleSignal
 from lowrank.advice.gradients import weight_gradients

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from lowrank.errors import LowrankError
-from lowrank.spectra import checked_matrix
+from lowrank.analysis.spectra import checked_matrix
 
 RAISE_ABOVE = 0.0135
 LOWER_BELOW = 0.0115

@@ -20,8 +20,8 @@ import torch
 from lowrank.advice.allocate import ModuleSignal, allocate, uniform_cost
 from lowrank.advice.signals import gradient_signal, probe_signal
 from lowrank.errors import LowrankError
-from lowrank.rank import next_power_of_two
-from lowrank.spectra import energy_rank
+from lowrank.analysis.rank import next_power_of_two
+from lowrank.analysis.spectra import energy_rank
 from lowrank.training.config import TrainConfig
 
 SIGNALS = ("gradient", "probe")

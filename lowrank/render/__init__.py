@@ -1,14 +1,14 @@
 """Reports of analysis results: terminal (rich), Markdown, and self-contained HTML with plots.
 
-Renderers read :class:`lowrank.results.AnalysisReport` records and compute nothing; the helpers here only
+Renderers read :class:`lowrank.analysis.results.AnalysisReport` records and compute nothing; the helpers here only
 group and format. ``render.terminal``, ``render.markdown`` and ``render.html`` are imported on demand
 (the HTML renderer pulls in matplotlib).
 """
 
 from __future__ import annotations
 
-from lowrank.rank import module_type
-from lowrank.results import AnalysisReport, Comparison, ModuleAnalysis
+from lowrank.analysis.rank import module_type
+from lowrank.analysis.results import AnalysisReport, Comparison, ModuleAnalysis
 
 VERDICT_CLASS = {"raise r": "raise", "adequate": "adequate", "lower r": "lower", "not judged": "unjudged"}
 KIND_TEXT = {"lora": "peft LoRA adapter", "full": "full fine-tune (W1 - W0)"}

@@ -8,7 +8,7 @@ from html import escape
 from lowrank.render import (VERDICT_CLASS, by_type, comparisons_by_type, layer_text, number, rank_column,
                             recommendation_config, side_notes, source_line)
 from lowrank.render import plots
-from lowrank.results import AnalysisReport, ModuleAnalysis
+from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1150px;padding:16px 24px;

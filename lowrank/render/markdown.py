@@ -6,7 +6,7 @@ import json
 
 from lowrank.render import (by_type, comparisons_by_type, layer_text, number, rank_column, recommendation_config,
                             side_notes, source_line)
-from lowrank.results import AnalysisReport, ModuleAnalysis
+from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -17,7 +17,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lowrank.render import by_type, comparisons_by_type, layer_text  # noqa: E402
-from lowrank.results import AnalysisReport  # noqa: E402
+from lowrank.analysis.results import AnalysisReport  # noqa: E402
 
 MAX_HEATMAPS = 6
 WIDTH_IN = 11.0

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from lowrank.render import (by_type, comparisons_by_type, layer_text, number, rank_column, recommendation_config,
                             side_notes, source_line)
-from lowrank.results import AnalysisReport, ModuleAnalysis
+from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 STYLE = {"raise r": "yellow", "adequate": "green", "lower r": "cyan", "not judged": "dim"}
 MAX_PATTERN_LINES = 12

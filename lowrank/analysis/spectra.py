@@ -1,6 +1,6 @@
 """Pure linear algebra on weight updates: exact SVDs (factored for LoRA, dense for full deltas) and rank measures.
 
-Subspace comparisons, amplification and intruder dimensions build on these in :mod:`lowrank.subspaces`.
+Subspace comparisons, amplification and intruder dimensions build on these in :mod:`lowrank.analysis.subspaces`.
 
 Every function takes torch tensors and returns tensors, floats or frozen dataclasses; nothing here reads or writes
 files. Inputs are validated up front and bad ones raise :class:`LowrankError` naming the shapes. Work is done in

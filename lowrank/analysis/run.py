@@ -11,256 +11,30 @@ then CHECKPOINT's modules, each compared with its partner as soon as it is analy
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
 
 import torch
 
-from lowrank import rank as ranking
-from lowrank import spectra, subspaces
 from lowrank.advice.measure import MeasureConfig
 from lowrank.advice.measure import measure as measure_signals
 from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, judge,
                                         model_doubling_gain)
-from lowrank.adapters import PREFIX, WEIGHTS_FILE, is_adapter_folder, iter_lora_updates, read_adapter_config
+from lowrank.analysis import rank as ranking
+from lowrank.analysis import spectra, subspaces
+from lowrank.analysis.checkpoints import find_name, open_checkpoint
+from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
+from lowrank.analysis.results import (SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis,
+                                      Sufficiency)
+from lowrank.analysis.sources import LoraSource, Update, open_source
 from lowrank.assets import resolve_model_path
-from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback, report
-from lowrank.results import SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis, Sufficiency
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-ENERGY_LEVELS = ("0.5", "0.9", "0.99")
-MIN_KEPT = 64
-
-
-@dataclass(frozen=True)
-class AnalyzeConfig:
-    """What to analyze and how; each field is one ``lowrank analyze`` option.
-
-    Args:
-        checkpoint: a peft adapter folder, or a full model folder / safetensors file (then ``base`` is needed).
-        base: the pre-trained model (folder, file or registry key) giving ``W0``; enables amplification and
-            intruder dimensions (``base_metrics``).
-        against: a second update (adapter or full model against the same ``base``) compared module by module.
-        dtype: ``"float32"`` (default) or ``"float64"`` for dense SVDs of full deltas; factored LoRA SVDs always
-            run in float64.
-        k: subspace dimension for phi and principal angles; None means the smaller LoRA rank of the two updates
-            (``reference_rank`` when both are full deltas).
-        reference_rank: the rank a full delta is judged at when no LoRA partner gives one. Default 16.
-        grid_max: the phi(i, j) grid covers ``i, j <= min(grid_max, rank)``. Default 64.
-        base_metrics: compute amplification and intruder dimensions when a base is given. Default True.
-        intruder_k, intruder_epsilon: Shuttleworth et al.'s k (10) and epsilon (0.5).
-        allow_pickle: read ``.bin``/``.pt`` checkpoints with ``torch.load(weights_only=True)``. Default False.
-        modules: a regular expression; only module names where it matches (``re.search``) are analyzed.
-        seed: seeds the random baselines of the amplification factor.
-        device: where SVDs run, ``"cpu"`` (default) or ``"cuda"``; tensors are read on the CPU and moved there
-            one module at a time.
-        data: the dataset the adapter was trained on; with ``base``, LoRA verdicts come from the gradient the
-            adapter cannot reach on the calibrated sample of training examples (:mod:`lowrank.advice.sufficiency`).
-        max_length: tokens per example in the gradient sample (as in training; default 128).
-    """
-
-    checkpoint: str
-    base: str | None = None
-    against: str | None = None
-    dtype: str = "float32"
-    k: int | None = None
-    reference_rank: int = 16
-    grid_max: int = 64
-    base_metrics: bool = True
-    intruder_k: int = 10
-    intruder_epsilon: float = 0.5
-    allow_pickle: bool = False
-    modules: str | None = None
-    seed: int = 0
-    device: str = "cpu"
-    data: str | None = None
-    max_length: int = 128
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise LowrankError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.data is not None and self.base is None:
-            raise LowrankError("--data needs --base: the model the adapter was trained on")
-        for name in ("reference_rank", "grid_max", "intruder_k"):
-            if getattr(self, name) < 1:
-                raise LowrankError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.k is not None and self.k < 1:
-            raise LowrankError(f"k must be >= 1, got {self.k}")
-        if not 0.0 < self.intruder_epsilon <= 1.0:
-            raise LowrankError(f"intruder_epsilon must be in (0, 1], got {self.intruder_epsilon}")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as error:
-            raise LowrankError(f"device {self.device!r} is not a torch device: {error}") from None
-        cuda_ok = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
-        if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not cuda_ok):
-            raise LowrankError(f"device {self.device!r} is not available here (cpu, or cuda when a GPU is present)")
-        if self.modules is not None:
-            try:
-                re.compile(self.modules)
-            except re.error as error:
-                raise LowrankError(f"--modules {self.modules!r} is not a regular expression: {error}") from None
-
-
-@dataclass(frozen=True)
-class Update:
-    """One module's update, ready to measure: its SVD and, when a base is known, ``W0`` and ``W1 = W0 + dW``."""
-
-    name: str
-    kind: str
-    layer_kind: str
-    rank: int | None
-    scale: float | None
-    svd: spectra.SVD
-    W0: torch.Tensor | None
-    W1: torch.Tensor | None
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block: the factored SVD's tall-skinny QRs (m x r) are too small to
-    gain from threads, and on a loaded 2-core machine two threads made each QR 40x slower (166 ms vs 4 ms for
-    11008 x 16 measured here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-class LoraSource:
-    """A peft adapter folder: module names and ranks from the safetensors header, updates read lazily."""
-
-    kind = "lora"
-
-    def __init__(self, folder: Path, base: Checkpoint | None):
-        self.path = folder
-        self.config = read_adapter_config(folder)
-        self.shapes, self.ranks = _adapter_shapes(folder / WEIGHTS_FILE)
-        self.names = list(self.shapes)
-        self.base = base
-        self.base_names = _base_names(self, base) if base is not None else {}
-        self.not_in_base: tuple[str, ...] = ()
-        self.only_in_base: tuple[str, ...] = ()
-        self.unchanged: list[str] = []
-
-    def updates(self, wanted: set[str], dtype: torch.dtype, device: torch.device,
-                with_base: bool) -> Iterator[Update]:
-        items = iter_lora_updates(self.path, dtype=torch.float32)  # exact for fp32/bf16/fp16 factors
-        while True:
-            with single_thread():
-                item = next(items, None)
-                if item is None:
-                    return
-                if item.name not in wanted:
-                    continue
-                svd = spectra.lora_svd(item.B.to(device), item.A.to(device), item.scale)  # float64 QR, r x r SVD
-            w0 = w1 = None
-            if with_base and self.base is not None:
-                w0 = self.base.weight(self.base_names[item.name], dtype).to(device)
-                w1 = w0 + (svd.U * svd.S).to(dtype) @ svd.Vh.to(dtype)  # dW formed once, in the compute dtype
-            yield Update(item.name, "lora", item.kind, item.rank, item.scale, svd, w0, w1)
-
-
-def _adapter_shapes(file: Path) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
-    """``(out, in)`` of each module's update and its rank, from the adapter's safetensors header."""
-    tensors = open_checkpoint(file).tensors
-    shapes, ranks = {}, {}
-    for key, info in tensors.items():
-        for a_suffix, b_suffix, embedding in ((".lora_A.weight", ".lora_B.weight", False),
-                                              (".lora_embedding_A", ".lora_embedding_B", True)):
-            if not key.endswith(a_suffix):
-                continue
-            stem = key[: -len(a_suffix)]
-            name = stem.removeprefix(PREFIX)
-            other = tensors.get(stem + b_suffix)
-            if other is None or len(info.shape) != 2 or len(other.shape) != 2:
-                raise LowrankError(f"{file}: module {name} has {a_suffix.lstrip('.')} but no 2-D "
-                                   f"{b_suffix.lstrip('.')} tensor")
-            shapes[name] = (info.shape[1], other.shape[0]) if embedding else (other.shape[0], info.shape[1])
-            ranks[name] = info.shape[0]
-    orphans = [k for k in tensors if k.endswith((".lora_B.weight", ".lora_embedding_B"))
-               and k.replace("lora_B", "lora_A").replace("lora_embedding_B", "lora_embedding_A") not in tensors]
-    if orphans:
-        raise LowrankError(f"{file}: tensor {orphans[0]} has no matching lora_A tensor")
-    if not shapes:
-        raise LowrankError(f"{file} holds no LoRA tensors (no *.lora_A.weight keys)")
-    return shapes, ranks
-
-
-def _base_names(source: LoraSource, base: Checkpoint) -> dict[str, str]:
-    available = set(base.modules())
-    names = {}
-    for name, shape in source.shapes.items():
-        found = find_name(name, available)
-        if found is None:
-            raise LowrankError(f"the base {base.path} has no weight for adapted module {name}; is it the right base?")
-        if base.weight_shape(found) != shape:
-            raise LowrankError(f"module {name}: the adapter's update has shape {list(shape)} but the base "
-                               f"{base.path} weight {found} has shape {list(base.weight_shape(found))}")
-        names[name] = found
-    return names
-
-
-class FullSource:
-    """A full fine-tuned model against the base: ``dW = W1 - W0`` per matched 2-D weight, exact dense SVD."""
-
-    kind = "full"
-
-    def __init__(self, path: Path, base: Checkpoint | None, allow_pickle: bool, compute_uv: bool):
-        if base is None:
-            raise LowrankError(f"{path} is a full model, not a peft adapter (no adapter_config.json); pass "
-                               "--base MODEL to give the pre-trained weights W0")
-        self.path = path
-        self.base = base
-        self.tuned = open_checkpoint(path, allow_pickle)
-        match = match_modules(self.tuned, base)
-        self.pairs = match.pairs
-        self.names = [name for name, _ in match.pairs]
-        self.shapes = {name: self.tuned.weight_shape(name) for name in self.names}
-        self.ranks: dict[str, int] = {}
-        self.not_in_base, self.only_in_base = match.only_tuned, match.only_base
-        self.compute_uv = compute_uv
-        self.unchanged: list[str] = []
-
-    def updates(self, wanted: set[str], dtype: torch.dtype, device: torch.device,
-                with_base: bool) -> Iterator[Update]:
-        """One module at a time: W1 and W0 read (W0 dropped at once unless base metrics need it), dW formed
-        in place, its SVD taken; peak memory is about three ``(out, in)`` matrices in the compute dtype."""
-        keep = with_base and self.compute_uv
-        for name, base_name in self.pairs:
-            if name not in wanted:
-                continue
-            w1, w0 = self.tuned.weight(name, dtype).to(device), self.base.weight(base_name, dtype).to(device)
-            delta = w1 - w0 if keep else w1.sub_(w0)
-            if not keep:
-                del w0, w1
-            if not bool(delta.any()):
-                self.unchanged.append(name)
-                continue
-            svd = spectra.dense_svd(delta, dtype=dtype, compute_uv=self.compute_uv)
-            del delta
-            yield Update(name, "full", module_kind(name), None, None, svd, w0 if keep else None,
-                         w1 if keep else None)
-
-
-def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig, compute_uv: bool):
-    """A :class:`LoraSource` for a peft adapter folder, else a :class:`FullSource` (which needs ``base``)."""
-    where = Path(path).expanduser()
-    if not where.exists():
-        raise LowrankError(f"{where} does not exist")
-    if where.is_dir() and is_adapter_folder(where):
-        return LoraSource(where, base)
-    return FullSource(where, base, config.allow_pickle, compute_uv)
+__all__ = ["AnalyzeConfig", "analyze"]
 
 
 def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generator: torch.Generator,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 
 from lowrank.errors import LowrankError
-from lowrank.subspaces import Amplification, Intruders
+from lowrank.analysis.subspaces import Amplification, Intruders
 
 SCHEMA = "lowrank.analysis/1"
 VERDICTS = ("raise r", "adequate", "lower r", "not judged")
@@ -122,7 +122,7 @@ class ModuleAnalysis(_Record):
         tail_ratio: ``s[reference_rank - 1] / s[0]``.
         energy_at_rank: fraction of ``||dW||_F^2`` kept by the best rank-``reference_rank`` approximation.
         verdict: ``"raise r"``, ``"adequate"``, ``"lower r"``, or ``"not judged"`` (a LoRA update without
-            ``--data``: its spectrum alone cannot say whether more rank would help); see :mod:`lowrank.rank`.
+            ``--data``: its spectrum alone cannot say whether more rank would help); see :mod:`lowrank.analysis.rank`.
         suggested_rank: the rank recommended for this module.
         evidence: one sentence with the numbers behind the verdict.
         amplification: LoRA paper section 7 amplification against the base weight (when a base was given).

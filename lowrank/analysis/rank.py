@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from lowrank.advice.sufficiency import LOWER_BELOW, RAISE_ABOVE, Signals
 from lowrank.errors import LowrankError
-from lowrank.results import (VERDICTS, ModelSufficiency, ModuleAnalysis, Recommendation, Summary, Threshold,
+from lowrank.analysis.results import (VERDICTS, ModelSufficiency, ModuleAnalysis, Recommendation, Summary, Threshold,
                              TypeSummary)
 
 OVERPROVISIONED_FRACTION = 0.5

@@ -1,0 +1,84 @@
+"""What ``lowrank analyze`` is asked to do: :class:`AnalyzeConfig`, one field per option, validated on construction."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from lowrank.errors import LowrankError
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ENERGY_LEVELS = ("0.5", "0.9", "0.99")
+MIN_KEPT = 64
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """What to analyze and how; each field is one ``lowrank analyze`` option.
+
+    Args:
+        checkpoint: a peft adapter folder, or a full model folder / safetensors file (then ``base`` is needed).
+        base: the pre-trained model (folder, file or registry key) giving ``W0``; enables amplification and
+            intruder dimensions (``base_metrics``).
+        against: a second update (adapter or full model against the same ``base``) compared module by module.
+        dtype: ``"float32"`` (default) or ``"float64"`` for dense SVDs of full deltas; factored LoRA SVDs always
+            run in float64.
+        k: subspace dimension for phi and principal angles; None means the smaller LoRA rank of the two updates
+            (``reference_rank`` when both are full deltas).
+        reference_rank: the rank a full delta is judged at when no LoRA partner gives one. Default 16.
+        grid_max: the phi(i, j) grid covers ``i, j <= min(grid_max, rank)``. Default 64.
+        base_metrics: compute amplification and intruder dimensions when a base is given. Default True.
+        intruder_k, intruder_epsilon: Shuttleworth et al.'s k (10) and epsilon (0.5).
+        allow_pickle: read ``.bin``/``.pt`` checkpoints with ``torch.load(weights_only=True)``. Default False.
+        modules: a regular expression; only module names where it matches (``re.search``) are analyzed.
+        seed: seeds the random baselines of the amplification factor.
+        device: where SVDs run, ``"cpu"`` (default) or ``"cuda"``; tensors are read on the CPU and moved there
+            one module at a time.
+        data: the dataset the adapter was trained on; with ``base``, LoRA verdicts come from the gradient the
+            adapter cannot reach on the calibrated sample of training examples (:mod:`lowrank.advice.sufficiency`).
+        max_length: tokens per example in the gradient sample (as in training; default 128).
+    """
+
+    checkpoint: str
+    base: str | None = None
+    against: str | None = None
+    dtype: str = "float32"
+    k: int | None = None
+    reference_rank: int = 16
+    grid_max: int = 64
+    base_metrics: bool = True
+    intruder_k: int = 10
+    intruder_epsilon: float = 0.5
+    allow_pickle: bool = False
+    modules: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    data: str | None = None
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise LowrankError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.data is not None and self.base is None:
+            raise LowrankError("--data needs --base: the model the adapter was trained on")
+        for name in ("reference_rank", "grid_max", "intruder_k"):
+            if getattr(self, name) < 1:
+                raise LowrankError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.k is not None and self.k < 1:
+            raise LowrankError(f"k must be >= 1, got {self.k}")
+        if not 0.0 < self.intruder_epsilon <= 1.0:
+            raise LowrankError(f"intruder_epsilon must be in (0, 1], got {self.intruder_epsilon}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as error:
+            raise LowrankError(f"device {self.device!r} is not a torch device: {error}") from None
+        cuda_ok = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+        if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not cuda_ok):
+            raise LowrankError(f"device {self.device!r} is not available here (cpu, or cuda when a GPU is present)")
+        if self.modules is not None:
+            try:
+                re.compile(self.modules)
+            except re.error as error:
+                raise LowrankError(f"--modules {self.modules!r} is not a regular expression: {error}") from None
