@@ -1,36 +1,63 @@
 """Calibrate and check analyze's sufficiency verdicts against retraining (reports/rank_advice.md).
 
-Reads sweep folders (`lowrank sweep` outputs with signals.json per adapter), groups them by task, keeps each rank at
-its best learning rate, and prints: the per-rank ground truth, every adapter's doubling gain against what doubling
-and halving did, the thresholds fitted on all tasks, the confusion table, and leave-one-task-out checks.
+Each argument is TASK=FOLDERS[@SIGNAL_FOLDERS]: sweep folders (`lowrank sweep` outputs, several for a learning-rate
+grid) give the ground truth, each rank at its best learning rate; adapters' signals come from signals.json beside
+each run, or from SIGNAL_FOLDERS (runs of the same rank, seed and rate re-trained with signals measured, or
+signals2.json files measured later). Prints the per-rank ground truth with every adapter's signal-to-noise, the
+thresholds fitted on all tasks, the confusion table, and leave-one-task-out checks; --json FILE writes the cases.
 
-Usage: python examples/rank_advice_calibration.py TASK=FOLDER[,FOLDER...] [TASK=...]
+Usage: python examples/rank_advice_calibration.py [--json FILE] TASK=FOLDER[,FOLDER...][@FOLDER,...] ...
 """
 
+import json
 import sys
 from collections import Counter
+from dataclasses import asdict, fields
+from pathlib import Path
 
 from lowrank.advice.calibration import Case, confusion, fit, leave_one_task_out
-from lowrank.advice.sufficiency import model_doubling_gain, Signals
+from lowrank.advice.sufficiency import Signals, model_doubling_gain, model_signal_to_noise
 from lowrank.training.sweep import tabulate
 
 VERDICTS = ("raise r", "adequate", "lower r")
+FIELDS = {f.name for f in fields(Signals)}
 
 
-def cases_of(task: str, folders: list[str]) -> tuple[dict, list[Case]]:
-    table = tabulate(*folders)
+def _signals(run: Path) -> list[Signals] | None:
+    for name in ("signals2.json", "signals.json"):
+        path = run / name
+        if path.is_file():
+            modules = json.loads(path.read_text())["modules"].values()
+            if all("noise_energy" in m for m in modules):
+                return [Signals(**{k: v for k, v in m.items() if k in FIELDS}) for m in modules]
+    return None
+
+
+def _signal_runs(folders: list[str]) -> dict[tuple[int, int, float], list[Signals]]:
+    found = {}
+    for folder in folders:
+        for metrics_file in Path(folder).glob("lora-*/metrics.json"):
+            metrics = json.loads(metrics_file.read_text())
+            signals = _signals(metrics_file.parent)
+            if signals:
+                config = metrics["config"]
+                found[(config["rank"], config["seed"], config["lr"])] = signals
+    return found
+
+
+def cases_of(task: str, truth: list[str], signal_folders: list[str]) -> tuple[dict, list[Case], dict]:
+    table = tabulate(*truth)
     best_lr = {row["rank"]: row["lr"] for row in table["ranks"]}
     raise_truth = {s["rank"]: s["beyond_noise"] for s in table["doubling"]}
     lower_truth = {s["rank"]: s["beyond_noise"] for s in table["halving"]}
-    cases = []
-    for run in table["runs"]:
-        if run["method"] != "lora" or run["lr"] != best_lr[run["rank"]] or not run["signals"]:
-            continue
-        signals = [Signals(**{k: v for k, v in m.items() if k != "doubling_gain"})
-                   for m in run["signals"]["modules"].values()]
-        cases.append(Case(task, run["rank"], run["seed"], model_doubling_gain(signals),
-                          raise_truth.get(run["rank"]), lower_truth.get(run["rank"])))
-    return table, sorted(cases, key=lambda c: (c.rank, c.seed))
+    signals = _signal_runs(truth + signal_folders)
+    cases, gains = [], {}
+    for (rank, seed, lr), found in sorted(signals.items()):
+        if lr == best_lr.get(rank):
+            cases.append(Case(task, rank, seed, model_signal_to_noise(found), raise_truth.get(rank),
+                              lower_truth.get(rank)))
+            gains[(rank, seed)] = model_doubling_gain(found)
+    return table, cases, gains
 
 
 def markdown_confusion(table: dict[str, Counter]) -> str:
@@ -41,33 +68,48 @@ def markdown_confusion(table: dict[str, Counter]) -> str:
     return "\n".join(lines)
 
 
+def _step(steps: dict, rank: int, scale: float, yes: str, no: str) -> str:
+    if rank not in steps:
+        return ""
+    return f"{scale * steps[rank]['difference']:+.2f} ({yes if steps[rank]['beyond_noise'] else no})"
+
+
 def main(arguments: list[str]) -> None:
+    json_path = None
+    if arguments[:1] == ["--json"]:
+        json_path, arguments = arguments[1], arguments[2:]
     everything = []
     for argument in arguments:
         task, _, folders = argument.partition("=")
-        table, cases = cases_of(task, folders.split(","))
+        truth, _, signal_folders = folders.partition("@")
+        table, cases, gains = cases_of(task, truth.split(","), signal_folders.split(",") if signal_folders else [])
         everything += cases
-        metric = table["metric"]
-        scale = 100 if metric == "accuracy" else 1
-        print(f"\n### {task} ({metric}; r* = {table['sufficient_rank']})\n")
-        print("| r | lr | mean ± sd | doubling r | halving r | gains (per seed) |\n|---|---|---|---|---|---|")
-        dbl = {s["rank"]: s for s in table["doubling"]}
-        hlv = {s["rank"]: s for s in table["halving"]}
+        scale = 100 if table["metric"] == "accuracy" else 1
+        print(f"\n### {task} ({table['metric']}; r* = {table['sufficient_rank']})\n")
+        print("| r | lr | mean ± sd | doubling r | halving r | signal/noise per seed | doubling gain |")
+        print("|---|---|---|---|---|---|---|")
+        doubling = {s["rank"]: s for s in table["doubling"]}
+        halving = {s["rank"]: s for s in table["halving"]}
         for row in table["ranks"]:
             r = row["rank"]
-            d = f"{scale * dbl[r]['difference']:+.2f} ({'helps' if dbl[r]['beyond_noise'] else 'noise'})" if r in dbl else ""
-            h = f"{scale * hlv[r]['difference']:+.2f} ({'keeps' if hlv[r]['beyond_noise'] else 'hurts'})" if r in hlv else ""
-            gains = ", ".join(f"{c.gain:.4f}" for c in cases if c.rank == r)
-            print(f"| {r} | {row['lr']:g} | {scale * row['mean']:.2f} ± {scale * row['sd']:.2f} | {d} | {h} | {gains} |")
+            ratios = ", ".join(f"{c.statistic:.2f}" for c in cases if c.rank == r)
+            gain = ", ".join(f"{g:.4f}" for (rank, _), g in gains.items() if rank == r)
+            print(f"| {r} | {row['lr']:g} | {scale * row['mean']:.2f} ± {scale * row['sd']:.2f} | "
+                  f"{_step(doubling, r, scale, 'helps', 'noise')} | {_step(halving, r, scale, 'keeps', 'hurts')} | "
+                  f"{ratios} | {gain} |")
         if table["full"]:
             full = table["full"]
-            print(f"| full | {full['lr']:g} | {scale * full['mean']:.2f} ± {scale * full['sd']:.2f} | | | |")
+            print(f"| full | {full['lr']:g} | {scale * full['mean']:.2f} ± {scale * full['sd']:.2f} | | | | |")
     thresholds = fit(everything)
-    print(f"\n### All tasks: raise above {thresholds.raise_above:.4f}, lower below {thresholds.lower_below:.4f}\n")
+    print(f"\n### All tasks: raise above {thresholds.raise_above:.3f}, lower below {thresholds.lower_below:.3f}\n")
     print(markdown_confusion(confusion(everything, thresholds)))
-    for task, (fitted, table) in leave_one_task_out(everything).items():
-        print(f"\n### {task} held out: raise above {fitted.raise_above:.4f}, lower below {fitted.lower_below:.4f}\n")
+    held_out = leave_one_task_out(everything)
+    for task, (fitted, table) in held_out.items():
+        print(f"\n### {task} held out: raise above {fitted.raise_above:.3f}, lower below {fitted.lower_below:.3f}\n")
         print(markdown_confusion(table))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"cases": [asdict(c) for c in everything],
+                                               "fitted": asdict(thresholds)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

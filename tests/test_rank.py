@@ -14,15 +14,15 @@ from lowrank.analysis.results import ModuleAnalysis
 from lowrank.analysis.spectra import energy_captured, energy_rank, tail_ratio
 
 
-def _signals(gain: float) -> Signals:
-    """Signals whose doubling gain is ``gain`` (start energy 1)."""
-    return Signals(rank=8, gradient_norm=1.0, base_gradient_norm=1.0, outside_fraction=0.5, outside_energy=gain,
-                   start_energy=1.0, gain_curve=(gain,))
+def _signals(ratio: float) -> Signals:
+    """Signals whose signal-to-noise is ``ratio`` (noise energy 1)."""
+    return Signals(rank=8, gradient_norm=1.0, base_gradient_norm=1.0, outside_fraction=0.5, outside_energy=ratio,
+                   start_energy=10.0, gain_curve=(ratio,), noise_energy=1.0)
 
 
 def _lora_verdict(s: list[float], r: int, signals: Signals | None = None, limit: int = 1000) -> ranking.Verdict:
     t = torch.tensor(s, dtype=torch.float64)
-    model = judge(signals.doubling_gain) if signals else None
+    model = judge(signals.signal_to_noise) if signals else None
     return ranking.judge_lora(r, energy_rank(t, 0.9), energy_rank(t, 0.99), tail_ratio(t, r), limit, signals, model)
 
 
@@ -45,7 +45,7 @@ def test_without_data_a_lora_spectrum_is_not_judged():
 def test_data_verdicts_follow_the_calibrated_thresholds(gain, verdict, suggested):
     result = _lora_verdict([1.0] * 8, 8, _signals(gain))
     assert result.verdict == verdict and result.suggested_rank == suggested
-    assert f"{gain:.4f}" in result.evidence
+    assert f"{gain:.1f}x the noise level" in result.evidence
     assert _lora_verdict([1.0] * 8, 8, _signals(gain), limit=12).suggested_rank == min(suggested, 12)
 
 

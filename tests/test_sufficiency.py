@@ -45,6 +45,24 @@ def test_doubling_gain_counts_top_r_outside_energy_over_top_r_start_energy():
     assert model_doubling_gain([signals, signals]) == pytest.approx(signals.doubling_gain)
 
 
+def test_signal_to_noise_is_about_one_for_noise_and_large_for_a_planted_direction():
+    """Two halves of a sample share the signal and differ in noise; the noise energy comes from their difference."""
+    generator = torch.Generator().manual_seed(0)
+    m, n, r = 200, 150, 4
+    B = torch.randn(m, r, generator=generator, dtype=torch.float64)
+    A = torch.randn(r, n, generator=generator, dtype=torch.float64)
+    ratios = []
+    for strength in (0.0, 5.0):
+        u = torch.randn(m, 1, generator=generator, dtype=torch.float64)
+        v = torch.randn(1, n, generator=generator, dtype=torch.float64)
+        signal = strength * (u @ v) / (u.norm() * v.norm())
+        first = signal + 0.05 * torch.randn(m, n, generator=generator, dtype=torch.float64)
+        second = signal + 0.05 * torch.randn(m, n, generator=generator, dtype=torch.float64)
+        signals = module_signals((first + second) / 2, torch.ones(m, n, dtype=torch.float64), B, A, (first, second))
+        ratios.append(signals.signal_to_noise)
+    assert 0.5 < ratios[0] <= 1.05 and ratios[1] > 5
+
+
 def test_shape_mismatch_is_refused():
     with pytest.raises(LowrankError, match="needs B"):
         outside_part(torch.zeros(4, 5), torch.zeros(3, 2), torch.zeros(2, 5))

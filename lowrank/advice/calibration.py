@@ -1,13 +1,14 @@
 """Calibrating the sufficiency verdicts against retraining (pure; the sweeps of :mod:`lowrank.training.sweep` give
 the cases).
 
-A case is one trained adapter: its task, rank and doubling gain, and what retraining said about its rank: did
+A case is one trained adapter: its task, rank and verdict statistic (the signal-to-noise of
+:mod:`lowrank.advice.sufficiency`), and what retraining said about its rank: did
 doubling ``r`` improve the held-out metric beyond 2 SE (``should_raise``), did halving keep it (``may_lower``).
 Thresholds are chosen so that no calibration case that should be raised is called adequate or lower, with a
 safety margin:
 
-    RAISE_ABOVE = margin * min{gain : should_raise}
-    LOWER_BELOW = margin * min{gain : not may_lower}
+    RAISE_ABOVE = margin * min{statistic : should_raise}
+    LOWER_BELOW = margin * min{statistic : not may_lower}
 
 and checked task by task (leave one task out: thresholds from the other tasks, verdicts on the held-out one).
 """
@@ -28,7 +29,7 @@ class Case:
     task: str
     rank: int
     seed: int
-    gain: float
+    statistic: float
     should_raise: bool | None  # None: 2r was not trained
     may_lower: bool | None  # None: r/2 was not trained
 
@@ -41,15 +42,15 @@ class Thresholds:
 
 def fit(cases: list[Case], margin: float = MARGIN) -> Thresholds:
     """Thresholds that call every ``should_raise`` case "raise r" and no ``not may_lower`` case "lower r"."""
-    raise_gains = [c.gain for c in cases if c.should_raise]
-    keep_gains = [c.gain for c in cases if c.may_lower is False]
-    if not raise_gains or not keep_gains:
+    raise_values = [c.statistic for c in cases if c.should_raise]
+    keep_values = [c.statistic for c in cases if c.may_lower is False]
+    if not raise_values or not keep_values:
         raise LowrankError("calibration needs cases where doubling helped and cases where halving hurt")
-    return Thresholds(margin * min(raise_gains), margin * min(keep_gains))
+    return Thresholds(margin * min(raise_values), margin * min(keep_values))
 
 
 def verdict(case: Case, thresholds: Thresholds) -> str:
-    return judge(case.gain, thresholds.raise_above, thresholds.lower_below)
+    return judge(case.statistic, thresholds.raise_above, thresholds.lower_below)
 
 
 def confusion(cases: list[Case], thresholds: Thresholds) -> dict[str, Counter]:

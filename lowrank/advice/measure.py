@@ -61,13 +61,21 @@ def measure(config: MeasureConfig, progress: ProgressCallback | None = None) -> 
                              config.seed)
     device = torch.device(config.device)
     sample.model.to(device)
+    half = len(sample.batches) // 2
+    if half == 0:
+        raise LowrankError("the gradient sample needs at least two batches (64 examples)")
     report(progress, "gradient at the trained point", 0, 2)
-    trained = weight_gradients(sample.model, sample.layers, sample.batches, device)
+    halves = [weight_gradients(sample.model, sample.layers, part, device)
+              for part in (sample.batches[:half], sample.batches[half:])]
     report(progress, "gradient at the base weights", 1, 2)
     with adapters_off(sample.layers):
         start = weight_gradients(sample.model, sample.layers, sample.batches, device)
     report(progress, "gradients", 2, 2)
-    signals = {name: module_signals(trained[name], start[name], layer.lora_B.detach().cpu(),
-                                    layer.lora_A.detach().cpu())
-               for name, layer in sample.layers.items()}
+    weights = (half, len(sample.batches) - half)
+    signals = {}
+    for name, layer in sample.layers.items():
+        first, second = halves[0][name], halves[1][name]
+        trained = (first * weights[0] + second * weights[1]) / sum(weights)
+        signals[name] = module_signals(trained, start[name], layer.lora_B.detach().cpu(), layer.lora_A.detach().cpu(),
+                                       (first, second))
     return Measurement(signals, sample.task, sample.examples, time.perf_counter() - began)

@@ -5,7 +5,7 @@ always produces a spectrum that decays within ``r``, so the spectrum cannot say 
 helped (checked by retraining: on 20 Newsgroups the r=4 adapter's spectrum looked adequate while r=8 and r=16
 scored higher). Without ``--data`` a LoRA module is **not judged** and keeps its rank; the shape is reported.
 With ``--data`` the verdict comes from the gradient the adapter cannot reach
-(:mod:`lowrank.advice.sufficiency`): the doubling gain summed over modules above :data:`RAISE_ABOVE` says
+(:mod:`lowrank.advice.sufficiency`): the signal-to-noise of the gradient outside the adapter's reach, summed over modules, above :data:`RAISE_ABOVE` says
 **raise r** (suggest ``2r``), below :data:`LOWER_BELOW` **lower r** (suggest ``r/2``), else **adequate**. Both
 thresholds are calibrated by retraining rank grids x 3 seeds (reports/rank_advice.md) at the model level, so every
 module carries the model's verdict; its own gain is shown as evidence (per-module ranks before training are
@@ -36,13 +36,13 @@ FULL_SUFFICIENT_ENERGY = 0.9
 
 THRESHOLDS = (
     Threshold("raise_above", RAISE_ABOVE,
-              "LoRA with --data: raise r when r more directions would still find more than this fraction of the "
-              "first-order descent the first r directions found at the start of training (doubling gain, from "
-              "the gradient outside the adapter's column and row spaces). Calibrated: every calibration adapter "
-              "whose doubled rank scored higher beyond 2 SE had a larger gain (reports/rank_advice.md)."),
+              "LoRA with --data: raise r when the top-r directions of the gradient outside the adapter's reach hold "
+              "more than this many times what sampling noise (estimated from two halves of 256 training examples) "
+              "would put there. Calibrated: every calibration adapter whose doubled rank scored higher beyond 2 SE "
+              "had a larger ratio (5 tasks, 3 seeds; reports/rank_advice.md)."),
     Threshold("lower_below", LOWER_BELOW,
-              "LoRA with --data: lower r when the doubling gain is below this; calibrated so that no calibration "
-              "adapter whose halved rank scored worse got this verdict."),
+              "LoRA with --data: lower r when that ratio is below this (what lies outside is noise, and less than "
+              "the noise floor); calibrated so that no calibration adapter whose halved rank scored worse got it."),
     Threshold("full_sufficient_energy", FULL_SUFFICIENT_ENERGY,
               "Full deltas: a rank-r LoRA can hold at most the top-r energy fraction (Eckart-Young); below 90% "
               "raise r to k90 (rounded up to a power of two); k99 <= r/2 means lower r."),
@@ -79,9 +79,10 @@ def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Sig
                                         "(pass --data)")
     suggested = {"raise r": min(2 * r, limit), "lower r": max(1, r // 2), "adequate": r}[model_verdict]
     return Verdict(model_verdict, suggested,
-                   f"this module's doubling gain {signals.doubling_gain:.4f} (the model's sum decides: raise above "
-                   f"{RAISE_ABOVE:g}, lower below {LOWER_BELOW:g}); {100 * signals.outside_fraction:.0f}% of its "
-                   f"gradient is out of the adapter's reach; {shape}")
+                   f"outside the adapter's reach, this module's top-{r} gradient energy is "
+                   f"{signals.signal_to_noise:.1f}x the noise level (the model's sum decides: raise above "
+                   f"{RAISE_ABOVE:g}, lower below {LOWER_BELOW:g}); doubling gain {signals.doubling_gain:.4f}; "
+                   f"{shape}")
 
 
 def judge_full(r: int, k90: int, k99: int, captured: float, limit: int) -> Verdict:
@@ -166,7 +167,7 @@ def _headline(modules: tuple[ModuleAnalysis, ...], verdicts: dict, rec: Recommen
                 "--data DATA).")
     lead = ""
     if data is not None:
-        lead = (f"Data verdict: {data.verdict} (doubling gain {data.doubling_gain:.4f} on {data.examples} "
+        lead = (f"Data verdict: {data.verdict} (signal-to-noise {data.signal_to_noise:.2f} on {data.examples} "
                 f"training examples; raise above {data.raise_above:g}, lower below {data.lower_below:g}), "
                 f"suggested r = {data.suggested_r}. ")
     count = len(rec.rank_pattern)

@@ -63,6 +63,7 @@ class Sufficiency(_Record):
     """One LoRA module's gradient signals with ``--data`` (:mod:`lowrank.advice.sufficiency`).
 
     Attributes:
+        signal_to_noise: ``sum_{i<=r} sigma_i(G_out)^2`` over what sampling noise puts there (about 1 for noise).
         doubling_gain: ``sum_{i<=r} sigma_i(G_out)^2 / sum_{i<=r} sigma_i(G0)^2``: the first-order descent ``r``
             more directions would find, relative to what the first ``r`` found at the start of training.
         outside_fraction: ``||G_out||_F^2 / ||G||_F^2``, the share of the gradient the adapter cannot follow.
@@ -70,6 +71,7 @@ class Sufficiency(_Record):
         gain_curve: the descent ``k`` more directions would find, ``k = 1 .. min(2r, 64)``, same normalization.
     """
 
+    signal_to_noise: float
     doubling_gain: float
     outside_fraction: float
     gradient_norm: float
@@ -83,7 +85,8 @@ class ModelSufficiency(_Record):
 
     Attributes:
         data: the dataset the gradients were taken on; examples: how many training examples.
-        doubling_gain: ``sum over modules of outside energy / sum of start energy``.
+        signal_to_noise: ``sum over modules of outside energy / sum of noise energy``: decides the verdict.
+        doubling_gain: ``sum over modules of outside energy / sum of start energy`` (evidence).
         verdict: "raise r", "adequate" or "lower r"; suggested_r: the global rank it implies.
         raise_above, lower_below: the thresholds (calibrated by retraining, reports/rank_advice.md).
         seconds: time spent on the gradients.
@@ -91,6 +94,7 @@ class ModelSufficiency(_Record):
 
     data: str
     examples: int
+    signal_to_noise: float
     doubling_gain: float
     verdict: str
     suggested_r: int

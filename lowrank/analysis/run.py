@@ -22,7 +22,7 @@ import torch
 from lowrank.advice.measure import MeasureConfig
 from lowrank.advice.measure import measure as measure_signals
 from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, judge,
-                                        model_doubling_gain)
+                                        model_doubling_gain, model_signal_to_noise)
 from lowrank.analysis import rank as ranking
 from lowrank.analysis import spectra, subspaces
 from lowrank.analysis.checkpoints import find_name, open_checkpoint
@@ -71,7 +71,8 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
 def _sufficiency(signals: Signals | None) -> Sufficiency | None:
     if signals is None:
         return None
-    return Sufficiency(doubling_gain=signals.doubling_gain, outside_fraction=signals.outside_fraction,
+    return Sufficiency(signal_to_noise=signals.signal_to_noise, doubling_gain=signals.doubling_gain,
+                       outside_fraction=signals.outside_fraction,
                        gradient_norm=signals.gradient_norm, base_gradient_norm=signals.base_gradient_norm,
                        gain_curve=signals.gain_curve)
 
@@ -85,11 +86,13 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
     result = measure_signals(MeasureConfig(adapter=str(source.path), base=config.base, data=config.data,
                                            examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
                                            seed=config.seed, device=config.device), progress)
-    gain = model_doubling_gain(list(result.signals.values()))
-    verdict = judge(gain)
+    signals = list(result.signals.values())
+    statistic = model_signal_to_noise(signals)
+    verdict = judge(statistic)
     r = source.config.r
     return result.signals, ModelSufficiency(
-        data=config.data, examples=result.examples, doubling_gain=gain, verdict=verdict,
+        data=config.data, examples=result.examples, signal_to_noise=statistic,
+        doubling_gain=model_doubling_gain(signals), verdict=verdict,
         suggested_r={"raise r": 2 * r, "lower r": max(1, r // 2), "adequate": r}[verdict],
         raise_above=RAISE_ABOVE, lower_below=LOWER_BELOW, seconds=result.seconds)
 

@@ -65,10 +65,10 @@ def render(report: AnalysisReport) -> str:
     parts.append("<h2>Rank needed per layer</h2>" + _img(plots.rank_per_layer(report), "energy rank per layer"))
     if report.sufficiency is not None:
         parts.append("<h2>What more rank would buy (--data)</h2>")
-        parts.append('<p class="note">First-order descent that k more directions would find in the gradient the '
-                     "adapter cannot reach, relative to what its first r directions found at the start of training; "
-                     "the model verdict reads the summed value at k = r against the calibrated thresholds.</p>")
-        parts.append(_img(plots.gains(report), "gain of more rank per module type"))
+        parts.append('<p class="note">The top-r energy of the loss gradient outside each adapter\'s reach (what r '
+                     "more directions would follow), over what sampling noise puts there: about 1 is noise. The model "
+                     "verdict reads the sum over modules against the thresholds calibrated by retraining.</p>")
+        parts.append(_img(plots.signal_to_noise(report), "signal to noise outside the adapter's reach"))
     if report.comparisons:
         parts.append(_comparisons(report))
     parts.append("<h2>Modules by type</h2>")
@@ -114,7 +114,7 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> str:
     if with_base:
         header += ["amplif.", "intruders"]
     if judged:
-        header += ["doubling gain", "outside"]
+        header += ["signal/noise", "doubling gain"]
     header.append("evidence")
     body = []
     for layer, m in rows:
@@ -126,7 +126,7 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> str:
             row += [number(m.amplification.factor, 1) if m.amplification else "-",
                     f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
         if judged:
-            row += [number(m.sufficiency.doubling_gain, 4), f"{100 * m.sufficiency.outside_fraction:.0f}%"]
+            row += [number(m.sufficiency.signal_to_noise, 1), number(m.sufficiency.doubling_gain, 4)]
         body.append(row + [f'<td class="ev">{escape(m.evidence)}</td>'])
     return _table(header, body, left=(0, header.index("verdict"), len(header) - 1))
 

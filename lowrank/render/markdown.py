@@ -57,7 +57,7 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> list[str]:
         header[-1:-1] = ["amplification", "intruders"]
     judged = any(m.sufficiency is not None for _, m in rows)
     if judged:
-        header[-1:-1] = ["doubling gain", "outside"]
+        header[-1:-1] = ["signal/noise", "doubling gain"]
     body = []
     for layer, m in rows:
         row = [layer_text(layer), f"{m.shape[0]}x{m.shape[1]}", rank_column(m), str(m.energy_rank["0.5"]),
@@ -68,7 +68,7 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> list[str]:
             row += [number(m.amplification.factor, 1) if m.amplification else "-",
                     f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
         if judged:
-            row += [number(m.sufficiency.doubling_gain, 4), f"{100 * m.sufficiency.outside_fraction:.0f}%"]
+            row += [number(m.sufficiency.signal_to_noise, 1), number(m.sufficiency.doubling_gain, 4)]
         body.append(row + [m.evidence])
     return _table(header, body)
 

@@ -144,26 +144,24 @@ def phi_by_layer(report: AnalysisReport) -> str:
     return _png(figure)
 
 
-def gains(report: AnalysisReport) -> str:
-    """With ``--data``: per module type, the descent ``k`` more directions would find outside the adapter's reach
-    (the gain curve, relative to the first ``r`` directions at the start), one line per layer, with the two
-    thresholds at ``k = r``. Returns a base64 PNG."""
-    groups = by_type(report.modules)
+def signal_to_noise(report: AnalysisReport) -> str:
+    """With ``--data``: per layer and module type, the top-``r`` gradient energy outside the adapter's reach over
+    what sampling noise puts there (log scale), with the model's value and the two calibrated thresholds. Returns a
+    base64 PNG."""
     data = report.sufficiency
-    figure, axes = plt.subplots(1, len(groups), figsize=(WIDTH_IN, 3.0), squeeze=False)
-    for axis, (kind, rows) in zip(axes[0], groups.items()):
-        for color, (layer, m) in zip(_colors(len(rows)), rows):
-            if m.sufficiency is not None:
-                curve = np.asarray(m.sufficiency.gain_curve)
-                axis.plot(np.arange(1, curve.size + 1), curve, color=color, lw=1.2, label=f"layer {layer_text(layer)}")
-        rank = rows[0][1].rank or 1
-        axis.axhline(data.raise_above, color="#8a5a00", ls="--", lw=1, label="raise above")
-        axis.axhline(data.lower_below, color="#05606e", ls=":", lw=1, label="lower below")
-        axis.axvline(rank, color="grey", lw=0.8)
-        axis.set_yscale("log")
-        axis.set_title(f"{kind}: gain of k more directions", fontsize=10)
-        axis.set_xlabel("k (vertical line: k = r)")
-        axis.grid(alpha=0.3)
-        if len(rows) <= 12:
-            axis.legend(fontsize=6, ncol=2)
+    figure, axis = plt.subplots(figsize=(WIDTH_IN, 3.2))
+    groups = by_type(report.modules)
+    width = 0.8 / max(len(groups), 1)
+    for index, ((kind, rows), color) in enumerate(zip(groups.items(), _colors(len(groups)))):
+        layers = [i for i, (_, m) in enumerate(rows) if m.sufficiency is not None]
+        values = [max(rows[i][1].sufficiency.signal_to_noise, 1e-3) for i in layers]
+        axis.bar(np.asarray(layers) + index * width, values, width, color=color, label=kind)
+    axis.axhline(data.raise_above, color="#8a5a00", ls="--", lw=1, label=f"raise above {data.raise_above:g}")
+    axis.axhline(data.lower_below, color="#05606e", ls=":", lw=1, label=f"lower below {data.lower_below:g}")
+    axis.axhline(data.signal_to_noise, color="black", lw=1, label=f"model: {data.signal_to_noise:.2f} ({data.verdict})")
+    axis.set_yscale("log")
+    axis.set_xlabel("module index within its type (layer order)")
+    axis.set_ylabel("signal / noise outside reach")
+    axis.grid(alpha=0.3, axis="y")
+    axis.legend(fontsize=7, ncol=3)
     return _png(figure)

@@ -88,7 +88,7 @@ def _module_table(kind: str, rows: list[tuple[int | None, ModuleAnalysis]]) -> T
     if with_base:
         columns += ["amplif.", "intruders"]
     if judged:
-        columns += ["gain"]
+        columns += ["S/N"]
     for column in columns:
         table.add_column(column, justify="left" if column == "verdict" else "right", no_wrap=True)
     for layer, m in rows:
@@ -100,7 +100,7 @@ def _module_table(kind: str, rows: list[tuple[int | None, ModuleAnalysis]]) -> T
             cells += [number(m.amplification.factor, 1) if m.amplification else "-",
                       f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
         if judged:
-            cells.append(number(m.sufficiency.doubling_gain, 4) if m.sufficiency else "-")
+            cells.append(number(m.sufficiency.signal_to_noise, 1) if m.sufficiency else "-")
         table.add_row(*cells)
     return table
 
@@ -135,9 +135,8 @@ def _thresholds(report: AnalysisReport) -> Text:
                 "effective rank; stable = ||dW||_F^2/||dW||_2^2; s_r/s1 = tail ratio at the LoRA rank; E@r = energy "
                 "a rank-r approximation keeps (full deltas, r in brackets); amplif. = ||dW||_F/||U^T W0 V||_F "
                 "(LoRA paper Table 7); intruders = top singular vectors of W0+dW with max |cos| < epsilon against "
-                "W0's (Shuttleworth et al.); gain = doubling gain: the first-order descent r more directions "
-                "would find outside the adapter's reach, relative to what the first r found at the start "
-                "(--data).\n", style="dim")
+                "W0's (Shuttleworth et al.); S/N = the top-r gradient energy outside the adapter's reach over what "
+                "sampling noise puts there (--data; about 1 for noise).\n", style="dim")
     for threshold in report.thresholds:
         text.append(f"- {threshold.name} = {threshold.value:g}: ", style="bold").append(
             f"{threshold.justification}\n", style="dim")
