@@ -39,7 +39,6 @@ def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_ran
     """Choose each target module's LoRA rank before training, under a parameter budget, from the gradient at
     initialization or a short probe; writes a LoraConfig that peft and `lowrank train --config` accept."""
     from lowrank.advice.suggest import SuggestConfig, suggest
-    from lowrank.data.text import load_text_dataset
     from lowrank.outputs import write_text_atomic
 
     for path, option in ((out, "--out"), (json_path, "--json")):
@@ -49,7 +48,7 @@ def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_ran
                         batch_size=batch_size, max_length=max_length, seed=seed, device=device)
     config = SuggestConfig(train=train, budget=budget, rank=rank, signal=signal, examples=examples,
                            probe_rank=probe_rank, probe_fraction=probe_fraction)
-    result = suggest(config, len(load_text_dataset(data).train_texts))
+    result = suggest(config)
     write_text_atomic(out, json.dumps(result.lora_config, indent=1) + "\n")
     if json_path is not None:
         evidence = {"signal": result.signal, "global_rank": result.global_rank, "budget": result.budget,

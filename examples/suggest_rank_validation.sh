@@ -4,7 +4,7 @@
 # For each task: suggest-rank with the gradient and the probe signal at the cost of uniform rank RANK, and peft's
 # EVA allocation of the same total rank (examples/eva_allocation.py), then lowrank train --config for each
 # allocation and seed, beside uniform rank RANK at the same seeds. MODEL, DATA_DIR and
-# LOWRANK as in rank_ground_truth.sh; PYTHON runs the EVA script.
+# LOWRANK as in rank_ground_truth.sh; PYTHON runs the EVA script; SIGNALS picks the arms (EVA is text-only).
 set -euo pipefail
 ROOT=$1; RANK=$2; shift 2
 MODEL=${MODEL:-minilm-l6}
@@ -13,7 +13,7 @@ data() { if [ -n "${DATA_DIR:-}" ]; then echo "$DATA_DIR/$1.csv"; else echo "$1"
 for spec in "$@"; do
   task=${spec%=*}; lr=${spec#*=}
   mkdir -p "$ROOT/$task"
-  for signal in uniform gradient probe eva; do
+  for signal in ${SIGNALS:-uniform gradient probe eva}; do
     ( if [ $signal = uniform ]; then
         printf '{"r": %s, "lora_alpha": %s}\n' "$RANK" "$RANK" > "$ROOT/$task/uniform.json"
       elif [ $signal = eva ]; then

@@ -19,7 +19,9 @@ import torch
 
 from lowrank.advice.allocate import ModuleSignal, allocate, uniform_cost
 from lowrank.advice.signals import gradient_signal, probe_signal
+from lowrank.data.text import load_text_dataset
 from lowrank.errors import LowrankError
+from lowrank.training.images import is_image_model
 from lowrank.analysis.rank import next_power_of_two
 from lowrank.analysis.spectra import energy_rank
 from lowrank.training.config import TrainConfig
@@ -85,18 +87,28 @@ def _probe_steps(config: SuggestConfig, train_steps: int) -> int:
     return max(1, round(config.probe_fraction * train_steps))
 
 
+def training_examples(model: str, data: str) -> int:
+    """How many training examples the planned run has (text or image data)."""
+    if is_image_model(model):
+        from lowrank.data.images import load_image_dataset
+
+        return len(load_image_dataset(data).train_y)
+    return len(load_text_dataset(data).train_texts)
+
+
 def planned_steps(train: TrainConfig, train_examples: int) -> int:
     """Optimizer steps of the planned run (as :func:`lowrank.training.setup.prepare` counts them)."""
     total = max(1, train.epochs * (-(-train_examples // train.batch_size)) // train.grad_accum)
     return min(total, train.max_steps) if train.max_steps else total
 
 
-def suggest(config: SuggestConfig, train_examples: int) -> Suggestion:
-    """Measure the signal and allocate; ``train_examples`` sizes the planned run (for the probe's length)."""
+def suggest(config: SuggestConfig) -> Suggestion:
+    """Measure the signal and allocate."""
     if config.signal == "gradient":
         signals, seconds = gradient_signal(config.train, config.examples, config.max_rank)
     else:
-        steps = _probe_steps(config, planned_steps(config.train, train_examples))
+        steps = _probe_steps(config, planned_steps(config.train, training_examples(config.train.model,
+                                                                                  config.train.data)))
         signals, seconds = probe_signal(config.train, config.probe_rank, steps, config.rank or PROBE_ALPHA)
     budget = config.budget if config.budget is not None else uniform_cost(signals, config.rank)
     ranks = allocate(signals, budget, config.max_rank)
