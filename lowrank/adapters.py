@@ -25,6 +25,7 @@ from torch import nn
 
 from lowrank import lora
 from lowrank.errors import LowrankError
+from lowrank.jsonfile import read_json_object
 from lowrank.outputs import write_text_atomic
 
 PREFIX = "base_model.model."
@@ -85,12 +86,7 @@ def read_adapter_config(folder: str | Path) -> AdapterConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise LowrankError(f"{folder} is not a peft adapter folder (no {CONFIG_FILE})")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise LowrankError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(raw, dict):
-        raise LowrankError(f"{path} must hold a JSON object")
+    raw = read_json_object(path)
     _refuse_non_plain(raw, path)
     try:
         targets = raw.get("target_modules")

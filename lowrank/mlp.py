@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lowrank.errors import LowrankError
+from lowrank.jsonfile import read_json_object
 from lowrank.outputs import write_text_atomic
 
 PREFIX = "mlp:"
@@ -85,17 +86,7 @@ def is_mlp_folder(path: str | Path) -> bool:
         LowrankError: when config.json exists but is not a JSON object.
     """
     config = Path(path).expanduser() / CONFIG_FILE
-    return config.is_file() and _read_config(config).get("model_type") == MODEL_TYPE
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise LowrankError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(raw, dict):
-        raise LowrankError(f"{path} must hold a JSON object")
-    return raw
+    return config.is_file() and read_json_object(config).get("model_type") == MODEL_TYPE
 
 
 def save_mlp(model: MLP, folder: str | Path) -> None:
@@ -115,7 +106,7 @@ def load_mlp(folder: str | Path) -> MLP:
             wrong shapes.
     """
     folder = Path(folder).expanduser()
-    config = _read_config(folder / CONFIG_FILE)
+    config = read_json_object(folder / CONFIG_FILE)
     sizes = config.get("sizes")
     if config.get("model_type") != MODEL_TYPE:
         raise LowrankError(f"{folder / CONFIG_FILE}: model_type is {config.get('model_type')!r}, not {MODEL_TYPE!r}")

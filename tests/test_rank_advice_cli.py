@@ -110,3 +110,28 @@ def test_sweep_tabulates_ranks_and_seeds(invoke, tiny_bert_folder, r8_csv, tmp_p
     assert table["sufficient_rank"] in (1, 2) and len(table["doubling"]) == 1
     assert all(run["signals"]["examples"] == 240 for run in table["runs"])  # every adapter's gradient signals
     assert "r* =" in result.stdout
+
+
+@pytest.mark.parametrize("content, fragment", [("{not json", "not valid JSON"), ('{"r": 4, "use_dora": true}', "use_dora"),
+                                               ('{"lora_alpha": 8}', "integer 'r'")])
+def test_train_config_file_bad_input(invoke, tiny_bert_folder, r8_csv, tmp_path, content, fragment):
+    config = tmp_path / "lora.json"
+    config.write_text(content)
+    out = tmp_path / "run"
+    result = invoke("train", "--model", str(tiny_bert_folder), "--data", str(r8_csv), "--config", str(config),
+                    "--out", str(out), *TRAIN)
+    assert result.exit_code == 2 and result.stderr.startswith("Error:") and len(result.stderr.splitlines()) == 1
+    assert fragment in result.stderr and not out.exists()
+
+
+def test_train_config_file_sets_per_module_ranks(invoke, tiny_bert_folder, r8_csv, tmp_path):
+    config = tmp_path / "lora.json"
+    config.write_text(json.dumps({"r": 2, "lora_alpha": 2, "target_modules": ["query", "value"],
+                                  "rank_pattern": {"bert.encoder.layer.0.attention.self.query": 5},
+                                  "alpha_pattern": {"bert.encoder.layer.0.attention.self.query": 5}}))
+    out = tmp_path / "run"
+    result = invoke("train", "--model", str(tiny_bert_folder), "--data", str(r8_csv), "--config", str(config),
+                    "--out", str(out), *TRAIN)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "adapter_config.json").read_text())
+    assert saved["r"] == 2 and saved["rank_pattern"] == {"bert.encoder.layer.0.attention.self.query": 5}

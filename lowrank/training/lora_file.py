@@ -8,10 +8,10 @@ Read: ``r``, ``lora_alpha``, ``target_modules`` (a list of module names or suffi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lowrank.errors import LowrankError
+from lowrank.jsonfile import read_json_object
 
 REFUSED = {"use_dora": False, "fan_in_fan_out": False}
 
@@ -19,11 +19,8 @@ REFUSED = {"use_dora": False, "fan_in_fan_out": False}
 def read_lora_file(path: str | Path) -> dict:
     """``{rank, alpha, targets, rank_pattern, alpha_pattern, use_rslora, dropout}`` from a LoraConfig JSON file."""
     path = Path(path)
-    try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise LowrankError(f"--config {path}: cannot read a JSON LoraConfig ({error})") from None
-    if not isinstance(fields, dict) or not isinstance(fields.get("r"), int):
+    fields = read_json_object(path)
+    if not isinstance(fields.get("r"), int):
         raise LowrankError(f"--config {path}: expected a JSON object with an integer 'r' (peft LoraConfig fields)")
     for key, plain in REFUSED.items():
         if fields.get(key, plain) != plain:

@@ -1,0 +1,22 @@
+"""Reading a JSON object from a file, with bad input turned into one clear :class:`LowrankError`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lowrank.errors import LowrankError
+
+
+def read_json_object(path: str | Path) -> dict:
+    """The JSON object in ``path``; raises LowrankError for an unreadable file, invalid JSON or a non-object."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise LowrankError(f"cannot read {path}: {error.strerror or error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LowrankError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise LowrankError(f"{path} must hold a JSON object")
+    return raw
