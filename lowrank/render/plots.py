@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lowrank.analysis.rank import module_type  # noqa: E402
 from lowrank.render import by_type, comparisons_by_type, layer_text  # noqa: E402
 from lowrank.analysis.results import AnalysisReport  # noqa: E402
 
@@ -145,22 +146,25 @@ def phi_by_layer(report: AnalysisReport) -> str:
 
 
 def signal_to_noise(report: AnalysisReport) -> str:
-    """With ``--data``: per layer and module type, the top-``r`` gradient energy outside the adapter's reach over
-    what sampling noise puts there (log scale), with the model's value and the two calibrated thresholds. Returns a
-    base64 PNG."""
+    """With ``--data``: per module (model order, coloured by type), the top-``r`` gradient energy outside the
+    adapter's reach over what sampling noise puts there (log scale), with the model's value and the two calibrated
+    thresholds. Returns a base64 PNG."""
     data = report.sufficiency
+    modules = [m for m in report.modules if m.sufficiency is not None]
+    kinds = list(dict.fromkeys(module_type(m.name)[0] for m in modules))
+    colors = dict(zip(kinds, _colors(len(kinds))))
     figure, axis = plt.subplots(figsize=(WIDTH_IN, 3.2))
-    groups = by_type(report.modules)
-    width = 0.8 / max(len(groups), 1)
-    for index, ((kind, rows), color) in enumerate(zip(groups.items(), _colors(len(groups)))):
-        layers = [i for i, (_, m) in enumerate(rows) if m.sufficiency is not None]
-        values = [max(rows[i][1].sufficiency.signal_to_noise, 1e-3) for i in layers]
-        axis.bar(np.asarray(layers) + index * width, values, width, color=color, label=kind)
+    for kind in kinds:
+        chosen = [(i, m) for i, m in enumerate(modules) if module_type(m.name)[0] == kind]
+        axis.bar([i for i, _ in chosen], [max(m.sufficiency.signal_to_noise, 1e-3) for _, m in chosen], 0.8,
+                 color=colors[kind], label=kind)
+    labels = [m.name if module_type(m.name)[1] is None else layer_text(module_type(m.name)[1]) for m in modules]
+    axis.set_xticks(range(len(modules)), labels, fontsize=7)
     axis.axhline(data.raise_above, color="#8a5a00", ls="--", lw=1, label=f"raise above {data.raise_above:g}")
     axis.axhline(data.lower_below, color="#05606e", ls=":", lw=1, label=f"lower below {data.lower_below:g}")
     axis.axhline(data.signal_to_noise, color="black", lw=1, label=f"model: {data.signal_to_noise:.2f} ({data.verdict})")
     axis.set_yscale("log")
-    axis.set_xlabel("module index within its type (layer order)")
+    axis.set_xlabel("module (layer index), in model order")
     axis.set_ylabel("signal / noise outside reach")
     axis.grid(alpha=0.3, axis="y")
     axis.legend(fontsize=7, ncol=3)
