@@ -57,18 +57,22 @@ def sweep(model, data, out, ranks, seeds, full, lora_lr, full_lr, targets, epoch
 
 
 def render(table: dict, title: str) -> Table:
-    """The per-rank table: mean +- sd over seeds, the doubling step's difference and whether it is beyond noise."""
+    """The per-rank table: the learning rate kept (the best of those swept), mean +- sd over seeds, the doubling
+    step's difference and whether it is beyond noise."""
     percent = table["metric"] == "accuracy"
     fmt = (lambda v: f"{100 * v:.2f}") if percent else (lambda v: f"{v:.4f}")
     steps = {s["rank"]: s for s in table.get("doubling", [])}
     grid = Table(title=title, caption=f"r* = {table.get('sufficient_rank')} (smallest rank within noise of the best)")
-    for column in ("rank", f"held-out {table['metric']}{' %' if percent else ''}", "seeds", "doubling r: change"):
+    for column in ("rank", "lr", f"held-out {table['metric']}{' %' if percent else ''}", "seeds",
+                   "doubling r: change"):
         grid.add_column(column, justify="right")
     for row in table["ranks"]:
         step = steps.get(row["rank"])
         noise = "(beyond 2 SE)" if step and step["beyond_noise"] else "(noise)"
         change = f"{fmt(step['difference'])} {noise}" if step else ""
-        grid.add_row(str(row["rank"]), f"{fmt(row['mean'])} ± {fmt(row['sd'])}", str(row["n"]), change)
+        grid.add_row(str(row["rank"]), f"{row['lr']:g}", f"{fmt(row['mean'])} ± {fmt(row['sd'])}", str(row["n"]),
+                     change)
     if table.get("full"):
-        grid.add_row("full", f"{fmt(table['full']['mean'])} ± {fmt(table['full']['sd'])}", str(table["full"]["n"]), "")
+        full = table["full"]
+        grid.add_row("full", f"{full['lr']:g}", f"{fmt(full['mean'])} ± {fmt(full['sd'])}", str(full["n"]), "")
     return grid

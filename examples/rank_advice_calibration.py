@@ -78,12 +78,13 @@ def main(arguments: list[str]) -> None:
     json_path = None
     if arguments[:1] == ["--json"]:
         json_path, arguments = arguments[1], arguments[2:]
-    everything = []
+    everything, tables = [], {}
     for argument in arguments:
         task, _, folders = argument.partition("=")
         truth, _, signal_folders = folders.partition("@")
         table, cases, gains = cases_of(task, truth.split(","), signal_folders.split(",") if signal_folders else [])
         everything += cases
+        tables[task] = {key: value for key, value in table.items() if key != "runs"}
         scale = 100 if table["metric"] == "accuracy" else 1
         print(f"\n### {task} ({table['metric']}; r* = {table['sufficient_rank']})\n")
         print("| r | lr | mean ± sd | doubling r | halving r | signal/noise per seed | doubling gain |")
@@ -108,8 +109,9 @@ def main(arguments: list[str]) -> None:
         print(f"\n### {task} held out: raise above {fitted.raise_above:.3f}, lower below {fitted.lower_below:.3f}\n")
         print(markdown_confusion(table))
     if json_path:
-        Path(json_path).write_text(json.dumps({"cases": [asdict(c) for c in everything],
-                                               "fitted": asdict(thresholds)}, indent=1) + "\n")
+        held = {task: asdict(fitted) for task, (fitted, _) in held_out.items()}
+        Path(json_path).write_text(json.dumps({"tasks": tables, "cases": [asdict(c) for c in everything],
+                                               "fitted": asdict(thresholds), "held_out": held}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
