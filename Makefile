@@ -27,7 +27,7 @@ demo: install
 	$(LOWRANK) train --model minilm-l6 --data reuters-r8 --method full --out $(DEMO)/full $(DEMO_RUN)
 	$(LOWRANK) analyze $(DEMO)/lora-r8 --base minilm-l6 --against $(DEMO)/full \
 		--html $(DEMO)/report.html --json $(DEMO)/report.json
-	$(LOWRANK) analyze $(DEMO)/lora-r8 --base minilm-l6 --against $(DEMO)/full
+	$(LOWRANK) analyze $(DEMO)/lora-r8 --base minilm-l6 --against $(DEMO)/full --data reuters-r8 --max-length 48
 
 test: install
 	$(PY) -m pytest

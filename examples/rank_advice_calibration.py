@@ -15,8 +15,9 @@ from collections import Counter
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from lowrank.advice.calibration import Case, confusion, fit, leave_one_task_out
-from lowrank.advice.sufficiency import Signals, model_doubling_gain, model_signal_to_noise
+from lowrank.advice.calibration import Case, Thresholds, confusion, fit, leave_one_task_out
+from lowrank.advice.sufficiency import (LOWER_BELOW, RAISE_ABOVE, Signals, model_doubling_gain,
+                                        model_signal_to_noise)
 from lowrank.training.sweep import tabulate
 
 VERDICTS = ("raise r", "adequate", "lower r")
@@ -102,8 +103,10 @@ def main(arguments: list[str]) -> None:
             full = table["full"]
             print(f"| full | {full['lr']:g} | {scale * full['mean']:.2f} ± {scale * full['sd']:.2f} | | | | |")
     thresholds = fit(everything)
-    print(f"\n### All tasks: raise above {thresholds.raise_above:.3f}, lower below {thresholds.lower_below:.3f}\n")
-    print(markdown_confusion(confusion(everything, thresholds)))
+    used = Thresholds(RAISE_ABOVE, LOWER_BELOW)
+    print(f"\n### All tasks: fitted raise above {thresholds.raise_above:.3f}, lower below "
+          f"{thresholds.lower_below:.3f}; lowrank uses {used.raise_above:g} and {used.lower_below:g}\n")
+    print(markdown_confusion(confusion(everything, used)))
     held_out = leave_one_task_out(everything)
     for task, (fitted, table) in held_out.items():
         print(f"\n### {task} held out: raise above {fitted.raise_above:.3f}, lower below {fitted.lower_below:.3f}\n")
