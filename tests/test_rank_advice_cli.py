@@ -135,3 +135,25 @@ def test_train_config_file_sets_per_module_ranks(invoke, tiny_bert_folder, r8_cs
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "adapter_config.json").read_text())
     assert saved["r"] == 2 and saved["rank_pattern"] == {"bert.encoder.layer.0.attention.self.query": 5}
+
+
+def test_analyze_with_data_on_a_causal_lm_adapter(invoke, tiny_llama_folder, tmp_path):
+    """Language modelling: the gradient sample is the first 256 blocks of the training text."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join(f"the quick brown fox jumps over the lazy dog number {i % 7}" for i in range(400)))
+    out = tmp_path / "lm"
+    trained = invoke("train", "--model", str(tiny_llama_folder), "--data", str(text), "--rank", "2", "--targets",
+                     "q_proj,v_proj", "--out", str(out), "--steps", "6", "--batch-size", "8", "--max-length", "16",
+                     "--lr", "1e-2", "--quiet")
+    assert trained.exit_code == 0, trained.output
+    result = invoke("analyze", str(out), "--base", str(tiny_llama_folder), "--data", str(text), "--max-length", "16",
+                    "--json", "-", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["sufficiency"]["examples"] > 64
+    assert all(m["sufficiency"]["signal_to_noise"] > 0 for m in report["modules"])
+
+
+def test_analyze_data_refuses_a_full_model(invoke, tiny_bert_folder, r8_csv):
+    result = invoke("analyze", str(tiny_bert_folder), "--base", str(tiny_bert_folder), "--data", str(r8_csv))
+    assert result.exit_code == 2 and result.stderr.startswith("Error:") and "judges LoRA adapters" in result.stderr
