@@ -18,7 +18,7 @@ from pathlib import Path
 from lowrank.advice.calibration import Case, Thresholds, confusion, fit, leave_one_task_out
 from lowrank.advice.sufficiency import (LOWER_BELOW, RAISE_ABOVE, Signals, model_doubling_gain,
                                         model_signal_to_noise)
-from lowrank.training.sweep import tabulate
+from lowrank.advice.sweep import tabulate
 
 VERDICTS = ("raise r", "adequate", "lower r")
 FIELDS = {f.name for f in fields(Signals)}

@@ -6,7 +6,7 @@ import pytest
 
 from lowrank.advice.allocate import ModuleSignal, allocate, uniform_cost
 from lowrank.errors import LowrankError
-from lowrank.training.ground_truth import RankScores, doubling, halving, sufficient_rank
+from lowrank.advice.ground_truth import RankScores, doubling, halving, sufficient_rank
 
 
 def _value(modules, ranks):

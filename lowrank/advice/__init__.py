@@ -1,1 +1,2 @@
-"""Rank advice: the data-driven sufficiency of a trained rank, and ranks chosen before training."""
+"""Rank advice: the ground truth (rank sweeps and their statistics), the data-driven sufficiency of a trained rank
+and its calibration, and ranks chosen before training (signals, allocation, suggest-rank)."""

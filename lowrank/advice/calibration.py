@@ -1,4 +1,4 @@
-"""Calibrating the sufficiency verdicts against retraining (pure; the sweeps of :mod:`lowrank.training.sweep` give
+"""Calibrating the sufficiency verdicts against retraining (pure; the sweeps of :mod:`lowrank.advice.sweep` give
 the cases).
 
 A case is one trained adapter: its task, rank and verdict statistic (the signal-to-noise of

@@ -1,1 +1,1 @@
-"""Training: the config, the setup, the one loop (LoRA and full fine-tuning), held-out evaluation, rank sweeps."""
+"""Training: the config, the setup, the one loop (LoRA and full fine-tuning, text and images), held-out evaluation."""

@@ -1,6 +1,6 @@
 """``lowrank sweep``: the ground truth for rank advice. Train a grid of LoRA ranks (and full fine-tuning) over
 several seeds with :func:`lowrank.training.loop.train`, measure each adapter's sufficiency signals, and tabulate the
-held-out metric per rank (mean +- sd, r*, doubling and halving verdicts; :mod:`lowrank.training.ground_truth`).
+held-out metric per rank (mean +- sd, r*, doubling and halving verdicts; :mod:`lowrank.advice.ground_truth`).
 
 Runs go to ``out/lora-r{r}-s{seed}`` and ``out/full-s{seed}``; a run whose ``metrics.json`` exists is not trained
 again, so an interrupted sweep resumes. ``jobs > 1`` trains that many runs at once in separate processes (one GPU
@@ -21,7 +21,7 @@ from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES
 from lowrank.errors import LowrankError
 from lowrank.outputs import write_text_atomic
 from lowrank.progress import ProgressCallback, report
-from lowrank.training import ground_truth
+from lowrank.advice import ground_truth
 from lowrank.training.config import TrainConfig
 
 SCHEMA = "lowrank.sweep/1"
