@@ -1,4 +1,4 @@
-"""Factored SVD of a LoRA update (lowrank.analysis.spectra.lora_svd) against a dense svdvals of the formed product.
+"""Factored SVD of a LoRA update (lowrank.spectra.lora_svd) against a dense svdvals of the formed product.
 
 Prints a markdown table of median wall and CPU times and the agreement of the top-r singular values. Dense SVDs
 of the largest sizes are slow on a CPU (tens of seconds), so sizes >= 2048 are timed only --dense-reps times
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from lowrank.analysis.spectra import dense_svd, lora_svd
+from lowrank.spectra import dense_svd, lora_svd
 
 
 def timed(fn, reps: int) -> tuple[float, float, object]:

@@ -8,7 +8,8 @@ import scipy.linalg
 import torch
 
 from lowrank.errors import LowrankError
-from lowrank.intrinsic.hadamard import hadamard_transform, is_power_of_two, next_power_of_two
+from lowrank.intrinsic.hadamard import hadamard_transform, is_power_of_two
+from lowrank.spectra import next_power_of_two
 
 
 def _butterfly(x: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from lowrank.analysis import rank as ranking
 from lowrank.errors import LowrankError
 from lowrank.advice.sufficiency import Signals, judge
 from lowrank.analysis.results import ModuleAnalysis
-from lowrank.analysis.spectra import energy_captured, energy_rank, tail_ratio
+from lowrank.spectra import energy_captured, energy_rank, tail_ratio
 
 
 def _signals(ratio: float) -> Signals:
@@ -24,12 +24,6 @@ def _lora_verdict(s: list[float], r: int, signals: Signals | None = None, limit:
     t = torch.tensor(s, dtype=torch.float64)
     model = judge(signals.signal_to_noise) if signals else None
     return ranking.judge_lora(r, energy_rank(t, 0.9), energy_rank(t, 0.99), tail_ratio(t, r), limit, signals, model)
-
-
-def test_next_power_of_two():
-    assert [ranking.next_power_of_two(k) for k in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 16]
-    with pytest.raises(LowrankError):
-        ranking.next_power_of_two(0)
 
 
 def test_without_data_a_lora_spectrum_is_not_judged():

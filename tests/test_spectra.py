@@ -1,4 +1,4 @@
-"""Tests of lowrank.analysis.spectra against float64 numpy/scipy references and exact cases."""
+"""Tests of lowrank.spectra against float64 numpy/scipy references and exact cases."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lowrank.errors import LowrankError
-from lowrank.analysis.spectra import (
+from lowrank.spectra import (
     SVD,
     dense_svd,
     effective_rank,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lowrank.errors import LowrankError
-from lowrank.analysis.spectra import dense_svd, lora_svd
+from lowrank.spectra import dense_svd, lora_svd
 from lowrank.analysis.subspaces import (
     Amplification,
     Intruders,

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from lowrank import adapters
-from lowrank.analysis import spectra
+from lowrank import spectra
 from lowrank.advice import sample as samples
 from lowrank.advice.allocate import ModuleSignal
 from lowrank.advice.gradients import weight_gradients

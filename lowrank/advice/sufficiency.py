@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from lowrank.errors import LowrankError
-from lowrank.analysis.spectra import checked_matrix
+from lowrank.spectra import checked_matrix
 
 RAISE_ABOVE = 1.5
 LOWER_BELOW = 0.4

@@ -22,8 +22,7 @@ from lowrank.advice.signals import gradient_signal, probe_signal
 from lowrank.data.text import load_text_dataset
 from lowrank.errors import LowrankError
 from lowrank.training.images import is_image_model
-from lowrank.analysis.rank import next_power_of_two
-from lowrank.analysis.spectra import energy_rank
+from lowrank.spectra import energy_rank, next_power_of_two
 from lowrank.training.config import TrainConfig
 
 SIGNALS = ("gradient", "probe")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from lowrank.advice.sufficiency import LOWER_BELOW, RAISE_ABOVE, Signals
 from lowrank.errors import LowrankError
+from lowrank.spectra import next_power_of_two
 from lowrank.analysis.results import (VERDICTS, ModelSufficiency, ModuleAnalysis, Recommendation, Summary, Threshold,
                              TypeSummary)
 
@@ -56,13 +57,6 @@ class Verdict:
     verdict: str
     suggested_rank: int
     evidence: str
-
-
-def next_power_of_two(k: int) -> int:
-    """Smallest power of two ``>= k`` (``k >= 1``)."""
-    if k < 1:
-        raise LowrankError(f"rank must be >= 1, got {k}")
-    return 1 << (k - 1).bit_length()
 
 
 def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Signals | None,

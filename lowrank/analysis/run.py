@@ -24,7 +24,8 @@ from lowrank.advice.measure import measure as measure_signals
 from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, judge,
                                         model_doubling_gain, model_signal_to_noise)
 from lowrank.analysis import rank as ranking
-from lowrank.analysis import spectra, subspaces
+from lowrank import spectra
+from lowrank.analysis import subspaces
 from lowrank.analysis.checkpoints import find_name, open_checkpoint
 from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
 from lowrank.analysis.results import (SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis,

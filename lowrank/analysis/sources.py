@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 
 from lowrank.adapters import PREFIX, WEIGHTS_FILE, is_adapter_folder, iter_lora_updates, read_adapter_config
-from lowrank.analysis import spectra
+from lowrank import spectra
 from lowrank.analysis.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.errors import LowrankError

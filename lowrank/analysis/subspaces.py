@@ -1,7 +1,7 @@
 """Comparing subspaces of weight updates: the LoRA paper's subspace similarity phi (Eq. 4), principal angles,
 Grassmann distance, the amplification factor (Hu et al. sec. 7) and intruder dimensions (Shuttleworth et al.).
 
-Pure functions on torch tensors, built on :mod:`lowrank.analysis.spectra`; nothing here reads or writes files. Inputs are
+Pure functions on torch tensors, built on :mod:`lowrank.spectra`; nothing here reads or writes files. Inputs are
 validated up front and bad ones raise :class:`LowrankError` naming the shapes.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from lowrank.errors import LowrankError
-from lowrank.analysis.spectra import SVD, checked_int, checked_matrix, dense_svd, shapes_of, top_singular_values
+from lowrank.spectra import SVD, checked_int, checked_matrix, dense_svd, shapes_of, top_singular_values
 
 _ORTHO_ATOL = 1e-3  # how far U^T U may be from I (max abs entry) for "orthonormal columns"
 

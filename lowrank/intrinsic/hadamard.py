@@ -26,13 +26,6 @@ def is_power_of_two(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
 
 
-def next_power_of_two(n: int) -> int:
-    """Smallest ``2^k >= n`` (``n >= 1``)."""
-    if n < 1:
-        raise LowrankError(f"next_power_of_two needs a positive size, got {n}")
-    return 1 << (n - 1).bit_length()
-
-
 def _factors(length: int) -> list[int]:
     """Split ``length = 2^n`` into powers of two no larger than ``_MAX_FACTOR``."""
     factors = []

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from lowrank.errors import LowrankError
-from lowrank.intrinsic.hadamard import hadamard_transform, next_power_of_two
+from lowrank.intrinsic.hadamard import hadamard_transform
+from lowrank.spectra import next_power_of_two
 
 PROJECTIONS = ("dense", "sparse", "fastfood")
 _CHUNK_ELEMENTS = 1 << 20

@@ -62,6 +62,13 @@ class SVD:
         return (self.U * self.S) @ self.Vh
 
 
+def next_power_of_two(n: int) -> int:
+    """Smallest ``2^k >= n`` (``n >= 1``)."""
+    if n < 1:
+        raise LowrankError(f"next_power_of_two needs a positive integer, got {n}")
+    return 1 << (n - 1).bit_length()
+
+
 def shapes_of(*tensors: torch.Tensor) -> str:
     """'(m, n), (k,)': the shapes of ``tensors``, for error messages."""
     return ", ".join(str(tuple(t.shape)) for t in tensors)
