@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from lowrank.errors import LowrankError
-from lowrank.spectra import checked_matrix
+from lowrank.spectra import checked_matrix, top_singular_values
 
 RAISE_ABOVE = 1.5
 LOWER_BELOW = 0.4
@@ -115,13 +115,16 @@ def module_signals(G: torch.Tensor, G0: torch.Tensor, B: torch.Tensor, A: torch.
         raise LowrankError(f"G {tuple(G.shape)} and G0 {tuple(G0.shape)} must have the same shape")
     r = A.shape[0]
     out = outside_part(G, B, A)
-    s_out = torch.linalg.svdvals(out)
-    s_start = torch.linalg.svdvals(checked_matrix(G0, "G0").to(torch.float64))
+    G0 = checked_matrix(G0, "G0").to(torch.float64)
+    k = min(max(2 * r, 1), CURVE_MAX, *out.shape)
+    generator = torch.Generator().manual_seed(0)
+    s_out = top_singular_values(out, k, generator)  # only the top 2r are needed: exact, without a full SVD
+    s_start = top_singular_values(G0, min(r, *G0.shape), generator)
     start = float((s_start[:r] ** 2).sum())
-    cumulative = torch.cumsum(s_out[: min(2 * r, CURVE_MAX)] ** 2, 0)
+    cumulative = torch.cumsum(s_out ** 2, 0)
     norm2 = float((G.to(torch.float64) ** 2).sum())
-    return Signals(rank=r, gradient_norm=norm2 ** 0.5, base_gradient_norm=float(s_start.norm()),
-                   outside_fraction=float((s_out ** 2).sum()) / norm2 if norm2 > 0 else 0.0,
+    return Signals(rank=r, gradient_norm=norm2 ** 0.5, base_gradient_norm=float(G0.norm()),
+                   outside_fraction=float((out ** 2).sum()) / norm2 if norm2 > 0 else 0.0,
                    outside_energy=float((s_out[:r] ** 2).sum()), start_energy=start,
                    gain_curve=tuple(float(c) / start if start > 0 else 0.0 for c in cumulative),
                    noise_energy=noise_energy(*halves, r) if halves is not None else 0.0)
