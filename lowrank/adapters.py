@@ -14,6 +14,7 @@ unchanged base weight; they are refused by name.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -50,9 +51,18 @@ class AdapterConfig:
     base_model_name_or_path: str | None = None
     task_type: str | None = None
 
-    def to_lora_config(self) -> lora.LoraConfig:
-        targets = (lora.Targets(regex=self.target_modules) if isinstance(self.target_modules, str)
-                   else lora.Targets(suffixes=self.target_modules))
+    def to_lora_config(self, module_names: list[str] | None = None) -> lora.LoraConfig:
+        """The matching :class:`lora.LoraConfig`. peft fills a null or empty ``target_modules`` with the
+        architecture's defaults at load time; here the modules the adapter file holds (``module_names``) stand
+        in for them."""
+        if isinstance(self.target_modules, str):
+            targets = lora.Targets(regex=self.target_modules)
+        elif self.target_modules:
+            targets = lora.Targets(suffixes=self.target_modules)
+        elif module_names:
+            targets = lora.Targets(regex="|".join(re.escape(name) for name in module_names))
+        else:
+            raise LowrankError("the adapter config names no target_modules and the adapter file holds no module")
         return lora.LoraConfig(r=self.r, alpha=self.lora_alpha, targets=targets, rank_pattern=self.rank_pattern,
                                alpha_pattern=self.alpha_pattern, use_rslora=self.use_rslora,
                                dropout=self.lora_dropout, trainable_modules=self.modules_to_save)
@@ -87,6 +97,10 @@ def read_adapter_config(folder: str | Path) -> AdapterConfig:
     if not path.is_file():
         raise LowrankError(f"{folder} is not a peft adapter folder (no {CONFIG_FILE})")
     raw = read_json_object(path)
+    if "r" not in raw:
+        kind = f"model_type {raw['model_type']!r}" if "model_type" in raw else "no 'r' field"
+        raise LowrankError(f"{path} is not a peft LoRA adapter config ({kind}); expected the adapter_config.json "
+                           "that peft's save_pretrained writes")
     _refuse_non_plain(raw, path)
     try:
         targets = raw.get("target_modules")
@@ -150,7 +164,7 @@ def iter_lora_updates(folder: str | Path, dtype: torch.dtype = torch.float32) ->
     handle = _open(path)
     with handle:
         modules = _module_keys(list(handle.keys()), path)
-        scaling = config.to_lora_config()
+        scaling = config.to_lora_config(list(modules))
         for name, parts in modules.items():
             A, B = handle.get_tensor(parts["A"]).to(dtype), handle.get_tensor(parts["B"]).to(dtype)
             _check_pair(name, A, B, scaling.rank_for(name), path)
@@ -218,10 +232,11 @@ def load_adapter(model: nn.Module, folder: str | Path) -> list[str]:
     Raises LowrankError when the adapter's modules or shapes do not fit the model.
     """
     config = read_adapter_config(folder)
-    adapted = lora.inject(model, config.to_lora_config())
     path = Path(folder) / WEIGHTS_FILE
     with _open(path) as handle:
-        expected = {key.removeprefix(PREFIX): key for key in handle.keys()}
+        keys = list(handle.keys())
+        adapted = lora.inject(model, config.to_lora_config(list(_module_keys(keys, path))))
+        expected = {key.removeprefix(PREFIX): key for key in keys}
         own = _own_names(model)
         missing = sorted(set(own) - set(expected) - _non_adapter(model, config))
         unknown = sorted(set(expected) - set(own))

@@ -129,3 +129,27 @@ def test_truncated_weights_are_refused(tmp_path):
     (folder / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(LowrankError, match="safetensors"):
         list(adapters.iter_lora_updates(folder))
+
+
+def test_null_target_modules_stand_for_the_modules_in_the_file(tmp_path, tiny_bert_folder, r8_csv, invoke):
+    """peft fills target_modules: null with the architecture's defaults; the file's own modules stand in here."""
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "adapter"
+    result = invoke("train", "--model", str(tiny_bert_folder), "--data", str(r8_csv), "--rank", "2", "--out", str(out),
+                    "--steps", "2", "--batch-size", "8", "--max-length", "32", "--quiet")
+    assert result.exit_code == 0, result.output
+    config_path = out / "adapter_config.json"
+    settings = json.loads(config_path.read_text())
+    settings["target_modules"] = None
+    config_path.write_text(json.dumps(settings))
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_folder, num_labels=8)
+    adapted = adapters.load_adapter(model, out)
+    assert adapted and all(name.endswith(("query", "value")) for name in adapted)
+    assert len(list(adapters.iter_lora_updates(out))) == len(adapted)
+
+
+def test_a_model_config_is_not_an_adapter_config(tmp_path):
+    (tmp_path / "adapter_config.json").write_text('{"model_type": "llama", "hidden_size": 64}')
+    with pytest.raises(LowrankError, match=r"adapter_config.json is not a peft LoRA adapter config \(model_type"):
+        adapters.read_adapter_config(tmp_path)
