@@ -121,6 +121,10 @@ def _refuse_non_plain(raw: dict, path: Path) -> None:
     peft_type = str(raw.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
         raise LowrankError(f"{path}: {peft_type} adapters are not plain LoRA (s*B@A); lowrank reads LORA only")
+    for option in ("use_bdlora", "enable_lora"):
+        if raw.get(option):
+            raise LowrankError(f"{path}: {option}={raw[option]!r} (block-diagonal or merged-QKV LoRA) changes how "
+                               "lora_A and lora_B combine, so dW is not s*B@A as stored; refusing")
     if raw.get("use_dora"):
         raise LowrankError(f"{path}: DoRA adapters rescale W0 + BA by a learned magnitude, so dW is not s*B@A; "
                            "refusing rather than analyzing the wrong matrix")

@@ -153,3 +153,11 @@ def test_a_model_config_is_not_an_adapter_config(tmp_path):
     (tmp_path / "adapter_config.json").write_text('{"model_type": "llama", "hidden_size": 64}')
     with pytest.raises(LowrankError, match=r"adapter_config.json is not a peft LoRA adapter config \(model_type"):
         adapters.read_adapter_config(tmp_path)
+
+
+@pytest.mark.parametrize("option", ["use_bdlora", "enable_lora"])
+def test_block_diagonal_and_merged_lora_are_refused_by_name(tmp_path, option):
+    settings = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], option: [True, False]}
+    (tmp_path / "adapter_config.json").write_text(json.dumps(settings))
+    with pytest.raises(LowrankError, match=option):
+        adapters.read_adapter_config(tmp_path)

@@ -92,9 +92,13 @@ def _adapter_shapes(file: Path) -> tuple[dict[str, tuple[int, int]], dict[str, i
             stem = key[: -len(a_suffix)]
             name = stem.removeprefix(PREFIX)
             other = tensors.get(stem + b_suffix)
-            if other is None or len(info.shape) != 2 or len(other.shape) != 2:
-                raise LowrankError(f"{file}: module {name} has {a_suffix.lstrip('.')} but no 2-D "
+            if other is None:
+                raise LowrankError(f"{file}: module {name} has {a_suffix.lstrip('.')} but no "
                                    f"{b_suffix.lstrip('.')} tensor")
+            if len(info.shape) != 2 or len(other.shape) != 2:
+                raise LowrankError(f"{file}: module {name} has {len(info.shape)}-D lora_A and {len(other.shape)}-D "
+                                   "lora_B tensors (a Conv2d or merged-QKV LoRA); lowrank reads LoRA on linear, "
+                                   "Conv1D and embedding layers only")
             shapes[name] = (info.shape[1], other.shape[0]) if embedding else (other.shape[0], info.shape[1])
             ranks[name] = info.shape[0]
     orphans = [k for k in tensors if k.endswith((".lora_B.weight", ".lora_embedding_B"))
