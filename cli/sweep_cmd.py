@@ -10,7 +10,7 @@ from rich.table import Table
 
 from lowrank.errors import LowrankError
 from lowrank.training.config import TrainConfig
-from lowrank.training.sweep import SweepConfig, run_sweep
+from lowrank.advice.sweep import SweepConfig, run_sweep
 from lowrank_cli.progress import rich_progress
 
 
