@@ -81,12 +81,14 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--allow-pickle", is_flag=True, help="Read .bin/.pt checkpoints with torch.load(weights_only=True). "
               "Pickle files can run code; they are refused without this flag.")
 @click.option("--data", metavar="DATA", help="The data the adapter was trained on (registry key or local file): "
-              "judge each LoRA module by the gradient it cannot reach (needs --base). Without it LoRA ranks are "
-              "not judged.")
+              "judge whether r was enough from the loss gradient the adapter cannot reach, on a fixed sample of 256 "
+              "training examples (LM: blocks of --max-length tokens); one verdict for the model; loads the base "
+              "model (needs --base). Without it LoRA ranks are not judged.")
 @click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True,
               help="Tokens per example in the gradient sample (as in training).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baselines and the sample.")
-@click.option("--device", help="Where the SVDs run: cpu or cuda [default: cuda when a GPU is present, else cpu].")
+@click.option("--device", help="Where the SVDs (and, with --data, the gradients) run: cpu or cuda "
+              "[default: cuda when a GPU is present, else cpu].")
 def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtype, k, reference_rank, grid_max,
             no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, data, max_length, seed,
             device) -> None:

@@ -182,6 +182,8 @@ def top_singular_values(M: torch.Tensor, k: int, generator: torch.Generator) -> 
     checked_matrix(M, "M")
     p = min(M.shape)
     checked_int(k, "k", 1, p)
+    if not bool(M.any()):  # ARPACK cannot start from a zero matrix
+        return torch.zeros(k, dtype=torch.float64)
     if p <= _DENSE_TOP_LIMIT or 2 * k >= p:
         return torch.linalg.svdvals(M.detach().to(torch.float64))[:k].cpu()
     v0 = torch.randn(p, generator=generator, dtype=torch.float64).numpy()

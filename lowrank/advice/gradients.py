@@ -44,7 +44,8 @@ def _layout(layer: LoraLayer, grad: torch.Tensor) -> torch.Tensor:
 
 def weight_gradients(model: nn.Module, layers: dict[str, LoraLayer], batches: Iterable[dict[str, torch.Tensor]],
                      device: torch.device, bf16: bool = False) -> dict[str, torch.Tensor]:
-    """``{name: G}`` with ``G = mean over batches of dL/dW`` for each layer in ``layers``, shape ``(out, in)``.
+    """``{name: G}`` with ``G = dL/dW`` of the mean loss over every example (LM: every target token) of the
+    batches, for each layer in ``layers``, shape ``(out, in)``: each batch weighs by its count.
 
     Args:
         model: the model holding ``layers`` (a Hugging Face model with a ``.logits`` output).
@@ -71,11 +72,11 @@ def weight_gradients(model: nn.Module, layers: dict[str, LoraLayer], batches: It
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(device, bf16):
-                loss = loss_of(model, batch)[0]
-            loss.backward()
-            count += 1
+                loss, targets, _ = loss_of(model, batch)
+            (loss * targets).backward()
+            count += targets
         if count == 0:
-            raise LowrankError("no batch to take gradients on")
+            raise LowrankError("no example to take gradients on")
         grads = {name: _layout(layers[name], w.grad.float() / count).cpu() for name, w in weights.items()}
     finally:
         for name, param in model.named_parameters():

@@ -13,6 +13,8 @@ import torch
 from lowrank.advice import sample as samples
 from lowrank.advice.gradients import adapters_off, weight_gradients
 from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, Signals, module_signals
+
+MIN_EXAMPLES = 64
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback, report
 
@@ -25,7 +27,7 @@ class MeasureConfig:
         data: the dataset it was trained on (registry key or local file); its training split is used.
         examples: training examples in the gradient sample (the thresholds are calibrated at 256).
         max_length: tokens per example, as in training (default 128).
-        seed: draws the sample.
+        seed: draws the sample (classification; LM takes the first blocks).
         device: "cpu" or "cuda".
     """
 
@@ -40,7 +42,8 @@ class MeasureConfig:
     def __post_init__(self) -> None:
         if self.examples < 1 or self.max_length < 8:
             raise LowrankError("examples must be >= 1 and max length >= 8")
-        if self.device not in ("cpu", "cuda") or (self.device == "cuda" and not torch.cuda.is_available()):
+        kind = self.device.split(":")[0]
+        if kind not in ("cpu", "cuda") or (kind == "cuda" and not torch.cuda.is_available()):
             raise LowrankError(f"device {self.device!r} is not available here (cpu, or cuda with a GPU)")
 
 
@@ -49,7 +52,6 @@ class Measurement:
     """Per-module signals (module name -> :class:`Signals`), the sample size and the time it took."""
 
     signals: dict[str, Signals]
-    task: str
     examples: int
     seconds: float
 
@@ -61,21 +63,19 @@ def measure(config: MeasureConfig, progress: ProgressCallback | None = None) -> 
                              config.seed)
     device = torch.device(config.device)
     sample.model.to(device)
-    half = len(sample.batches) // 2
-    if half == 0:
-        raise LowrankError("the gradient sample needs at least two batches (64 examples)")
+    if sample.examples < MIN_EXAMPLES:
+        raise LowrankError(f"data {config.data} gives {sample.examples} training examples; the gradient sample "
+                           f"needs at least {MIN_EXAMPLES} (the verdicts are calibrated at {CALIBRATED_EXAMPLES})")
     report(progress, "gradient at the trained point", 0, 2)
-    halves = [weight_gradients(sample.model, sample.layers, part, device)
-              for part in (sample.batches[:half], sample.batches[half:])]
+    halves = [weight_gradients(sample.model, sample.layers, part, device) for part in sample.halves()]
     report(progress, "gradient at the base weights", 1, 2)
     with adapters_off(sample.layers):
-        start = weight_gradients(sample.model, sample.layers, sample.batches, device)
+        start = weight_gradients(sample.model, sample.layers, sample.batches(), device)
     report(progress, "gradients", 2, 2)
-    weights = (half, len(sample.batches) - half)
     signals = {}
     for name, layer in sample.layers.items():
         first, second = halves[0][name], halves[1][name]
-        trained = (first * weights[0] + second * weights[1]) / sum(weights)
+        trained = (first + second) / 2
         signals[name] = module_signals(trained, start[name], layer.lora_B.detach().cpu(), layer.lora_A.detach().cpu(),
                                        (first, second))
-    return Measurement(signals, sample.task, sample.examples, time.perf_counter() - began)
+    return Measurement(signals, sample.examples, time.perf_counter() - began)

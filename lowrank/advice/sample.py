@@ -28,17 +28,25 @@ BATCH_SIZE = 32
 
 @dataclass
 class Sample:
-    """A model, its LoRA layers, and the sample as batches (each a dict ``loss_of`` reads)."""
+    """A model, its LoRA layers, and the sample (a TokenizedSet or ImageSet whose batches ``loss_of`` reads)."""
 
     model: nn.Module
     layers: dict[str, lora.LoraLayer]
-    batches: list[dict[str, torch.Tensor]]
-    task: str
-    examples: int
+    data: object
 
+    @property
+    def examples(self) -> int:
+        return len(self.data)
 
-def _batches(data, count: int) -> list[dict[str, torch.Tensor]]:
-    return [data.collate(list(range(i, min(i + BATCH_SIZE, count)))) for i in range(0, count, BATCH_SIZE)]
+    def batches(self, start: int = 0, stop: int | None = None) -> list[dict[str, torch.Tensor]]:
+        """Examples ``start .. stop`` in batches of :data:`BATCH_SIZE`."""
+        stop = len(self.data) if stop is None else stop
+        return [self.data.collate(list(range(i, min(i + BATCH_SIZE, stop)))) for i in range(start, stop, BATCH_SIZE)]
+
+    def halves(self) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+        """Two disjoint halves of equal size (an odd last example is left out)."""
+        half = len(self.data) // 2
+        return self.batches(0, half), self.batches(half, 2 * half)
 
 
 def _text_sample(dataset: TextDataset, tokenizer, task: str, examples: int, max_length: int, seed: int):
@@ -65,7 +73,7 @@ def trained(adapter: str, base: str, data: str, examples: int, max_length: int, 
     or its modules the model."""
     if is_image_model(base):
         model, sample = _image(base, data, seed, examples, adapter)
-        return Sample(model, lora.lora_layers(model), _batches(sample, len(sample)), "classification", len(sample))
+        return Sample(model, lora.lora_layers(model), sample)
     dataset = load_text_dataset(data)
     config = adapters.read_adapter_config(adapter)
     causal = config.task_type == "CAUSAL_LM" or (config.task_type is None and assets.is_causal_lm(base))
@@ -79,9 +87,8 @@ def trained(adapter: str, base: str, data: str, examples: int, max_length: int, 
             raise
         raise LowrankError(f"{error} (does --data {dataset.name}, with {dataset.num_labels} labels, fit the "
                            "adapter's classifier head?)") from None
-    task = "lm" if causal else "classification"
-    sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed)
-    return Sample(model, lora.lora_layers(model), _batches(sample, len(sample)), task, len(sample))
+    sample = _text_sample(dataset, tokenizer, "lm" if causal else "classification", examples, max_length, seed)
+    return Sample(model, lora.lora_layers(model), sample)
 
 
 def initial(model_name: str, data: str, targets: str, examples: int, max_length: int, seed: int) -> Sample:
@@ -102,4 +109,4 @@ def initial(model_name: str, data: str, targets: str, examples: int, max_length:
     chosen = auto_targets(model) if targets == "auto" else targets
     lora.inject(model, lora.LoraConfig(r=1, alpha=1.0, targets=lora.Targets.parse(chosen),
                                        trainable_modules=head_modules(model, task)))
-    return Sample(model, lora.lora_layers(model), _batches(sample, len(sample)), task, len(sample))
+    return Sample(model, lora.lora_layers(model), sample)

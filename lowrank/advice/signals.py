@@ -3,8 +3,8 @@
 
 - ``gradient``: the singular values of the full weight gradient ``G0 = dL/dW`` at initialization (the base weights,
   a fresh head drawn from the seed), on a fixed sample of training examples: ``sum_{i<=k} sigma_i(G0)^2`` is the
-  first-order loss decrease of the best rank-``k`` step (the direction LoRA-GA initializes to). Costs two passes
-  over the sample.
+  first-order loss decrease of the best rank-``k`` step (the direction LoRA-GA initializes to). Costs one forward
+  and backward pass over the sample.
 - ``probe``: a short LoRA run at a high rank (``probe_rank``) through the trainer's own loop, for a fraction of
   the steps of the run it advises; the singular values of each module's learned update ``s B A``:
   ``sum_{i<=k} sigma_i^2`` is the energy a rank-``k`` truncation of the probe keeps (Eckart-Young).
@@ -30,12 +30,13 @@ from lowrank.training.loop import train
 
 def gradient_signal(config: TrainConfig, examples: int, max_rank: int) -> tuple[list[ModuleSignal], float]:
     """Top ``max_rank`` singular values of ``G0`` per target module; returns the signals and the seconds spent on
-    the sample and the gradient (loading the model, which the planned run pays too, is not counted)."""
+    the gradient and its SVDs (loading the model and tokenizing the sample, which the planned run pays too, are
+    not counted)."""
     sample = samples.initial(config.model, config.data, config.targets, examples, config.max_length, config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
     began = time.perf_counter()
     model = sample.model.to(device)
-    grads = weight_gradients(model, sample.layers, sample.batches, device)  # B = 0: the model is exactly the base
+    grads = weight_gradients(model, sample.layers, sample.batches(), device)  # B = 0: the model is exactly the base
     signals = [ModuleSignal(name, tuple(g.shape), tuple(float(v) for v in torch.linalg.svdvals(
         g.to(device, torch.float64))[:max_rank].cpu())) for name, g in grads.items()]
     return signals, time.perf_counter() - began

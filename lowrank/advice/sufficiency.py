@@ -116,12 +116,12 @@ def module_signals(G: torch.Tensor, G0: torch.Tensor, B: torch.Tensor, A: torch.
     r = A.shape[0]
     out = outside_part(G, B, A)
     G0 = checked_matrix(G0, "G0").to(torch.float64)
-    k = min(max(2 * r, 1), CURVE_MAX, *out.shape)
+    k = min(max(r, min(2 * r, CURVE_MAX)), *out.shape)
     generator = torch.Generator().manual_seed(0)
     s_out = top_singular_values(out, k, generator)  # only the top 2r are needed: exact, without a full SVD
     s_start = top_singular_values(G0, min(r, *G0.shape), generator)
     start = float((s_start[:r] ** 2).sum())
-    cumulative = torch.cumsum(s_out ** 2, 0)
+    cumulative = torch.cumsum(s_out[:CURVE_MAX] ** 2, 0)
     norm2 = float((G.to(torch.float64) ** 2).sum())
     return Signals(rank=r, gradient_norm=norm2 ** 0.5, base_gradient_norm=float(G0.norm()),
                    outside_fraction=float((out ** 2).sum()) / norm2 if norm2 > 0 else 0.0,

@@ -26,7 +26,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from lowrank.advice.sufficiency import LOWER_BELOW, RAISE_ABOVE, Signals
+from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
 from lowrank.analysis.results import (VERDICTS, ModelSufficiency, ModuleAnalysis, Recommendation, Summary, Threshold,
@@ -62,7 +62,7 @@ class Verdict:
 def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Signals | None,
                model_verdict: str | None = None) -> Verdict:
     """Verdict for a LoRA update of rank ``r``: with ``--data`` the model-level verdict (the calibrated one, from
-    the doubling gain summed over modules), with this module's own ``signals`` as evidence; else "not judged".
+    the signal-to-noise summed over modules), with this module's own ``signals`` as evidence; else "not judged".
 
     ``limit = min(out, in)`` caps a suggestion. The spectrum (``k90``, ``k99``, tail ratio ``s_r / s_1``) is quoted
     in the evidence as the update's shape.
@@ -161,8 +161,10 @@ def _headline(modules: tuple[ModuleAnalysis, ...], verdicts: dict, rec: Recommen
                 "--data DATA).")
     lead = ""
     if data is not None:
+        small = (f"; a sample under {CALIBRATED_EXAMPLES} examples is noisier than the calibration's"
+                 if data.examples < CALIBRATED_EXAMPLES else "")
         lead = (f"Data verdict: {data.verdict} (signal-to-noise {data.signal_to_noise:.2f} on {data.examples} "
-                f"training examples; raise above {data.raise_above:g}, lower below {data.lower_below:g}), "
+                f"training examples; raise above {data.raise_above:g}, lower below {data.lower_below:g}{small}), "
                 f"suggested r = {data.suggested_r}. ")
     count = len(rec.rank_pattern)
     pattern = f" and a rank_pattern for {count} module{'s' if count > 1 else ''}" if count else ""

@@ -81,7 +81,7 @@ class Sufficiency(_Record):
 
 @dataclass(frozen=True)
 class ModelSufficiency(_Record):
-    """The model-level data verdict: summed doubling gain over modules against the calibrated thresholds.
+    """The model-level data verdict: signal-to-noise summed over modules against the calibrated thresholds.
 
     Attributes:
         data: the dataset the gradients were taken on; examples: how many training examples.

@@ -126,7 +126,8 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> str:
             row += [number(m.amplification.factor, 1) if m.amplification else "-",
                     f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
         if judged:
-            row += [number(m.sufficiency.signal_to_noise, 1), number(m.sufficiency.doubling_gain, 4)]
+            row += ([number(m.sufficiency.signal_to_noise, 1), number(m.sufficiency.doubling_gain, 4)]
+                    if m.sufficiency else ["-", "-"])
         body.append(row + [f'<td class="ev">{escape(m.evidence)}</td>'])
     return _table(header, body, left=(0, header.index("verdict"), len(header) - 1))
 

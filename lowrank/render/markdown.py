@@ -68,7 +68,8 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> list[str]:
             row += [number(m.amplification.factor, 1) if m.amplification else "-",
                     f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
         if judged:
-            row += [number(m.sufficiency.signal_to_noise, 1), number(m.sufficiency.doubling_gain, 4)]
+            row += ([number(m.sufficiency.signal_to_noise, 1), number(m.sufficiency.doubling_gain, 4)]
+                    if m.sufficiency else ["-", "-"])
         body.append(row + [m.evidence])
     return _table(header, body)
 
