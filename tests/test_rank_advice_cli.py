@@ -157,3 +157,12 @@ def test_analyze_with_data_on_a_causal_lm_adapter(invoke, tiny_llama_folder, tmp
 def test_analyze_data_refuses_a_full_model(invoke, tiny_bert_folder, r8_csv):
     result = invoke("analyze", str(tiny_bert_folder), "--base", str(tiny_bert_folder), "--data", str(r8_csv))
     assert result.exit_code == 2 and result.stderr.startswith("Error:") and "judges LoRA adapters" in result.stderr
+
+
+def test_sweep_refuses_to_reuse_runs_trained_with_other_settings(invoke, tiny_bert_folder, r8_csv, tmp_path):
+    common = ("--model", str(tiny_bert_folder), "--data", str(r8_csv), "--out", str(tmp_path / "s"), "--ranks", "1",
+              "--seeds", "0", "--no-full", "--batch-size", "8", "--max-length", "32", "--eval-samples", "16",
+              "--no-signals", "--quiet", "--device", "cpu")
+    assert invoke("sweep", *common, "--steps", "2").exit_code == 0
+    result = invoke("sweep", *common, "--steps", "3")
+    assert result.exit_code == 2 and "other settings (max_steps)" in result.stderr

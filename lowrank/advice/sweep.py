@@ -75,6 +75,21 @@ class SweepConfig:
         return runs
 
 
+REUSE_KEYS = ("model", "data", "method", "rank", "seed", "epochs", "max_steps", "batch_size",
+              "max_length", "max_train_samples")
+
+
+def _check_reusable(config: TrainConfig, metrics: dict) -> None:
+    """A finished run is reused only if it was trained with this run's settings (and learning rate, when given)."""
+    saved = metrics.get("config", {})
+    keys = REUSE_KEYS + (("lr",) if config.lr is not None else ())
+    differ = [key for key in keys if saved.get(key) != (str(getattr(config, key)) if key in ("model", "data")
+                                                         else getattr(config, key))]
+    if differ:
+        raise LowrankError(f"{config.out} holds a run trained with other settings ({', '.join(differ)}); "
+                           "give the sweep another --out")
+
+
 def _run_one(config: TrainConfig, signals: bool, examples: int, threads: int) -> str:
     """Train one run and measure its signals (in a worker process); returns the run folder."""
     import torch
@@ -84,7 +99,9 @@ def _run_one(config: TrainConfig, signals: bool, examples: int, threads: int) ->
 
     torch.set_num_threads(threads)
     out = Path(config.out)
-    if not (out / "metrics.json").is_file():
+    if (out / "metrics.json").is_file():
+        _check_reusable(config, json.loads((out / "metrics.json").read_text()))
+    else:
         train(config)
     if signals and config.method == "lora" and not (out / "signals.json").is_file():
         device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
