@@ -166,3 +166,15 @@ def test_sweep_refuses_to_reuse_runs_trained_with_other_settings(invoke, tiny_be
     assert invoke("sweep", *common, "--steps", "2").exit_code == 0
     result = invoke("sweep", *common, "--steps", "3")
     assert result.exit_code == 2 and "other settings (max_steps)" in result.stderr
+
+
+def test_analyze_data_refuses_an_adapter_without_its_head(invoke, adapter, tiny_bert_folder, r8_csv, tmp_path):
+    import shutil
+
+    copy = tmp_path / "no-head"
+    shutil.copytree(adapter, copy)
+    settings = json.loads((copy / "adapter_config.json").read_text())
+    settings["modules_to_save"] = None
+    (copy / "adapter_config.json").write_text(json.dumps(settings))
+    result = invoke("analyze", str(copy), "--base", str(tiny_bert_folder), "--data", str(r8_csv))
+    assert result.exit_code == 2 and "random head" in result.stderr and len(result.stderr.splitlines()) == 1

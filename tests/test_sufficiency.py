@@ -91,3 +91,15 @@ def test_leave_one_task_out_uses_the_other_tasks_only():
     result = leave_one_task_out(_cases(), margin=1.0)
     fitted_a, _ = result["a"]
     assert fitted_a.raise_above == pytest.approx(0.50) and fitted_a.lower_below == pytest.approx(0.25)
+
+
+def test_rank_deficient_factors_reach_only_their_true_directions():
+    rng = np.random.default_rng(3)
+    G = rng.normal(size=(12, 9))
+    B = np.outer(rng.normal(size=12), np.ones(3))  # rank 1 although r = 3
+    A = rng.normal(size=(3, 9))
+    qb = np.linalg.svd(B, full_matrices=False)[0][:, :1]
+    qa, _ = np.linalg.qr(A.T)
+    expected = (np.eye(12) - qb @ qb.T) @ G @ (np.eye(9) - qa @ qa.T)
+    got = outside_part(torch.tensor(G), torch.tensor(B), torch.tensor(A)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-10)

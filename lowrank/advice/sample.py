@@ -80,6 +80,10 @@ def trained(adapter: str, base: str, data: str, examples: int, max_length: int, 
     if not causal and not dataset.has_labels:
         raise LowrankError(f"data {dataset.name} has no labels, but the adapter in {adapter} is a classifier")
     model, tokenizer = assets.load_causal_lm(base) if causal else assets.load_classifier(base, dataset.num_labels)
+    heads = () if causal else head_modules(model, "classification")
+    if heads and not set(heads) & set(config.modules_to_save):
+        raise LowrankError(f"{adapter} saves no trained classifier head ({', '.join(heads)} not in modules_to_save), "
+                           "so its loss on --data would go through a random head")
     try:
         adapters.load_adapter(model, adapter)
     except LowrankError as error:

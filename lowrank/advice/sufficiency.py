@@ -92,7 +92,11 @@ def noise_energy(first: torch.Tensor, second: torch.Tensor, r: int) -> float:
 
 
 def _orthonormal(M: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.qr(M, mode="reduced")[0]
+    """An orthonormal basis of ``M``'s column space (rank-deficient factors reach fewer than ``r`` directions)."""
+    u, s, _ = torch.linalg.svd(M, full_matrices=False)
+    if s.numel() == 0 or s[0] == 0:
+        return u[:, :0]
+    return u[:, s > s[0] * max(M.shape) * torch.finfo(M.dtype).eps]
 
 
 def outside_part(G: torch.Tensor, B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
