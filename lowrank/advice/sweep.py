@@ -131,8 +131,12 @@ def run_sweep(config: SweepConfig, progress: ProgressCallback | None = None) -> 
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(config.jobs, mp_context=context) as pool:
             futures = [pool.submit(_run_one, run, config.signals, config.signal_examples, threads) for run in runs]
-            for done, future in enumerate(as_completed(futures), 1):
-                report(progress, "sweep", done, len(runs), Path(future.result()).name)
+            try:
+                for done, future in enumerate(as_completed(futures), 1):
+                    report(progress, "sweep", done, len(runs), Path(future.result()).name)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # runs not yet started are dropped
+                raise
     table = tabulate(out)
     write_text_atomic(out / "sweep.json", json.dumps(table, indent=1) + "\n")
     return table
