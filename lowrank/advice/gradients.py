@@ -20,7 +20,7 @@ from torch import nn
 
 from lowrank.errors import LowrankError
 from lowrank.lora import LoraLayer
-from lowrank.training.evaluate import autocast, loss_of
+from lowrank.training.evaluate import loss_of
 
 
 @contextlib.contextmanager
@@ -43,7 +43,7 @@ def _layout(layer: LoraLayer, grad: torch.Tensor) -> torch.Tensor:
 
 
 def weight_gradients(model: nn.Module, layers: dict[str, LoraLayer], batches: Iterable[dict[str, torch.Tensor]],
-                     device: torch.device, bf16: bool = False) -> dict[str, torch.Tensor]:
+                     device: torch.device) -> dict[str, torch.Tensor]:
     """``{name: G}`` with ``G = dL/dW`` of the mean loss over every example (LM: every target token) of the
     batches, for each layer in ``layers``, shape ``(out, in)``: each batch weighs by its count.
 
@@ -51,8 +51,7 @@ def weight_gradients(model: nn.Module, layers: dict[str, LoraLayer], batches: It
         model: the model holding ``layers`` (a Hugging Face model with a ``.logits`` output).
         layers: adapted module name -> :class:`LoraLayer` (linear or Conv1D; embeddings are refused).
         batches: dicts with ``input_ids``, ``attention_mask`` and ``labels`` (see ``TokenizedSet.collate``).
-        device: where the forward and backward run.
-        bf16: bf16 autocast on CUDA.
+        device: where the forward and backward run (in float32: the gradient's small tail matters).
     Raises:
         LowrankError: for an embedding layer, no batch, or a non-finite gradient.
     """
@@ -71,8 +70,7 @@ def weight_gradients(model: nn.Module, layers: dict[str, LoraLayer], batches: It
     try:
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast(device, bf16):
-                loss, targets, _ = loss_of(model, batch)
+            loss, targets, _ = loss_of(model, batch)
             (loss * targets).backward()
             count += targets
         if count == 0:

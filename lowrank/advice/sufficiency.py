@@ -146,6 +146,11 @@ def model_doubling_gain(signals: list[Signals]) -> float:
     return sum(s.outside_energy for s in signals) / start if start > 0 else 0.0
 
 
+def suggested_rank(verdict: str, r: int, limit: int) -> int:
+    """The rank a verdict implies: ``2r`` (capped by ``limit = min(out, in)``), ``r / 2`` (at least 1), or ``r``."""
+    return {"raise r": min(2 * r, limit), "lower r": max(1, r // 2), "adequate": r}[verdict]
+
+
 def judge(statistic: float, raise_above: float = RAISE_ABOVE, lower_below: float = LOWER_BELOW) -> str:
     """``"raise r"`` when the model's signal-to-noise exceeds ``raise_above``, ``"lower r"`` when it is below
     ``lower_below``, else ``"adequate"`` (defaults: the calibrated :data:`RAISE_ABOVE`, :data:`LOWER_BELOW`)."""

@@ -24,6 +24,7 @@ from lowrank.errors import LowrankError
 from lowrank.training.images import is_image_model
 from lowrank.spectra import energy_rank, next_power_of_two
 from lowrank.training.config import TrainConfig
+from lowrank.training.setup import total_steps
 
 SIGNALS = ("gradient", "probe")
 PROBE_ALPHA = 8  # the probe's alpha with --budget (with --rank R it is R)
@@ -95,19 +96,13 @@ def training_examples(model: str, data: str) -> int:
     return len(load_text_dataset(data).train_texts)
 
 
-def planned_steps(train: TrainConfig, train_examples: int) -> int:
-    """Optimizer steps of the planned run (as :func:`lowrank.training.setup.prepare` counts them)."""
-    total = max(1, train.epochs * (-(-train_examples // train.batch_size)) // train.grad_accum)
-    return min(total, train.max_steps) if train.max_steps else total
-
-
 def suggest(config: SuggestConfig) -> Suggestion:
     """Measure the signal and allocate."""
     if config.signal == "gradient":
         signals, seconds = gradient_signal(config.train, config.examples, config.max_rank)
     else:
-        steps = _probe_steps(config, planned_steps(config.train, training_examples(config.train.model,
-                                                                                  config.train.data)))
+        steps = _probe_steps(config, total_steps(config.train, training_examples(config.train.model,
+                                                                                config.train.data)))
         signals, seconds = probe_signal(config.train, config.probe_rank, steps, config.rank or PROBE_ALPHA)
     budget = config.budget if config.budget is not None else uniform_cost(signals, config.rank)
     ranks = allocate(signals, budget, config.max_rank)

@@ -5,7 +5,7 @@ always produces a spectrum that decays within ``r``, so the spectrum cannot say 
 helped (checked by retraining: on 20 Newsgroups the r=4 adapter's spectrum looked adequate while r=8 and r=16
 scored higher). Without ``--data`` a LoRA module is **not judged** and keeps its rank; the shape is reported.
 With ``--data`` the verdict comes from the gradient the adapter cannot reach
-(:mod:`lowrank.advice.sufficiency`): the signal-to-noise of the gradient outside the adapter's reach, summed over modules, above :data:`RAISE_ABOVE` says
+(:mod:`lowrank.advice.sufficiency`): its signal-to-noise, summed over modules, above :data:`RAISE_ABOVE` says
 **raise r** (suggest ``2r``), below :data:`LOWER_BELOW` **lower r** (suggest ``r/2``), else **adequate**. Both
 thresholds are calibrated by retraining rank grids x 3 seeds (reports/rank_advice.md) at the model level, so every
 module carries the model's verdict; its own gain is shown as evidence (per-module ranks before training are
@@ -26,7 +26,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals
+from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, suggested_rank
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
 from lowrank.analysis.results import (VERDICTS, ModelSufficiency, ModuleAnalysis, Recommendation, Summary, Threshold,
@@ -71,7 +71,7 @@ def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Sig
     if signals is None or model_verdict is None:
         return Verdict("not judged", r, f"{shape}; the spectrum alone cannot tell whether more rank would help "
                                         "(pass --data)")
-    suggested = {"raise r": min(2 * r, limit), "lower r": max(1, r // 2), "adequate": r}[model_verdict]
+    suggested = suggested_rank(model_verdict, r, limit)
     return Verdict(model_verdict, suggested,
                    f"outside the adapter's reach, this module's top-{r} gradient energy is "
                    f"{signals.signal_to_noise:.1f}x the noise level (the model's sum decides: raise above "

@@ -22,7 +22,7 @@ import torch
 from lowrank.advice.measure import MeasureConfig
 from lowrank.advice.measure import measure as measure_signals
 from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, judge,
-                                        model_doubling_gain, model_signal_to_noise)
+                                        model_doubling_gain, model_signal_to_noise, suggested_rank)
 from lowrank.analysis import rank as ranking
 from lowrank import spectra
 from lowrank.analysis import subspaces
@@ -94,7 +94,7 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
     return result.signals, ModelSufficiency(
         data=config.data, examples=result.examples, signal_to_noise=statistic,
         doubling_gain=model_doubling_gain(signals), verdict=verdict,
-        suggested_r={"raise r": 2 * r, "lower r": max(1, r // 2), "adequate": r}[verdict],
+        suggested_r=suggested_rank(verdict, r, r * 2),
         raise_above=RAISE_ABOVE, lower_below=LOWER_BELOW, seconds=result.seconds)
 
 

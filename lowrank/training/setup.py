@@ -54,12 +54,17 @@ def prepare(config: TrainConfig) -> Setup:
     lr = config.lr if config.lr is not None else (DEFAULT_IMAGE_LR[config.method] if image else
                                                   DEFAULT_LR[(config.method, task)])
     optimizer = torch.optim.AdamW(_param_groups(model, task, lr, config), lr=lr, weight_decay=config.weight_decay)
-    micro_per_epoch = -(-len(train_set) // config.batch_size)
-    total = max(1, config.epochs * micro_per_epoch // config.grad_accum)
-    total = min(total, config.max_steps) if config.max_steps else total
+    total = total_steps(config, len(train_set))
     return Setup(model, tokenizer, model_path, task, train_set, test_set, device, optimizer, trainable,
                  sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters()), total, lr,
                  lora_config, adapted)
+
+
+def total_steps(config: TrainConfig, train_examples: int) -> int:
+    """Optimizer steps of a run: ``epochs`` passes of ``ceil(n / batch_size)`` micro-batches, ``grad_accum``
+    micro-batches a step, capped by ``max_steps``."""
+    total = max(1, config.epochs * (-(-train_examples // config.batch_size)) // config.grad_accum)
+    return min(total, config.max_steps) if config.max_steps else total
 
 
 def _text_inputs(config: TrainConfig) -> tuple:
