@@ -1,0 +1,65 @@
+"""Held-out evaluation for ``extract`` / ``resize --data``: a model folder, optionally with an adapter loaded on
+top, scored on the dataset's test split (accuracy for classification, perplexity for language modelling) with
+:func:`lowrank.training.evaluate.evaluate`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lowrank import adapters, assets
+from lowrank.data.batches import tokenize_classification, tokenize_lm
+from lowrank.data.text import TextDataset, load_text_dataset
+from lowrank.errors import LowrankError
+from lowrank.training.evaluate import evaluate
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``data``: registry key or local file; ``limit``: a fixed first-N sample of the test split (None: all)."""
+
+    data: str
+    max_length: int = 128
+    batch_size: int = 64
+    limit: int | None = None
+    device: str = "auto"
+    bf16: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
+            raise LowrankError(f"evaluation needs max length >= 8, batch size >= 1 and a sample >= 1; got "
+                               f"{self.max_length}, {self.batch_size}, {self.limit}")
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def load_data(config: EvalConfig) -> TextDataset:
+    """The dataset, loaded up front so that a bad ``--data`` fails before any work is done."""
+    return load_text_dataset(config.data)
+
+
+def metric_name(dataset: TextDataset, model_path: str) -> str:
+    return "accuracy" if dataset.has_labels and not assets.is_causal_lm(model_path) else "perplexity"
+
+
+def evaluate_model(model_path: str, adapter: Path | None, dataset: TextDataset, config: EvalConfig) -> dict:
+    """Metrics of ``model_path`` (plus ``adapter`` when given) on ``dataset``'s test split."""
+    classify = metric_name(dataset, model_path) == "accuracy"
+    if classify:
+        model, tokenizer = assets.load_classifier(model_path, dataset.num_labels)
+        test = tokenize_classification(tokenizer, dataset.test_texts, dataset.test_labels, config.max_length)
+    else:
+        model, tokenizer = assets.load_causal_lm(model_path)
+        test = tokenize_lm(tokenizer, dataset.test_texts, config.max_length)
+    if len(test) == 0:
+        raise LowrankError(f"data {config.data} gives no test examples at max length {config.max_length}")
+    if adapter is not None:
+        adapters.load_adapter(model, adapter)
+    device = config.torch_device()
+    model.to(device)
+    return evaluate(model, test, config.batch_size, device, config.bf16, config.limit)

@@ -1,0 +1,40 @@
+"""Keeping one module's work small: a single-thread block for the tall-skinny QRs of the factored SVD, and
+handing freed heap back to the OS between modules (as :mod:`lowrank.analysis.run` does; kept here so compress
+does not depend on the analysis orchestration)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+from typing import Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """torch on one thread inside the block: on a loaded 2-core machine two threads made an 11008 x 16 QR 40x
+    slower (reports/analyze_benchmarks.md)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _libc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def release_freed_memory() -> None:
+    """glibc ``malloc_trim(0)`` (a no-op elsewhere): freed blocks under the mmap threshold otherwise stay in RSS."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
