@@ -111,7 +111,7 @@ def run_curves(problem, args, out: Path) -> None:
                              autocast_bf16=bf16)
         config = SearchConfig(dims=parse_dims(args.dims), train=train, baseline_train=direct,
                               projection="fastfood", said=mode == "said", direct=tuple(args.direct),
-                              seeds=args.seeds, global_baseline=baseline, model_name=args.model,
+                              seeds=args.seeds, global_baseline=baseline, adaptive=False, model_name=args.model,
                               data_name=args.data,
                               extra={"baseline_source": "full fine-tuning, same steps" if baseline is None else
                                      "full fine-tuning accuracy measured in an earlier run (same steps)"})

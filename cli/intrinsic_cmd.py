@@ -40,6 +40,11 @@ from lowrank_cli.progress import rich_progress
               help="'direct' (direct training, same budget) or a global value such as 1.0.")
 @click.option("--threshold", type=float, default=0.9, show_default=True, help="Fraction of the baseline to reach.")
 @click.option("--bisect", type=int, default=0, show_default=True, help="Bisection steps after the grid.")
+@click.option("--adaptive/--full-grid", default=True, show_default=True,
+              help="Adaptive: train only the grid points whose side of the line the bootstrap has not decided "
+              "(every other point first); full grid: every point.")
+@click.option("--batch-runs/--one-at-a-time", default=True, show_default=True,
+              help="Train the runs of a round together as one batched model (MLPs only; same scores).")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Resamples for the d90 interval.")
 @click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per text example.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -49,8 +54,8 @@ from lowrank_cli.progress import rich_progress
 @click.option("--html", type=click.Path(path_type=Path), help="Write an HTML report with the plot.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def intrinsic_dim(model, data, dims, projection, said, layout, direct, cache_projection, seeds, seed, steps, lr,
-                  baseline_lr, batch_size, baseline, threshold, bisect, bootstrap, max_length, device, bf16,
-                  json_path, png, html, quiet) -> None:
+                  baseline_lr, batch_size, baseline, threshold, bisect, adaptive, batch_runs, bootstrap, max_length,
+                  device, bf16, json_path, png, html, quiet) -> None:
     """Measure the intrinsic dimension d90 of MODEL on DATA (Li et al. 2018; SAID: Aghajanyan et al. 2020)."""
     from lowrank.render import intrinsic as render
 
@@ -62,7 +67,8 @@ def intrinsic_dim(model, data, dims, projection, said, layout, direct, cache_pro
     config = SearchConfig(dims=parse_dims(dims), train=train, baseline_train=baseline_train, projection=projection,
                           said=said, layout=layout, direct=tuple(direct), cache=cache_projection, seeds=seeds,
                           seed=seed, threshold=threshold, global_baseline=parse_baseline(baseline),
-                          bisect_steps=bisect, bootstrap=bootstrap, model_name=model, data_name=data)
+                          bisect_steps=bisect, adaptive=adaptive, batch_runs=batch_runs,
+                          bootstrap=bootstrap, model_name=model, data_name=data)
     problem = resolve_problem(model, data, split_seed=seed, max_length=max_length)
     with rich_progress(enabled=not quiet) as progress:
         result = measure_intrinsic_dimension(problem.build_model, problem.task, config, progress)

@@ -2,7 +2,7 @@
 
 FC 64-W-W-10 networks for several widths W, trained in random subspaces of dimension d (dense Gaussian P with
 normalized columns, cached), Adam lr 1e-2, 1000 full-batch steps, 3 seeds; baseline = direct training with the
-same budget. Writes ``<out>/intrinsic_digits.json`` (one lowrank.intrinsic/1 record per width) and
+same budget; every grid point is trained (``adaptive=False``, the full table). Writes ``<out>/intrinsic_digits.json`` (one lowrank.intrinsic/1 record per width) and
 ``<out>/intrinsic_digits.png`` (all curves). Run from the repository root:
 
     python examples/intrinsic_digits.py --out reports
@@ -40,7 +40,7 @@ def main() -> None:
         problem = image_problem(model, "digits")
         config = SearchConfig(dims=tuple(int(d) for d in args.dims.split(",")), train=train, baseline_train=train,
                               projection=args.projection, cache=args.projection == "dense", seeds=args.seeds,
-                              model_name=model, data_name="digits")
+                              adaptive=False, model_name=model, data_name="digits")
         result = measure_intrinsic_dimension(problem.build_model, problem.task, config)
         results.append(result)
         print("\n".join(summary_lines(result)), flush=True)

@@ -25,15 +25,27 @@ def _run(*args: str):
 
 
 def test_json_to_stdout_and_nothing_else(tmp_path):
-    result = _run(*QUICK, "--json", "-", "--png", str(tmp_path / "c.png"), "--html", str(tmp_path / "c.html"))
+    result = _run(*QUICK, "--full-grid", "--json", "-", "--png", str(tmp_path / "c.png"), "--html", str(tmp_path / "c.html"))
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["schema"] == "lowrank.intrinsic/1" and data["D"] == 64 * 16 + 16 + 16 * 10 + 10
     assert [p["d"] for p in data["curve"]] == [8, 32] and len(data["curve"][0]["scores"]) == 2
     assert data["projection"] == "fastfood" and data["said"] is False and data["baseline_kind"] == "direct"
+    assert data["search"] == "grid" and data["grid"] == [8, 32]
     IntrinsicResult.from_dict(data)
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in (tmp_path / "c.html").read_text() and "d90" in result.stderr
+
+
+def test_adaptive_search_and_one_at_a_time_are_options():
+    args = ["--model", "mlp:64,16,10", "--data", "digits", "--dims", "4,8,16,32,64", "--seeds", "2", "--steps", "30",
+            "--bootstrap", "50", "--quiet", "--device", "cpu", "--json", "-"]
+    adaptive, alone = _run(*args), _run(*args, "--one-at-a-time")
+    assert adaptive.exit_code == alone.exit_code == 0, adaptive.stderr + alone.stderr
+    first, second = json.loads(adaptive.stdout), json.loads(alone.stdout)
+    assert first["search"] == "adaptive" and first["grid"] == [4, 8, 16, 32, 64]
+    assert {4, 16, 64} <= {p["d"] for p in first["curve"]} <= {4, 8, 16, 32, 64}
+    assert first["curve"] == second["curve"] and first["d90"] == second["d90"]
 
 
 def test_report_on_stdout_and_json_file_with_global_baseline_and_said(tmp_path):

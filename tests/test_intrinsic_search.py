@@ -75,7 +75,8 @@ def _fit_exactly(task: PlantedTask, module: nn.Module, iterations: int = 500) ->
 def _config(dims, projection="fastfood", bisect_steps=0, steps=250):
     train = TrainConfig(steps=steps)
     return SearchConfig(dims=dims, train=train, baseline_train=train, projection=projection, cache=True, seeds=3,
-                        bisect_steps=bisect_steps, bootstrap=200, model_name="planted", data_name="planted")
+                        bisect_steps=bisect_steps, bootstrap=200, adaptive=False, model_name="planted",
+                        data_name="planted")
 
 
 @pytest.mark.parametrize("projection", ["fastfood", "dense"])

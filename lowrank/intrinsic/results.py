@@ -4,7 +4,9 @@ Contract fields (shared/CONTRACT.md): ``schema, D, projection, said, metric, bas
 with ``curve = [{"d", "scores", "mean"}]``. Extra fields: how the baseline was obtained and its per-seed scores,
 a bootstrap interval for d90, a log-interpolated d90, what was projected and trained, and the training budget.
 ``d90`` is ``null`` when no ``d`` tried reached ``threshold * baseline`` (the curve then shows how close it got);
-``d90_high`` is ``null`` when some bootstrap resamples reach the line at no ``d`` tried.
+``d90_high`` is ``null`` when some bootstrap resamples reach the line at no ``d`` tried. ``search`` says how the
+``d`` were chosen: ``"adaptive"`` (only the points of ``grid`` that could move d90 or its interval, see
+``lowrank.intrinsic.adaptive``, plus bisections) or ``"grid"`` (all of ``grid``, plus bisections).
 """
 
 from __future__ import annotations
@@ -89,8 +91,12 @@ class IntrinsicResult:
     budget: TrainingBudget
     elapsed_s: float
     extra: dict = field(default_factory=dict)
+    search: str = "grid"
+    grid: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.search not in ("adaptive", "grid"):
+            raise LowrankError(f"search must be 'adaptive' or 'grid', got {self.search!r}")
         if self.baseline_kind not in ("direct", "global"):
             raise LowrankError(f"baseline_kind must be 'direct' or 'global', got {self.baseline_kind!r}")
         if [p.d for p in self.curve] != sorted({p.d for p in self.curve}):
@@ -111,7 +117,7 @@ class IntrinsicResult:
             "layout": self.layout, "model": self.model, "data": self.data,
             "projected_tensors": self.projected_tensors, "direct_patterns": list(self.direct_patterns),
             "direct_parameters": self.direct_parameters, "budget": self.budget.to_dict(),
-            "elapsed_s": self.elapsed_s, "extra": dict(self.extra),
+            "elapsed_s": self.elapsed_s, "extra": dict(self.extra), "search": self.search, "grid": list(self.grid),
         }
 
     @classmethod
@@ -131,4 +137,5 @@ class IntrinsicResult:
             projected_tensors=int(data["projected_tensors"]), direct_patterns=tuple(data["direct_patterns"]),
             direct_parameters=int(data["direct_parameters"]), budget=TrainingBudget.from_dict(data["budget"]),
             elapsed_s=float(data["elapsed_s"]), extra=dict(data.get("extra", {})),
+            search=str(data.get("search", "grid")), grid=tuple(int(d) for d in data.get("grid", ())),
         )

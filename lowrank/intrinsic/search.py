@@ -3,16 +3,18 @@ runs reaches ``threshold`` times the baseline.
 
 - Baseline: direct training of the same model on the same data with the same number of steps (mean over the
   same seeds), or a global value the user gives (Li et al. used 1.0 for MNIST).
-- ``d`` values: the grid ``dims`` (e.g. :func:`log_grid`), then ``bisect_steps`` bisections (at the geometric
-  midpoint) between the largest failing and the smallest passing grid point.
-- ``d90`` = the smallest ``d`` tried whose mean score reaches ``threshold * baseline``. Its bootstrap interval
-  resamples the seeds at every ``d`` (and the baseline seeds) with replacement and takes the 2.5% and 97.5%
-  quantiles of the resampled d90. ``d90_interpolated`` interpolates the mean linearly in ``log d`` between d90 and
-  the point before it.
-
-Each seed ``s`` builds the model with ``build_model(s)`` (a new ``theta0`` for networks trained from scratch, the
-same pre-trained weights otherwise) and uses ``P`` seeded with ``s + PROJECTION_SEED_OFFSET`` (a stream independent
-of the one that drew ``theta0``).
+- ``d`` values: the grid ``dims`` (e.g. :func:`log_grid`). With ``adaptive`` (the default) only the grid points
+  that can matter are trained (:mod:`lowrank.intrinsic.adaptive`: every other point first, then the points whose
+  side of the line the bootstrap has not decided); without it, the whole grid. Then ``bisect_steps`` bisections
+  (at the geometric midpoint) between the largest failing and the smallest passing ``d`` trained.
+- ``d90`` = the smallest ``d`` trained whose mean score reaches ``threshold * baseline``. Its bootstrap interval
+  resamples the seeds at every trained ``d`` (and the baseline seeds) with replacement and takes the 2.5% and
+  97.5% quantiles of the resampled d90. It measures seed-to-seed noise at the ``d`` trained, nothing else: its
+  ends are trained ``d`` values (so its resolution is the grid's, finer where bisection added points), it
+  assumes the mean curve rises with ``d``, and with 3 seeds it is coarse (10 distinct resampled means per ``d``).
+  ``d90_interpolated`` interpolates the mean linearly in ``log d`` between d90 and the point before it.
+- Runs of one round are trained together when the model is an MLP (:mod:`lowrank.intrinsic.runs`), with the
+  same scores as one at a time; seeds as described there.
 """
 
 from __future__ import annotations
@@ -20,29 +22,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
 
 import numpy as np
-from torch import nn
 
 from lowrank.errors import LowrankError
+from lowrank.intrinsic import adaptive
 from lowrank.intrinsic.results import CurvePoint, IntrinsicResult, TrainingBudget
-from lowrank.intrinsic.subspace import SubspaceConfig, SubspaceModel, count_projected
+from lowrank.intrinsic.runs import PROJECTION_SEED_OFFSET, ModelBuilder, Runs, Task  # noqa: F401 (re-exported)
+from lowrank.intrinsic.subspace import SubspaceConfig, count_projected
 from lowrank.intrinsic.training import TrainConfig
-from lowrank.progress import ProgressCallback, report
-
-ModelBuilder = Callable[[int], nn.Module]
-PROJECTION_SEED_OFFSET = 1_000_003  # P of seed s is drawn from seed s + offset: independent of theta0's stream
-
-
-class Task(Protocol):
-    """What is trained and scored: ``train_and_score`` trains ``module``'s trainable parameters and returns the
-    metric (higher is better), e.g. :class:`lowrank.intrinsic.training.ClassificationTask`."""
-
-    metric: str
-
-    def train_and_score(self, module: nn.Module, config: TrainConfig, seed: int,
-                        progress: ProgressCallback | None, label: str) -> float: ...
+from lowrank.progress import ProgressCallback
 
 
 def log_grid(low: int, high: int, count: int) -> tuple[int, ...]:
@@ -88,7 +77,8 @@ class SearchConfig:
     """Options of one d90 measurement (each maps to one CLI option of ``lowrank intrinsic-dim``).
 
     ``global_baseline``: when given, the baseline is this value (Li et al.'s 1.0); when ``None``, it is measured
-    by direct training with ``baseline_train``'s budget.
+    by direct training with ``baseline_train``'s budget. ``adaptive``: train only the grid points that can move
+    d90 or its interval (:mod:`lowrank.intrinsic.adaptive`); ``batch_runs``: train MLP runs of a round together.
     """
 
     dims: tuple[int, ...]
@@ -105,6 +95,8 @@ class SearchConfig:
     global_baseline: float | None = None
     bisect_steps: int = 0
     bootstrap: int = 1000
+    adaptive: bool = True
+    batch_runs: bool = True
     model_name: str = ""
     data_name: str = ""
     extra: dict = field(default_factory=dict)
@@ -162,60 +154,27 @@ def interpolate_d90(curve: list[CurvePoint], target: float) -> float | None:
     return float(math.exp(math.log(d_a) + fraction * (math.log(d_b) - math.log(d_a))))
 
 
-class _Runner:
-    """Runs and remembers ``(d, seed)`` trainings; reports each finished run."""
-
-    def __init__(self, build_model: ModelBuilder, task: Task, config: SearchConfig,
-                 progress: ProgressCallback | None, total: int) -> None:
-        self.build_model, self.task, self.config, self.progress = build_model, task, config, progress
-        self.total, self.done = total, 0
-        self.scores: dict[int, list[float]] = {}
-        self.D = self.projected_tensors = self.direct_parameters = 0
-
-    def _tick(self, info: str) -> None:
-        self.done += 1
-        report(self.progress, "intrinsic-dim", self.done, self.total, info)
-
-    def baseline(self) -> list[float]:
-        scores = []
-        for s in range(self.config.seeds):
-            model = self.build_model(self.config.seed + s).to(self.config.baseline_train.device)
-            scores.append(self.task.train_and_score(model, self.config.baseline_train, self.config.seed + s,
-                                                    self.progress, "direct training"))
-            self._tick(f"baseline seed {s}: {scores[-1]:.4f}")
-        return scores
-
-    def point(self, d: int) -> float:
-        if d not in self.scores:
-            runs = []
-            for s in range(self.config.seeds):
-                seed = self.config.seed + s
-                model = self.build_model(seed).to(self.config.train.device)
-                wrapped = SubspaceModel(model, self.config.subspace(d, PROJECTION_SEED_OFFSET + seed))
-                self.D, self.projected_tensors = wrapped.D, len(wrapped.projected_names)
-                self.direct_parameters = sum(p.numel() for p in wrapped.direct_params)
-                runs.append(self.task.train_and_score(wrapped, self.config.train, seed, self.progress,
-                                                      f"subspace d={d}"))
-                self._tick(f"d={d} seed {s}: {runs[-1]:.4f}")
-            self.scores[d] = runs
-        return float(np.mean(self.scores[d]))
-
-
-def _bisect(runner: _Runner, dims: tuple[int, ...], target: float, steps: int) -> None:
-    """Refine between the last failing and the first passing grid point (geometric midpoints)."""
-    means = np.array([runner.point(d) for d in dims])
-    found = first_reaching(list(dims), means, target)
-    if found is None or found == dims[0]:
-        return
-    low, high = dims[dims.index(found) - 1], found
-    for _ in range(steps):
-        mid = int(round(math.sqrt(low * high)))
-        if not low < mid < high:
+def _search(runs: Runs, config: SearchConfig, baseline_scores: list[float], baseline: float) -> None:
+    """Train the grid (adaptively or whole), then bisect between the last failing and first passing ``d``."""
+    target = config.threshold * baseline
+    if not config.adaptive:
+        runs.train(list(config.dims), config.train)
+    else:
+        todo = adaptive.first_round(config.dims)
+        while todo:
+            runs.train(todo, config.train)
+            passes = adaptive.pass_fractions(runs.scores, baseline_scores, baseline, config.threshold,
+                                             config.bootstrap, config.seed)
+            todo = adaptive.undecided(config.dims, passes)
+    for _ in range(config.bisect_steps):
+        dims = sorted(runs.scores)
+        found = first_reaching(dims, np.array([np.mean(runs.scores[d]) for d in dims]), target)
+        if found is None or found == dims[0]:
             return
-        if runner.point(mid) >= target:
-            high = mid
-        else:
-            low = mid
+        mid = adaptive.midpoint(dims[dims.index(found) - 1], found)
+        if mid is None:
+            return
+        runs.train([mid], config.train)
 
 
 def measure_intrinsic_dimension(build_model: ModelBuilder, task: Task, config: SearchConfig,
@@ -227,12 +186,13 @@ def measure_intrinsic_dimension(build_model: ModelBuilder, task: Task, config: S
     """
     started = time.perf_counter()
     total = config.seeds * (len(config.dims) + config.bisect_steps + (config.global_baseline is None))
-    runner = _Runner(build_model, task, config, progress, total)
+    seeds = [config.seed + s for s in range(config.seeds)]
+    runner = Runs(build_model, task, config.subspace, seeds, config.batch_runs, progress, total)
     _check_dims(build_model, config)
-    baseline_scores = runner.baseline() if config.global_baseline is None else []
+    baseline_scores = runner.baseline(config.baseline_train) if config.global_baseline is None else []
     baseline = float(np.mean(baseline_scores)) if baseline_scores else float(config.global_baseline)
     target = config.threshold * baseline
-    _bisect(runner, config.dims, target, config.bisect_steps)
+    _search(runner, config, baseline_scores, baseline)
     curve = [CurvePoint.of(d, runner.scores[d]) for d in sorted(runner.scores)]
     dims = [p.d for p in curve]
     d90 = first_reaching(dims, np.array([p.mean for p in curve]), target)
@@ -248,6 +208,7 @@ def measure_intrinsic_dimension(build_model: ModelBuilder, task: Task, config: S
         budget=TrainingBudget(train.steps, train.lr, config.baseline_train.lr, train.batch_size, config.seeds,
                               config.seed),
         elapsed_s=time.perf_counter() - started, extra=dict(config.extra),
+        search="adaptive" if config.adaptive else "grid", grid=config.dims,
     )
 
 

@@ -27,6 +27,10 @@ def summary_lines(result: IntrinsicResult) -> list[str]:
         d90 = f"{result.d90}  (bootstrap 95%: {result.d90_low} .. {high}"
         d90 += f"; log-interpolated {result.d90_interpolated:.0f})"
     direct = ", ".join(result.direct_patterns) or "none"
+    trained = sum(p.d in result.grid for p in result.curve)
+    search = (f"adaptive search: {trained} of {len(result.grid)} grid points trained (the others decided), "
+              f"{len(result.curve) - trained} bisections" if result.search == "adaptive" else
+              f"full grid: {trained} points, {len(result.curve) - trained} bisections" if result.grid else "full grid")
     return [
         f"model {result.model}  data {result.data}  D = {result.D:,} parameters in {result.projected_tensors} tensors",
         f"projection {result.projection} ({result.layout})  {'SAID' if result.said else 'DID'}  "
@@ -34,6 +38,7 @@ def summary_lines(result: IntrinsicResult) -> list[str]:
         f"baseline {result.metric} {result.baseline:.4f} ({kind});  line {result.threshold:.0%} = {result.target:.4f}",
         f"budget: {budget.steps} Adam steps, lr {budget.lr:g} (direct {budget.baseline_lr:g}), batch "
         f"{budget.batch_size}, {budget.seeds} seeds from {budget.seed}; {result.elapsed_s:.0f} s",
+        search,
         f"d{round(result.threshold * 100)} = {d90}",
     ]
 
