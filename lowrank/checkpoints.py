@@ -19,6 +19,7 @@ known prefix when the direct name is missing. GPT-2's Conv1D stores its weight a
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 import warnings
@@ -33,6 +34,8 @@ from lowrank.errors import LowrankError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 INDEX_NAME = "model.safetensors.index.json"
+INDEX_SUFFIX = ".safetensors.index.json"
+PIPELINE_INDEX = "model_index.json"
 MODEL_PREFIXES = ("base_model.model.", "bert.", "roberta.", "distilbert.", "deberta.", "electra.", "albert.",
                   "model.", "transformer.", "gpt_neox.")
 _CONV1D = re.compile(r"(^|\.)(c_attn|c_proj|c_fc|q_attn)$")
@@ -70,12 +73,15 @@ class Checkpoint:
         self._loaded = loaded
 
     def modules(self) -> list[str]:
-        """Names of modules with a 2-D ``.weight``, in file order."""
-        return [k[: -len(".weight")] for k, t in self.tensors.items() if k.endswith(".weight") and len(t.shape) == 2]
+        """Names of modules with a 2-D (linear, embedding) or 3-D / 4-D (convolution) ``.weight``, in file order."""
+        return [k[: -len(".weight")] for k, t in self.tensors.items()
+                if k.endswith(".weight") and 2 <= len(t.shape) <= 4]
 
     def weight_shape(self, module: str) -> tuple[int, int]:
-        """Shape of ``module``'s weight as ``(out, in)`` (Conv1D's stored ``(in, out)`` transposed)."""
-        rows, cols = self.tensors[f"{module}.weight"].shape
+        """Shape of ``module``'s weight as the matrix ``(out, in)``: Conv1D's stored ``(in, out)`` transposed, a
+        convolution's ``(out, in, k...)`` flattened to ``(out, in * k...)``."""
+        rows, *rest = self.tensors[f"{module}.weight"].shape
+        cols = math.prod(rest)
         return (cols, rows) if module_kind(module) == "conv1d" else (rows, cols)
 
     def tensor(self, key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -94,7 +100,7 @@ class Checkpoint:
         else:
             try:
                 with safe_open(info.file, framework="pt") as handle:
-                    value = handle.get_tensor(key).to(dtype, copy=True)
+                    value = handle.get_tensor(info.key).to(dtype, copy=True)
             except (SafetensorError, OSError, RuntimeError) as error:
                 raise LowrankError(f"cannot read tensor {key!r} from {info.file}: {error}") from None
         if not bool(torch.isfinite(value).all()):
@@ -102,8 +108,11 @@ class Checkpoint:
         return value
 
     def weight(self, module: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``module``'s weight as ``(out, in)`` in ``dtype``: Conv1D weights are transposed (a contiguous copy)."""
+        """``module``'s weight as the matrix ``(out, in)`` in ``dtype``: Conv1D weights transposed (a contiguous
+        copy), convolutions flattened."""
         value = self.tensor(f"{module}.weight", dtype)
+        if value.ndim > 2:
+            return value.reshape(value.shape[0], -1)
         return value.T.contiguous() if module_kind(module) == "conv1d" else value
 
 
@@ -120,8 +129,8 @@ def _header(file: Path) -> dict[str, TensorInfo]:
         raise LowrankError(f"{file} is not a valid safetensors file: {error}") from None
 
 
-def _sharded(folder: Path) -> dict[str, TensorInfo]:
-    index_path = folder / INDEX_NAME
+def _sharded(index_path: Path) -> dict[str, TensorInfo]:
+    folder = index_path.parent
     try:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
         files = sorted(set(weight_map.values()))
@@ -169,7 +178,9 @@ def _folder_files(folder: Path) -> list[Path]:
 
 
 def open_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoint:
-    """Index the tensors of a safetensors file, a model folder (single file or sharded), or an opted-in pickle.
+    """Index the tensors of a safetensors file, a model folder (single file or sharded), a diffusers pipeline
+    folder (``model_index.json``: each component's keys prefixed by its folder, ``unet.``, ``text_encoder.``...),
+    or an opted-in pickle.
 
     Raises:
         LowrankError: missing path, empty folder, several unindexed safetensors files, an invalid or truncated
@@ -182,8 +193,11 @@ def open_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoint:
         if path.suffix in PICKLE_SUFFIXES:
             return _pickle(path, allow_pickle)
         return Checkpoint(path, _header(path))
-    if (path / INDEX_NAME).is_file():
-        return Checkpoint(path, _sharded(path))
+    if (path / PIPELINE_INDEX).is_file():
+        return Checkpoint(path, _pipeline(path))
+    indexes = sorted(path.glob("*" + INDEX_SUFFIX))
+    if indexes:
+        return Checkpoint(path, _sharded(indexes[0]))
     files = _folder_files(path)
     if len(files) == 1:
         return Checkpoint(path, _header(files[0]))
@@ -193,6 +207,18 @@ def open_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoint:
     if pickles:
         return _pickle(pickles[0], allow_pickle)
     raise LowrankError(f"{path} holds no model weights (expected model.safetensors or {INDEX_NAME})")
+
+
+def _pipeline(folder: Path) -> dict[str, TensorInfo]:
+    """A diffusers pipeline's components with safetensors weights, keys prefixed ``<component>.``."""
+    tensors: dict[str, TensorInfo] = {}
+    for component in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if _folder_files(component) or any(component.glob("*" + INDEX_SUFFIX)):
+            inner = open_checkpoint(component).tensors
+            tensors.update({f"{component.name}.{key}": info for key, info in inner.items()})
+    if not tensors:
+        raise LowrankError(f"{folder} is a diffusers pipeline folder with no safetensors weights in its components")
+    return tensors
 
 
 def find_name(name: str, available: set[str]) -> str | None:

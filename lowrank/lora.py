@@ -86,17 +86,17 @@ class LoraConfig:
             raise LowrankError(f"init must be 'kaiming' or 'gaussian', got {self.init!r}")
 
     def rank_for(self, name: str) -> int:
-        return int(_pattern_value(self.rank_pattern, name, self.r))
+        return int(pattern_value(self.rank_pattern, name, self.r))
 
     def alpha_for(self, name: str) -> float:
-        return float(_pattern_value(self.alpha_pattern, name, self.alpha))
+        return float(pattern_value(self.alpha_pattern, name, self.alpha))
 
     def scaling_for(self, name: str) -> float:
         r = self.rank_for(name)
         return self.alpha_for(name) / (math.sqrt(r) if self.use_rslora else r)
 
 
-def _pattern_value(patterns: dict, name: str, default: float) -> float:
+def pattern_value(patterns: dict, name: str, default: float) -> float:
     for pattern, value in patterns.items():
         if re.match(rf"(.*\.)?({pattern})$", name):
             return value

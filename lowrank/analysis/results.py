@@ -104,6 +104,30 @@ class ModelSufficiency(_Record):
 
 
 @dataclass(frozen=True)
+class DoraParts(_Record):
+    """A DoRA module's update ``dW = diag(m/n) (W0 + s B A) - W0`` in parts (:mod:`lowrank.adapters.variants`).
+
+    Attributes:
+        directional_singular_values: of the low-rank directional term ``s B A``, descending (all ``r``).
+        magnitude_change: ``||m - n0|| / ||n0||``, how far the learned magnitudes moved from W0's row norms.
+        factor_min, factor_max: the range of the per-row rescaling ``m / n`` applied to ``W0 + s B A``.
+    """
+
+    directional_singular_values: tuple[float, ...]
+    magnitude_change: float
+    factor_min: float
+    factor_max: float
+
+
+@dataclass(frozen=True)
+class TrainedInFull(_Record):
+    """A module an adapter file stores in full (peft's modules_to_save, a head, an embedding), not as LoRA."""
+
+    name: str
+    parameters: int
+
+
+@dataclass(frozen=True)
 class ModuleAnalysis(_Record):
     """The spectrum of one module's update and the rank verdict drawn from it.
 
@@ -132,6 +156,9 @@ class ModuleAnalysis(_Record):
         amplification: LoRA paper section 7 amplification against the base weight (when a base was given).
         intruders: intruder dimensions of ``W0 + dW`` against ``W0`` (when a base was given).
         sufficiency: the gradient signals behind a LoRA verdict (with ``--data``).
+        variant: for LoRA, the update's form: ``"lora"`` (``s B A``), ``"adalora"``, ``"dora"``, ``"pissa"`` or
+            ``"olora"`` (``s (B A - B0 A0)``, rank up to ``2r``); null for full deltas.
+        dora: a DoRA update's directional and magnitude parts.
     """
 
     name: str
@@ -155,8 +182,11 @@ class ModuleAnalysis(_Record):
     amplification: Amplification | None
     intruders: Intruders | None
     sufficiency: Sufficiency | None = None
+    variant: str | None = None
+    dora: DoraParts | None = None
 
-    _nested = {"amplification": Amplification, "intruders": Intruders, "sufficiency": Sufficiency}
+    _nested = {"amplification": Amplification, "intruders": Intruders, "sufficiency": Sufficiency,
+               "dora": DoraParts}
 
     def __post_init__(self) -> None:
         if self.kind not in ("lora", "full"):
@@ -248,7 +278,9 @@ class AnalysisReport(_Record):
     ``comparisons`` pair them. ``only_in_checkpoint`` / ``only_in_against`` list modules without a partner on the
     other side of the comparison; ``only_in_base`` lists base weights that a full CHECKPOINT lacks and
     ``not_in_base`` full-model weights the base lacks (new task heads: no W0, not analyzed); ``unchanged`` lists
-    paired full-model weights with ``W1 == W0`` exactly (frozen during fine-tuning).
+    paired full-model weights with ``W1 == W0`` exactly (frozen during fine-tuning). For an adapter,
+    ``adapter_format`` says which layout was read (``"peft"``, ``"kohya"``, ``"diffusers"``), ``trained_in_full``
+    lists the modules its file stores in full, and ``notes`` what the reader resolved (e.g. fan_in_fan_out).
     """
 
     schema: str
@@ -269,9 +301,13 @@ class AnalysisReport(_Record):
     not_in_base: tuple[str, ...]
     unchanged: tuple[str, ...]
     sufficiency: ModelSufficiency | None = None
+    adapter_format: str | None = None
+    trained_in_full: tuple[TrainedInFull, ...] = ()
+    notes: tuple[str, ...] = ()
 
     _nested = {"thresholds": Threshold, "summary": Summary, "modules": ModuleAnalysis,
-               "comparisons": Comparison, "against_modules": ModuleAnalysis, "sufficiency": ModelSufficiency}
+               "comparisons": Comparison, "against_modules": ModuleAnalysis, "sufficiency": ModelSufficiency,
+               "trained_in_full": TrainedInFull}
 
     def __post_init__(self) -> None:
         if self.schema != SCHEMA:

@@ -26,10 +26,10 @@ from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_
 from lowrank.analysis import rank as ranking
 from lowrank import spectra
 from lowrank.analysis import subspaces
-from lowrank.analysis.checkpoints import find_name, open_checkpoint
+from lowrank.checkpoints import find_name, open_checkpoint
 from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
 from lowrank.analysis.results import (SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis,
-                                      Sufficiency)
+                                      Sufficiency, TrainedInFull)
 from lowrank.analysis.sources import LoraSource, Update, open_source
 from lowrank.assets import resolve_model_path
 from lowrank.errors import LowrankError
@@ -50,7 +50,7 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
     tail, captured = spectra.tail_ratio(s, r), spectra.energy_captured(s, r)
     if update.kind == "lora":
         verdict = ranking.judge_lora(update.rank, energy["0.9"], energy["0.99"], tail, limit, signals, model_verdict)
-        kept = s
+        kept = s if update.dora is None else s[: max(MIN_KEPT, energy["0.99"])]
     else:
         verdict = ranking.judge_full(r, energy["0.9"], energy["0.99"], captured, limit)
         kept = s[: max(MIN_KEPT, energy["0.99"])]
@@ -66,7 +66,8 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
         frobenius_norm=norm, energy_rank=energy, effective_rank=spectra.effective_rank(s),
         stable_rank=spectra.stable_rank(s), reference_rank=r, tail_ratio=tail, energy_at_rank=captured,
         verdict=verdict.verdict, suggested_rank=verdict.suggested_rank, evidence=verdict.evidence,
-        amplification=amp, intruders=intr, sufficiency=_sufficiency(signals))
+        amplification=amp, intruders=intr, sufficiency=_sufficiency(signals), variant=update.variant,
+        dora=update.dora)
 
 
 def _sufficiency(signals: Signals | None) -> Sufficiency | None:
@@ -84,6 +85,9 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
     if not isinstance(source, LoraSource):
         raise LowrankError(f"--data judges LoRA adapters; {source.path} is a full model (its delta's verdict "
                            "comes from its spectrum)")
+    if source.adapter.format != "peft" or source.config.variant != "lora":
+        raise LowrankError(f"--data judges plain peft LoRA adapters; {source.path} is a {source.adapter.format} "
+                           f"{source.config.variant} adapter")
     result = measure_signals(MeasureConfig(adapter=str(source.path), base=config.base, data=config.data,
                                            examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
                                            seed=config.seed, device=config.device), progress)
@@ -190,7 +194,17 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
         if other else (),
         only_in_base=_union(primary.only_in_base, other.only_in_base if other else ()),
         not_in_base=_union(primary.not_in_base, other.not_in_base if other else ()),
-        unchanged=_union(primary.unchanged, other.unchanged if other else ()), sufficiency=sufficiency)
+        unchanged=_union(primary.unchanged, other.unchanged if other else ()), sufficiency=sufficiency,
+        **_adapter_fields(primary))
+
+
+def _adapter_fields(source) -> dict:
+    """The report's adapter_format, trained_in_full and notes for an adapter source (empty for a full model)."""
+    if not isinstance(source, LoraSource):
+        return {}
+    adapter = source.adapter
+    return {"adapter_format": adapter.format, "notes": adapter.notes,
+            "trained_in_full": tuple(TrainedInFull(f.name, f.parameters) for f in adapter.trained_in_full)}
 
 
 def _libc_trim():

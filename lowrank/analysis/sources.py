@@ -12,10 +12,13 @@ from typing import Iterator
 
 import torch
 
-from lowrank.adapters import PREFIX, WEIGHTS_FILE, is_adapter_folder, iter_lora_updates, read_adapter_config
 from lowrank import spectra
-from lowrank.analysis.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
+from lowrank.adapters import Adapter, AdapterModule, is_adapter_folder, open_adapter, variants
+from lowrank.adapters.reader import NEEDS_BASE
+from lowrank.adapters.kohya import is_single_file_lora
+from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.analysis.config import AnalyzeConfig
+from lowrank.analysis.results import DoraParts
 from lowrank.errors import LowrankError
 
 
@@ -31,6 +34,8 @@ class Update:
     svd: spectra.SVD
     W0: torch.Tensor | None
     W1: torch.Tensor | None
+    variant: str | None = None
+    dora: DoraParts | None = None
 
 
 @contextlib.contextmanager
@@ -47,16 +52,22 @@ def single_thread() -> Iterator[None]:
 
 
 class LoraSource:
-    """A peft adapter folder: module names and ranks from the safetensors header, updates read lazily."""
+    """An adapter (peft folder or kohya / diffusers file): module names and ranks from the file's header, each
+    module's true update built lazily (:mod:`lowrank.adapters.variants` for DoRA, PiSSA and OLoRA)."""
 
     kind = "lora"
 
-    def __init__(self, folder: Path, base: Checkpoint | None):
-        self.path = folder
-        self.config = read_adapter_config(folder)
-        self.shapes, self.ranks = _adapter_shapes(folder / WEIGHTS_FILE)
+    def __init__(self, path: Path, base: Checkpoint | None, allow_pickle: bool = False):
+        self.adapter = open_adapter(path, allow_pickle)
+        self.path = path
+        self.config = self.adapter.config
+        self.shapes = {name: module.shape for name, module in self.adapter.modules.items()}
+        self.ranks = {name: module.rank for name, module in self.adapter.modules.items()}
         self.names = list(self.shapes)
         self.base = base
+        if base is None and self.config.variant in NEEDS_BASE:
+            raise LowrankError(f"{path}: a {NEEDS_BASE[self.config.variant]} adapter's update depends on the base "
+                               "weights W0; pass --base MODEL")
         self.base_names = _base_names(self, base) if base is not None else {}
         self.not_in_base: tuple[str, ...] = ()
         self.only_in_base: tuple[str, ...] = ()
@@ -64,61 +75,75 @@ class LoraSource:
 
     def updates(self, wanted: set[str], dtype: torch.dtype, device: torch.device,
                 with_base: bool) -> Iterator[Update]:
-        items = iter_lora_updates(self.path, dtype=torch.float32)  # exact for fp32/bf16/fp16 factors
-        while True:
-            with single_thread():
-                item = next(items, None)
-                if item is None:
-                    return
-                if item.name not in wanted:
-                    continue
-                svd = spectra.lora_svd(item.B.to(device), item.A.to(device), item.scale)  # float64 QR, r x r SVD
-            w0 = w1 = None
-            if with_base and self.base is not None:
-                w0 = self.base.weight(self.base_names[item.name], dtype).to(device)
-                w1 = w0 + (svd.U * svd.S).to(dtype) @ svd.Vh.to(dtype)  # dW formed once, in the compute dtype
-            yield Update(item.name, "lora", item.kind, item.rank, item.scale, svd, w0, w1)
-
-
-def _adapter_shapes(file: Path) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
-    """``(out, in)`` of each module's update and its rank, from the adapter's safetensors header."""
-    tensors = open_checkpoint(file).tensors
-    shapes, ranks = {}, {}
-    for key, info in tensors.items():
-        for a_suffix, b_suffix, embedding in ((".lora_A.weight", ".lora_B.weight", False),
-                                              (".lora_embedding_A", ".lora_embedding_B", True)):
-            if not key.endswith(a_suffix):
+        variant = self.config.variant
+        for module in self.adapter.modules.values():
+            if module.name not in wanted:
                 continue
-            stem = key[: -len(a_suffix)]
-            name = stem.removeprefix(PREFIX)
-            other = tensors.get(stem + b_suffix)
-            if other is None:
-                raise LowrankError(f"{file}: module {name} has {a_suffix.lstrip('.')} but no "
-                                   f"{b_suffix.lstrip('.')} tensor")
-            if len(info.shape) != 2 or len(other.shape) != 2:
-                raise LowrankError(f"{file}: module {name} has {len(info.shape)}-D lora_A and {len(other.shape)}-D "
-                                   "lora_B tensors (a Conv2d or merged-QKV LoRA); lowrank reads LoRA on linear, "
-                                   "Conv1D and embedding layers only")
-            shapes[name] = (info.shape[1], other.shape[0]) if embedding else (other.shape[0], info.shape[1])
-            ranks[name] = info.shape[0]
-    orphans = [k for k in tensors if k.endswith((".lora_B.weight", ".lora_embedding_B"))
-               and k.replace("lora_B", "lora_A").replace("lora_embedding_B", "lora_embedding_A") not in tensors]
-    if orphans:
-        raise LowrankError(f"{file}: tensor {orphans[0]} has no matching lora_A tensor")
-    if not shapes:
-        raise LowrankError(f"{file} holds no LoRA tensors (no *.lora_A.weight keys)")
-    return shapes, ranks
+            B, A = (f.to(device) for f in self.adapter.factors(module))  # exact for fp32/bf16/fp16 factors
+            scale = self.adapter.scale(module)
+            w0 = self.base.weight(self.base_names[module.name], dtype).to(device) \
+                if self.base is not None and (with_base or variant in NEEDS_BASE) else None
+            parts = delta = None
+            if variant == "dora":
+                svd, parts, delta = _dora(self.adapter, module, w0, B, A, scale, dtype)
+            else:
+                with single_thread():
+                    if variant in ("pissa", "olora"):
+                        B, A = variants.started_from(B, A, *variants.principal_part(w0, module.rank, scale, variant))
+                    svd = spectra.lora_svd(B, A, scale)  # float64 QR, r x r SVD
+            w1 = None
+            if with_base and w0 is not None:  # dW formed once, in the compute dtype
+                w1 = w0 + (delta if delta is not None else (svd.U * svd.S).to(dtype) @ svd.Vh.to(dtype))
+            yield Update(module.name, "lora", module.layer_kind, module.rank, scale, svd,
+                         w0 if with_base else None, w1, variant, parts)
+
+
+def _dora(adapter: Adapter, module: AdapterModule, w0: torch.Tensor, B: torch.Tensor, A: torch.Tensor, scale: float,
+          dtype: torch.dtype) -> tuple[spectra.SVD, DoraParts, torch.Tensor]:
+    """The dense SVD of DoRA's ``dW``, its parts (the directional term's spectrum, the magnitude change), and dW."""
+    update = variants.dora_update(w0, B, A, scale, adapter.magnitude(module).to(w0.device),
+                                  embedding=module.layer_kind == "embedding")
+    directional = spectra.lora_svd(B, A, scale).S
+    parts = DoraParts(directional_singular_values=tuple(float(v) for v in directional),
+                      magnitude_change=update.magnitude_change, factor_min=float(update.factor.min()),
+                      factor_max=float(update.factor.max()))
+    return spectra.dense_svd(update.delta, dtype=dtype, compute_uv=True), parts, update.delta
+
+
+def _base_name(name: str, available: set[str], flat: dict[str, str], towers: dict[str, str]) -> str | None:
+    """``name`` in the base: directly or with one model prefix (:func:`find_name`), as kohya flattens names
+    (every ``.`` as ``_``), without a diffusers component (``unet.``) for a base that is that component, or in
+    the other layout of a multimodal model (:func:`tower_key`)."""
+    component = name.partition(".")[2]
+    for candidate in (name, component):
+        found = find_name(candidate, available) or flat.get(candidate.replace(".", "_"))
+        if found is not None:
+            return found
+    return towers.get(tower_key(name))
+
+
+def tower_key(name: str) -> str:
+    """A multimodal module's name without its ``model`` / ``language_model`` wrappers: transformers 5 names the
+    text tower ``model.language_model.layers.0...`` in memory (and in adapters) but reads checkpoints saved as
+    ``language_model.model.layers.0...`` or ``model.layers.0...``; both reduce to ``layers.0...``."""
+    return ".".join(part for part in name.split(".") if part not in ("model", "language_model"))
 
 
 def _base_names(source: LoraSource, base: Checkpoint) -> dict[str, str]:
     available = set(base.modules())
+    flat = {name.replace(".", "_"): name for name in available}
+    keys: dict[str, list[str]] = {}
+    for name in available:
+        keys.setdefault(tower_key(name), []).append(name)
+    towers = {key: names[0] for key, names in keys.items() if len(names) == 1}
     names = {}
     for name, shape in source.shapes.items():
-        found = find_name(name, available)
+        found = _base_name(name, available, flat, towers)
         if found is None:
-            raise LowrankError(f"the base {base.path} has no weight for adapted module {name}; is it the right base?")
+            raise LowrankError(f"the base {base.path} has no weight for module {name} of {source.path}; is it the "
+                               "right base?")
         if base.weight_shape(found) != shape:
-            raise LowrankError(f"module {name}: the adapter's update has shape {list(shape)} but the base "
+            raise LowrankError(f"module {name}: the update in {source.path} has shape {list(shape)} but the base "
                                f"{base.path} weight {found} has shape {list(base.weight_shape(found))}")
         names[name] = found
     return names
@@ -171,6 +196,6 @@ def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig, compu
     where = Path(path).expanduser()
     if not where.exists():
         raise LowrankError(f"{where} does not exist")
-    if where.is_dir() and is_adapter_folder(where):
-        return LoraSource(where, base)
+    if (where.is_dir() and is_adapter_folder(where)) or is_single_file_lora(where):
+        return LoraSource(where, base, config.allow_pickle)
     return FullSource(where, base, config.allow_pickle, compute_uv)

@@ -1,0 +1,176 @@
+"""Adapter files opened for reading, one module's factors at a time: peft folders (``adapter_config.json`` +
+``adapter_model.safetensors``, or an opted-in pickled ``adapter_model.bin``) and single-file kohya / diffusers
+LoRAs (:mod:`lowrank.adapters.kohya`).
+
+For every module, :meth:`Adapter.factors` gives dense ``B (out, r)`` and ``A (r, in)`` such that ``scale * B @ A``
+is the low-rank term the adapter adds: AdaLoRA's ``E`` folded into A, block-diagonal factors expanded,
+convolution factors reshaped, embeddings arranged so the product has the weight's shape ``(vocab, dim)``. Whether
+that term is the whole update (plain LoRA, AdaLoRA, kohya), or the base is needed too (DoRA, unconverted
+PiSSA/OLoRA), is :attr:`AdapterConfig.variant`; :mod:`lowrank.adapters.variants` builds the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from lowrank.adapters.config import CONFIG_FILE, AdapterConfig, is_adapter_folder, read_adapter_config
+from lowrank.adapters.layout import AdapterModule, FullyTrained, peft_layout
+from lowrank.checkpoints import Checkpoint, open_checkpoint
+from lowrank.errors import LowrankError
+
+WEIGHTS_FILE = "adapter_model.safetensors"
+PICKLED_WEIGHTS_FILE = "adapter_model.bin"
+NEEDS_BASE = {"dora": "DoRA", "pissa": "PiSSA", "olora": "OLoRA"}
+
+
+@dataclass(frozen=True)
+class LoraUpdate:
+    """One module's low-rank term as factors: ``scale * B @ A``, shaped like the weight ``(out, in)`` (Conv1D's
+    stored weight is its transpose; an embedding's is ``(vocab, dim)``; a convolution's is flattened to
+    ``(out, in * k1 * k2)``). ``rank`` is the adapter's r for the module."""
+
+    name: str
+    B: torch.Tensor
+    A: torch.Tensor
+    scale: float
+    kind: str
+    rank: int
+
+
+class Adapter:
+    """An adapter's modules, read lazily. Build it with :func:`open_adapter`.
+
+    Attributes:
+        path: the folder or file given; format: ``"peft"``, ``"kohya"`` or ``"diffusers"``.
+        config: the :class:`AdapterConfig` (for single-file formats, one that describes them).
+        modules: name -> :class:`AdapterModule`, in file order.
+        trained_in_full: modules whose parameters the file stores in full.
+        notes: what a reader of the report should know about how the file was read.
+    """
+
+    def __init__(self, path: Path, format: str, config: AdapterConfig, checkpoint: Checkpoint,
+                 modules: dict[str, AdapterModule], trained_in_full: tuple[FullyTrained, ...], notes: tuple[str, ...]):
+        self.path, self.format, self.config, self.checkpoint = path, format, config, checkpoint
+        self.modules, self.trained_in_full, self.notes = modules, trained_in_full, notes
+
+    def scale(self, module: AdapterModule) -> float:
+        if module.alpha is not None:
+            return module.alpha / module.rank
+        return self.config.scaling_for(module.name, module.rank)
+
+    def tensor(self, key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self.checkpoint.tensor(key, dtype)
+
+    def factors(self, module: AdapterModule, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense ``B (out, r)`` and ``A (r, in)`` of ``module``'s low-rank term (scale not applied)."""
+        A, B = self.tensor(module.keys["A"], dtype), self.tensor(module.keys["B"], dtype)
+        if "E" in module.keys:
+            A = A * self.tensor(module.keys["E"], dtype).reshape(-1, 1)
+        side = self.config.block_diagonal.side(module.name) if self.config.block_diagonal else None
+        if side == "A":
+            A = torch.block_diag(*A.chunk(self.config.block_diagonal.nblocks, dim=0))
+        elif side == "B":
+            B = torch.block_diag(*B.chunk(self.config.block_diagonal.nblocks, dim=0))
+        if module.layer_kind == "embedding":
+            return A.T.contiguous(), B.T.contiguous()
+        B, A = B.reshape(B.shape[0], -1), A.reshape(A.shape[0], -1)
+        if (B.shape[0], A.shape[1]) != module.shape or B.shape[1] != A.shape[0]:
+            raise LowrankError(f"{self.path}: module {module.name}'s factors {list(B.shape)} @ {list(A.shape)} do "
+                               f"not give its update shape {list(module.shape)}")
+        return B, A
+
+    def magnitude(self, module: AdapterModule, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """DoRA's learned magnitude ``m`` (one entry per output row; per embedding dimension for embeddings)."""
+        if "magnitude" not in module.keys:
+            raise LowrankError(f"{self.path}: DoRA module {module.name} has no lora_magnitude_vector tensor")
+        return self.tensor(module.keys["magnitude"], dtype).reshape(-1)
+
+    def updates(self, dtype: torch.dtype = torch.float32, names: set[str] | None = None) -> Iterator[LoraUpdate]:
+        """Each module's low-rank term as a :class:`LoraUpdate`, one module's tensors in memory at a time."""
+        for module in self.modules.values():
+            if names is None or module.name in names:
+                B, A = self.factors(module, dtype)
+                yield LoraUpdate(module.name, B, A, self.scale(module), module.layer_kind, module.rank)
+
+
+def open_adapter(path: str | Path, allow_pickle: bool = False) -> Adapter:
+    """A peft adapter folder, or a single-file kohya / diffusers LoRA (``*.safetensors``)."""
+    path = Path(path)
+    if path.is_dir():
+        return _open_peft(path, allow_pickle)
+    from lowrank.adapters.kohya import open_single_file  # kohya imports this module's Adapter
+
+    return open_single_file(path)
+
+
+def _open_peft(folder: Path, allow_pickle: bool) -> Adapter:
+    config = read_adapter_config(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file() and (folder / PICKLED_WEIGHTS_FILE).is_file():
+        weights = folder / PICKLED_WEIGHTS_FILE
+    elif not weights.is_file():
+        raise LowrankError(f"{folder} has no {WEIGHTS_FILE}")
+    checkpoint = open_checkpoint(weights, allow_pickle)
+    modules, full = peft_layout(checkpoint.tensors, weights, config.block_diagonal)
+    _check_ranks(config, modules, weights)
+    return Adapter(folder, "peft", config, checkpoint, modules, full, _notes(config, modules, full, weights))
+
+
+def _check_ranks(config: AdapterConfig, modules: dict[str, AdapterModule], path: Path) -> None:
+    if config.variant == "adalora":  # pruning leaves each module its own rank <= init_r
+        plain = [m.name for m in modules.values() if "E" not in m.keys]
+        if plain:
+            raise LowrankError(f"{path}: {CONFIG_FILE} says ADALORA but module {plain[0]} has no lora_E tensor; "
+                               "the weights are not an AdaLoRA adapter's")
+        return
+    for module in modules.values():
+        expected = config.rank_for(module.name)
+        if module.rank != expected:
+            raise LowrankError(f"{path}: module {module.name} has rank {module.rank} but {CONFIG_FILE} gives "
+                               f"r={expected}")
+
+
+def _notes(config: AdapterConfig, modules: dict[str, AdapterModule], full: tuple[FullyTrained, ...],
+           path: Path) -> tuple[str, ...]:
+    notes = []
+    conv1d = [m.name for m in modules.values() if m.layer_kind == "conv1d"]
+    if conv1d and not config.fan_in_fan_out:
+        notes.append(f"{CONFIG_FILE} says fan_in_fan_out=false, but {conv1d[0]} is a Conv1D layer (weight stored "
+                     "(in, out)): peft sets fan_in_fan_out=true for it at load, and so does lowrank")
+    if isinstance(config.target_modules, tuple) and config.target_modules:
+        dead = [t for t in dict.fromkeys(config.target_modules)
+                if not any(n == t or n.endswith("." + t) for n in modules)]
+        if dead:
+            notes.append(f"target_modules name {', '.join(dead)}, which no module in {path.name} matches")
+    elif not config.target_modules:
+        notes.append("target_modules is null or empty (peft fills in the architecture's defaults at load); the "
+                     f"{len(modules)} modules {path.name} holds are the adapted ones")
+    if config.lora_bias:
+        notes.append("lora_bias: each lora_B also trains a bias; the spectra are of the weight updates only")
+    if config.variant == "adalora":
+        notes.append("AdaLoRA: dW = alpha / init_r * B diag(E) A, with the ranks its budget pruned removed")
+    if full:
+        notes.append(f"{len(full)} modules are trained in full, not as low-rank updates "
+                     f"({sum(f.parameters for f in full):,} parameters); listed apart")
+    return tuple(notes)
+
+
+def iter_lora_updates(path: str | Path, dtype: torch.dtype = torch.float32) -> Iterator[LoraUpdate]:
+    """Yield each module's :class:`LoraUpdate` of a plain-LoRA adapter (memory-mapped, one module at a time).
+
+    Raises:
+        LowrankError: for an adapter whose update is not its low-rank term alone (DoRA, unconverted PiSSA/OLoRA):
+            those need the base; see :mod:`lowrank.adapters.variants`.
+    """
+    adapter = open_adapter(path)
+    if adapter.config.variant in NEEDS_BASE:
+        raise LowrankError(f"{adapter.path}: a {NEEDS_BASE[adapter.config.variant]} adapter's update depends on the "
+                           "base weights W0, not on its factors alone")
+    yield from adapter.updates(dtype)
+
+
+
