@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from lowrank.errors import LowrankError
+from lowrank.lora_function import lora_linear
 
 HEAD_NAMES = ("lm_head", "classifier", "score", "qa_outputs")
 
@@ -106,6 +107,12 @@ def pattern_value(patterns: dict, name: str, default: float) -> float:
 class LoraLayer(nn.Module):
     """h = base(x) + s * B A dropout(x), with s = alpha / r (or alpha / sqrt(r)).
 
+    Linear and Conv1D layers run through :func:`lowrank.lora_function.lora_linear`: one autograd Function, the
+    base and low-rank products accumulated into one output, saving only x and x A^T.
+    Precision policy: the factors are float32 when the base weight is bf16 or fp16 (and the base dtype otherwise);
+    the products run in the compute dtype (autocast's, else x's), so a bf16 model trains float32 master factors
+    with bf16 arithmetic (measured against bf16 factors and peft's float32 arithmetic: reports/training_speed.md).
+
     Args:
         base_layer: ``nn.Linear`` (weight (out, in)), ``Conv1D`` (weight (in, out)) or ``nn.Embedding``
             (weight (num_embeddings, dim)); frozen by :func:`mark_trainable`.
@@ -125,9 +132,10 @@ class LoraLayer(nn.Module):
         else:  # conv1d (in, out) and embedding (num_embeddings, dim) store the input side first
             in_features, out_features = weight.shape[0], weight.shape[1]
         self.r, self.scaling, self.merged = r, scaling, False
-        self.lora_A = nn.Parameter(torch.zeros(r, in_features, dtype=weight.dtype, device=weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(out_features, r, dtype=weight.dtype, device=weight.device))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 and self.kind != "embedding" else nn.Identity()
+        dtype = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype
+        self.lora_A = nn.Parameter(torch.zeros(r, in_features, dtype=dtype, device=weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, r, dtype=dtype, device=weight.device))
+        self.dropout_p = dropout if self.kind != "embedding" else 0.0
         self._initialize(init, generator)
 
     def _initialize(self, init: str, generator: torch.Generator | None) -> None:
@@ -146,14 +154,15 @@ class LoraLayer(nn.Module):
         return delta if self.kind == "linear" else delta.T
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
         if self.merged:
-            return out
+            return self.base_layer(x)
         if self.kind == "embedding":
+            out = self.base_layer(x)
             after_a = F.embedding(x, self.lora_A.T, padding_idx=self.base_layer.padding_idx)
             return out + self.scaling * (after_a @ self.lora_B.T)
-        lora_in = self.dropout(x).to(self.lora_A.dtype)
-        return out + (self.scaling * F.linear(F.linear(lora_in, self.lora_A), self.lora_B)).to(out.dtype)
+        weight = self.base_layer.weight if self.kind == "linear" else self.base_layer.weight.T
+        return lora_linear(x, weight, self.base_layer.bias, self.lora_A, self.lora_B, self.scaling,
+                           self.dropout_p, self.training)
 
 
 def _conv1d() -> type:
