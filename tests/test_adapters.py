@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -168,3 +169,22 @@ def test_foreign_configs_are_refused_by_what_they_are(tmp_path, settings, what):
     (tmp_path / "adapter_config.json").write_text(json.dumps(settings))
     with pytest.raises(LowrankError, match=f"adapter_config.json.*{what}"):
         adapters.read_adapter_config(tmp_path)
+
+
+def test_pickled_adapter_bin_is_read_only_with_opt_in(tmp_path):
+    """Old peft wrote adapter_model.bin (pickle): refused by default, read with weights_only=True on opt-in."""
+    from lowrank.analysis.run import AnalyzeConfig, analyze
+
+    model = get_peft_model(tiny_model("llama", "causal-lm"), PeftLoraConfig(r=4, target_modules=["q_proj"],
+                                                                           init_lora_weights=False))
+    model.save_pretrained(tmp_path, safe_serialization=False)
+    assert (tmp_path / "adapter_model.bin").is_file() and not (tmp_path / "adapter_model.safetensors").exists()
+    with pytest.raises(LowrankError, match="adapter_model.bin is a pickle file.*--allow-pickle"):
+        analyze(AnalyzeConfig(str(tmp_path)))
+    report = analyze(AnalyzeConfig(str(tmp_path), allow_pickle=True))
+    expected = {n.removeprefix("base_model.model."): m.get_delta_weight("default").double().detach().numpy()
+                for n, m in model.named_modules() if hasattr(m, "lora_A") and len(m.lora_A)}
+    assert {m.name for m in report.modules} == set(expected)
+    for module in report.modules:
+        reference = np.linalg.svd(expected[module.name], compute_uv=False)[:4]
+        np.testing.assert_allclose(module.singular_values, reference, rtol=1e-6)

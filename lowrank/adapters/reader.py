@@ -153,9 +153,6 @@ def _notes(config: AdapterConfig, modules: dict[str, AdapterModule], full: tuple
         notes.append("lora_bias: each lora_B also trains a bias; the spectra are of the weight updates only")
     if config.variant == "adalora":
         notes.append("AdaLoRA: dW = alpha / init_r * B diag(E) A, with the ranks its budget pruned removed")
-    if full:
-        notes.append(f"{len(full)} modules are trained in full, not as low-rank updates "
-                     f"({sum(f.parameters for f in full):,} parameters); listed apart")
     return tuple(notes)
 
 

@@ -113,13 +113,18 @@ def _dora(adapter: Adapter, module: AdapterModule, w0: torch.Tensor, B: torch.Te
 def _base_name(name: str, available: set[str], flat: dict[str, str], towers: dict[str, str]) -> str | None:
     """``name`` in the base: directly or with one model prefix (:func:`find_name`), as kohya flattens names
     (every ``.`` as ``_``), without a diffusers component (``unet.``) for a base that is that component, or in
-    the other layout of a multimodal model (:func:`tower_key`)."""
+    the other layout of a multimodal model (:func:`tower_key`), or as the one base module whose flattened name
+    ends with it (a single-file diffusion checkpoint's ``model.diffusion_model.`` prefix)."""
     component = name.partition(".")[2]
     for candidate in (name, component):
         found = find_name(candidate, available) or flat.get(candidate.replace(".", "_"))
         if found is not None:
             return found
-    return towers.get(tower_key(name))
+    if tower_key(name) in towers:
+        return towers[tower_key(name)]
+    tail = "_" + component.replace(".", "_")  # a single-file base: model.diffusion_model.input_blocks...
+    found = [full for key, full in flat.items() if key.endswith(tail)]
+    return found[0] if len(found) == 1 else None
 
 
 def tower_key(name: str) -> str:

@@ -48,7 +48,10 @@ def number(value: float | None, digits: int = 2) -> str:
 
 def source_line(report: AnalysisReport) -> list[tuple[str, str, str]]:
     """``(label, path, what it is)`` triples naming what was analyzed."""
-    lines = [("checkpoint", report.checkpoint, KIND_TEXT[report.checkpoint_kind])]
+    what = KIND_TEXT[report.checkpoint_kind]
+    if report.checkpoint_kind == "lora" and report.adapter_format:
+        what = f"{report.adapter_format} LoRA adapter"
+    lines = [("checkpoint", report.checkpoint, what)]
     if report.base:
         lines.append(("base", report.base, "pre-trained weights W0"))
     if report.against:
@@ -57,8 +60,11 @@ def source_line(report: AnalysisReport) -> list[tuple[str, str, str]]:
 
 
 def rank_column(module: ModuleAnalysis) -> str:
-    """``r`` of a LoRA module, or the reference rank of a full delta in brackets."""
-    return str(module.rank) if module.kind == "lora" else f"({module.reference_rank})"
+    """``r`` of a LoRA module (with its variant when not plain LoRA), or a full delta's reference rank in
+    brackets."""
+    if module.kind != "lora":
+        return f"({module.reference_rank})"
+    return str(module.rank) if module.variant in (None, "lora") else f"{module.rank} {module.variant}"
 
 
 def side_notes(report: AnalysisReport) -> list[tuple[str, tuple[str, ...]]]:
@@ -68,9 +74,23 @@ def side_notes(report: AnalysisReport) -> list[tuple[str, tuple[str, ...]]]:
              ("in the fine-tuned model but not in the base (no W0: not analyzed)", report.not_in_base),
              ("in the base but not in the fine-tuned model", report.only_in_base),
              ("identical to the base (frozen: nothing to analyze)", report.unchanged),
-             ("trained in full by the adapter (peft modules_to_save; not low-rank, not analyzed)",
-              tuple(report.settings.get("adapter", {}).get("modules_to_save", ())))]
+             ("trained in full by the adapter (modules_to_save, heads, embeddings; not low-rank, not analyzed)",
+              tuple(f"{m.name} ({m.parameters:,} parameters)" for m in report.trained_in_full))]
     return [(text, names) for text, names in notes if names]
+
+
+def reader_notes(report: AnalysisReport) -> list[str]:
+    """What the reader resolved about the adapter file, and how DoRA's updates split (magnitude vs direction)."""
+    notes = list(report.notes)
+    dora = [m for m in report.modules if m.dora is not None]
+    if dora:
+        changes = sorted(m.dora.magnitude_change for m in dora)
+        low, high = min(m.dora.factor_min for m in dora), max(m.dora.factor_max for m in dora)
+        notes.append(f"DoRA: dW = diag(m/n)(W0 + sBA) - W0 is of full rank; the spectra above are of that whole "
+                     f"update. The learned magnitudes moved {changes[len(changes) // 2]:.3g} (median relative change "
+                     f"from W0's row norms) and rescale rows by {low:.3g} to {high:.3g}; the rank-r directional term "
+                     "sBA's spectrum is in the JSON (dora.directional_singular_values)")
+    return notes
 
 
 def recommendation_config(report: AnalysisReport) -> dict:

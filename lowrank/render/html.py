@@ -6,7 +6,7 @@ import json
 from html import escape
 
 from lowrank.render import (VERDICT_CLASS, by_type, comparisons_by_type, layer_text, number, rank_column,
-                            recommendation_config, side_notes, source_line)
+                            recommendation_config, reader_notes, side_notes, source_line)
 from lowrank.render import plots
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
@@ -76,6 +76,9 @@ def render(report: AnalysisReport) -> str:
         first = rows[0][1]
         parts.append(f"<h3>{escape(kind)} <small>({escape(first.kind)}, {first.shape[0]} x {first.shape[1]})"
                      f"</small></h3>" + _modules(rows))
+    if reader_notes(report):
+        parts.append("<h2>Notes on the adapter</h2><ul>" + "".join(
+            f"<li>{escape(note)}</li>" for note in reader_notes(report)) + "</ul>")
     notes = side_notes(report)
     if notes:
         parts.append("<h2>Modules left out</h2><ul>" + "".join(

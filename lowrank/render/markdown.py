@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from lowrank.render import (by_type, comparisons_by_type, layer_text, number, rank_column, recommendation_config,
-                            side_notes, source_line)
+                            reader_notes, side_notes, source_line)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 
@@ -25,6 +25,8 @@ def render(report: AnalysisReport) -> str:
         lines += [f"### {kind}", ""] + _modules(rows)
     if report.comparisons:
         lines += _comparisons(report)
+    if reader_notes(report):
+        lines += ["## Notes on the adapter", ""] + [f"- {note}" for note in reader_notes(report)] + [""]
     notes = side_notes(report)
     if notes:
         lines += ["## Modules left out", ""]

@@ -13,8 +13,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from lowrank.render import (by_type, comparisons_by_type, layer_text, number, rank_column, recommendation_config,
-                            side_notes, source_line)
+from lowrank.render import (by_type, comparisons_by_type, layer_text, number, rank_column, reader_notes,
+                            recommendation_config, side_notes, source_line)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 STYLE = {"raise r": "yellow", "adequate": "green", "lower r": "cyan", "not judged": "dim"}
@@ -34,6 +34,8 @@ def render(report: AnalysisReport, console: Console) -> None:
         for kind, rows in comparisons_by_type(report.comparisons).items():
             console.print(_comparison_table(kind, rows))
         console.print(_against_table(report))
+    for note in reader_notes(report):
+        console.print(Text("Note: ", style="bold dim") + Text(note, style="dim"))
     for text, names in side_notes(report):
         console.print(Text(f"{len(names)} module(s) {text}: ", style="dim") + Text(_short_list(names), style="dim"))
     console.print(_thresholds(report))
