@@ -94,8 +94,9 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtyp
             device) -> None:
     """Spectra, rank verdicts and subspace overlap of a LoRA adapter or a full fine-tune.
 
-    CHECKPOINT is a peft adapter folder, or a full model folder / safetensors file (then --base gives W0).
-    Without output options the terminal report is printed.
+    CHECKPOINT is a peft adapter folder (LoRA, DoRA, AdaLoRA, PiSSA/OLoRA; DoRA and unconverted PiSSA/OLoRA
+    need --base), a kohya or diffusers LoRA .safetensors file, or a full model folder / safetensors file (then
+    --base gives W0). Without output options the terminal report is printed.
     """
     from lowrank.analysis.run import AnalyzeConfig
     from lowrank.analysis.run import analyze as run_analysis
