@@ -10,6 +10,7 @@ into rank_pattern / alpha_pattern keyed by the escaped full module name. Modules
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 
 from lowrank import lora, spectra
 from lowrank.adapters import PREFIX
-from lowrank.compress.memory import release_freed_memory
+from lowrank.compress.memory import release_freed_memory, single_thread
 from lowrank.assets import resolve_model_path
 from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.compress import factors
@@ -138,7 +139,10 @@ def _wanted(name: str, config: ExtractConfig, saved: tuple[str, ...]) -> bool:
 
 def _factorize(tuned: Checkpoint, base: Checkpoint, chosen: list[tuple[str, str]], config: ExtractConfig,
                writer: AdapterWriter, progress: ProgressCallback | None) -> tuple[list[ModuleRecord], list[str]]:
-    """SVD and truncate each chosen module's delta, one at a time; zero deltas are listed, not adapted."""
+    """SVD and truncate each chosen module's delta, one at a time; zero deltas are listed, not adapted.
+
+    CPU SVDs run on one thread: on a shared 2-core machine a 1536 x 384 SVD took 2.2 s on two threads and 0.15 s
+    on one."""
     device = torch.device(config.device)
     records, unchanged = [], []
     for i, (name, base_name) in enumerate(chosen):
@@ -147,7 +151,8 @@ def _factorize(tuned: Checkpoint, base: Checkpoint, chosen: list[tuple[str, str]
         if not bool(delta.any()):
             unchanged.append(name)
         else:
-            svd = spectra.dense_svd(delta, dtype=torch.float32)
+            with single_thread() if device.type == "cpu" else contextlib.nullcontext():
+                svd = spectra.dense_svd(delta, dtype=torch.float32)
             del delta
             shape = svd.shape
             k = factors.choose_rank(svd.S, config.target, min(shape))
@@ -187,7 +192,8 @@ def _carry(tuned: Checkpoint, base: Checkpoint, saved: tuple[str, ...], adapted:
 
 def _not_carried(tuned: Checkpoint, base: Checkpoint, adapted: set[str], carried: set[str],
                  saved: tuple[str, ...]) -> dict[str, float]:
-    """Changed tensors the adapter leaves out -> ``||W1 - W0||_F / ||W0||_F`` (one tensor in memory at a time)."""
+    """Changed tensors the adapter leaves out -> ``||W1 - W0||_F / ||W0||_F`` (``/ ||W1||_F`` where ``W0 = 0``),
+    one tensor in memory at a time."""
     base_keys = set(base.tensors)
     left = {}
     for key, info in tuned.tensors.items():
@@ -200,8 +206,8 @@ def _not_carried(tuned: Checkpoint, base: Checkpoint, adapted: set[str], carried
             continue
         w1, w0 = tuned.tensor(key), base.tensor(other)
         change = float(torch.linalg.vector_norm(w1 - w0))
-        if change > 0:
-            left[key] = change / max(float(torch.linalg.vector_norm(w0)), 1e-30)
+        if change > 0:  # relative to ||W0||, or to ||W1|| where W0 was zero (then 1.0)
+            left[key] = change / (float(torch.linalg.vector_norm(w0)) or float(torch.linalg.vector_norm(w1)))
     return left
 
 

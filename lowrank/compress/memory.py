@@ -15,7 +15,7 @@ import torch
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
     """torch on one thread inside the block: on a loaded 2-core machine two threads made an 11008 x 16 QR 40x
-    slower (reports/analyze_benchmarks.md)."""
+    slower (reports/analyze_benchmarks.md) and a 1536 x 384 SVD 14x slower (2.2 s against 0.15 s)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -53,10 +53,12 @@ class AdapterWriter:
         """Append ``tensor`` (CPU copy, contiguous) under ``key``."""
         if key in self.header:
             raise LowrankError(f"adapter tensor {key!r} written twice")
-        tensor = tensor.detach().to("cpu").contiguous()
+        tensor = tensor.detach().to("cpu")
         if tensor.dtype not in _DTYPES:
             raise LowrankError(f"cannot write tensor {key!r} of dtype {tensor.dtype}")
-        data = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        # reshape(-1), not contiguous(): a (m, 1) column of a column-major U counts as contiguous with stride m
+        flat = tensor.contiguous().reshape(-1)
+        data = flat.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
         self.body.write(data)
         self.header[key] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape),
                             "data_offsets": [self.offset, self.offset + len(data)]}
