@@ -75,27 +75,34 @@ class LoraSource:
 
     def updates(self, wanted: set[str], dtype: torch.dtype, device: torch.device,
                 with_base: bool) -> Iterator[Update]:
-        variant = self.config.variant
         for module in self.adapter.modules.values():
-            if module.name not in wanted:
-                continue
-            B, A = (f.to(device) for f in self.adapter.factors(module))  # exact for fp32/bf16/fp16 factors
-            scale = self.adapter.scale(module)
-            w0 = self.base.weight(self.base_names[module.name], dtype).to(device) \
-                if self.base is not None and (with_base or variant in NEEDS_BASE) else None
-            parts = delta = None
-            if variant == "dora":
-                svd, parts, delta = _dora(self.adapter, module, w0, B, A, scale, dtype)
-            else:
-                with single_thread():
-                    if variant in ("pissa", "olora"):
-                        B, A = variants.started_from(B, A, *variants.principal_part(w0, module.rank, scale, variant))
-                    svd = spectra.lora_svd(B, A, scale)  # float64 QR, r x r SVD
-            w1 = None
-            if with_base and w0 is not None:  # dW formed once, in the compute dtype
-                w1 = w0 + (delta if delta is not None else (svd.U * svd.S).to(dtype) @ svd.Vh.to(dtype))
-            yield Update(module.name, "lora", module.layer_kind, module.rank, scale, svd,
-                         w0 if with_base else None, w1, variant, parts)
+            if module.name in wanted:
+                try:
+                    yield self._update(module, dtype, device, with_base)
+                except LowrankError as error:
+                    message = str(error)
+                    raise LowrankError(message if str(self.path) in message else
+                                       f"{self.path}: module {module.name}: {message}") from None
+
+    def _update(self, module: AdapterModule, dtype: torch.dtype, device: torch.device, with_base: bool) -> Update:
+        variant = self.config.variant
+        B, A = (f.to(device) for f in self.adapter.factors(module))  # exact for fp32/bf16/fp16 factors
+        scale = self.adapter.scale(module)
+        w0 = self.base.weight(self.base_names[module.name], dtype).to(device) \
+            if self.base is not None and (with_base or variant in NEEDS_BASE) else None
+        parts = delta = None
+        if variant == "dora":
+            svd, parts, delta = _dora(self.adapter, module, w0, B, A, scale, dtype)
+        else:
+            with single_thread():
+                if variant in ("pissa", "olora"):
+                    B, A = variants.started_from(B, A, *variants.principal_part(w0, module.rank, scale, variant))
+                svd = spectra.lora_svd(B, A, scale)  # float64 QR, r x r SVD
+        w1 = None
+        if with_base and w0 is not None:  # dW formed once, in the compute dtype
+            w1 = w0 + (delta if delta is not None else (svd.U * svd.S).to(dtype) @ svd.Vh.to(dtype))
+        return Update(module.name, "lora", module.layer_kind, module.rank, scale, svd,
+                      w0 if with_base else None, w1, variant, parts)
 
 
 def _dora(adapter: Adapter, module: AdapterModule, w0: torch.Tensor, B: torch.Tensor, A: torch.Tensor, scale: float,
