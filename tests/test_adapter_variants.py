@@ -15,6 +15,7 @@ from torch import nn
 
 from lowrank.analysis.run import AnalyzeConfig, analyze
 from lowrank.errors import LowrankError
+from lowrank.render import side_notes
 from lowrank.tiny_models import tiny_model
 
 PREFIX = "base_model.model."
@@ -156,7 +157,8 @@ def test_conv2d_lora_acts_as_the_flattened_matrix(tmp_path):
     assert {m.name: (m.layer_kind, tuple(m.shape)) for m in report.modules} == {
         "conv": ("conv", (8, 27)), "proj": ("conv", (6, 8))}
     assert [(f.name, f.parameters) for f in report.trained_in_full] == [("head", 14)]
-    assert any("trained in full" in note for note in report.notes)
+    assert ("trained in full by the adapter (modules_to_save, heads, embeddings; not low-rank, not analyzed)",
+            ("head (14 parameters)",)) in side_notes(report)
 
 
 @pytest.mark.parametrize("options, expected", [
