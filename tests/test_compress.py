@@ -105,7 +105,7 @@ def test_extract_below_the_delta_rank_is_the_best_approximation_and_reports_what
         # singular values split evenly: column i of B and row i of A have the same norm, sqrt(S_i)
         torch.testing.assert_close(update.B.norm(dim=0), update.A.norm(dim=1), rtol=1e-4, atol=1e-6)
     assert "bert.embeddings.LayerNorm.weight" in report.not_carried  # changed, not carried without --save-modules
-    assert report.carried == ("classifier.weight", "classifier.bias")
+    assert set(report.carried) == {"classifier.weight", "classifier.bias"}
 
 
 def test_extract_embeddings(tmp_path):
@@ -160,11 +160,14 @@ def test_resize_down_keeps_the_best_rank_k_part_and_each_module_s_scaling(tmp_pa
     for name, delta in before.items():
         u, s, vh = torch.linalg.svd(delta)
         best = (u[:, :3] * s[:3]) @ vh[:3]
-        torch.testing.assert_close(after[name], best, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(after[name], best, rtol=1e-5, atol=1e-7 * float(best.abs().max()))
     settings = json.loads((tmp_path / "small" / "adapter_config.json").read_text())
     assert settings["r"] == 3 and settings["rank_pattern"] == {}
-    # q_proj had s = 16/8 = 2, down_proj 16/6: alpha' = s * 3
-    assert settings["lora_alpha"] == 6.0 and list(settings["alpha_pattern"].values()) == [pytest.approx(8.0)]
+    # q_proj had s = 16/8 = 2, down_proj 16/6: alpha' = 3 s, so 6 and 8, one as default, one as pattern
+    assert {round(a, 6) for a in [settings["lora_alpha"], *settings["alpha_pattern"].values()]} == {6.0, 8.0}
+    new, old = adapters.read_adapter_config(tmp_path / "small"), adapters.read_adapter_config(tmp_path / "adapter")
+    for name in before:
+        assert math.isclose(new.scaling_for(name, 3), old.scaling_for(name, old.rank_for(name)))
     assert {m.original_rank for m in report.modules} == {8, 6}
     PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "small")
 
@@ -204,8 +207,13 @@ def _error_lines(result):
 
 def test_bad_input_gives_one_error_line_and_writes_nothing(invoke, tmp_path):
     _pair(tmp_path)
-    other = tiny_model("llama", "classification")
-    other.save_pretrained(tmp_path / "other")
+    from transformers import AutoModelForSequenceClassification
+
+    from lowrank.tiny_models import tiny_config
+
+    wider = tiny_config("bert")
+    wider.hidden_size = 48  # same module names, other shapes
+    AutoModelForSequenceClassification.from_config(wider).save_pretrained(tmp_path / "other")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x.txt").write_text("keep")
     tuned, base = tmp_path / "tuned", tmp_path / "base"
@@ -258,7 +266,7 @@ def test_extract_a_real_minilm_delta_and_evaluate_it(tmp_path, r8_csv):
                                    evaluation=evaluation))
     assert [m.name for m in report.modules] == ["bert.encoder.layer.0.attention.self.query",
                                                 "bert.encoder.layer.3.attention.self.query"]
-    assert len(report.unchanged) == 36 and all(m.relative_error < 1e-5 for m in report.modules)
+    assert len(report.unchanged) == 35 and all(m.relative_error < 1e-5 for m in report.modules)
     assert report.evaluation.metric == "accuracy" and report.evaluation.compressed["examples"] == 60
     assert report.evaluation.compressed["accuracy"] == report.evaluation.original["accuracy"]
     assert report.evaluation.compressed["loss"] == pytest.approx(report.evaluation.original["loss"], abs=1e-4)

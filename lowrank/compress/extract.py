@@ -103,12 +103,11 @@ def extract(config: ExtractConfig, progress: ProgressCallback | None = None) -> 
             raise
         left = _not_carried(tuned, base, adapted, set(carried), saved)
         evaluation = None
-        if dataset is not None:
-            evaluation = Evaluation(config.evaluation.data, metric_name(dataset, str(resolve_model_path(config.base))),
-                                    evaluate_model(str(resolve_model_path(config.tuned)), None, dataset,
-                                                   config.evaluation),
-                                    evaluate_model(str(resolve_model_path(config.base)), folder, dataset,
-                                                   config.evaluation))
+        if dataset is not None:  # the tuned model as it is, then the base with the new adapter
+            tuned_path, base_path = str(resolve_model_path(config.tuned)), str(resolve_model_path(config.base))
+            evaluation = Evaluation(config.evaluation.data, metric_name(dataset, base_path),
+                                    evaluate_model(tuned_path, None, dataset, config.evaluation),
+                                    evaluate_model(base_path, folder, dataset, config.evaluation))
         result = CompressReport("extract", config.tuned, str(config.out), config.target.describe(), tuple(records),
                                 tuple(carried), carried_count, left, tuple(unchanged), settings, evaluation)
         write_text_atomic(folder / REPORT_FILE, json.dumps(result.to_dict(), indent=1) + "\n")
