@@ -18,7 +18,6 @@ known prefix when the direct name is missing. GPT-2's Conv1D stores its weight a
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 import re
@@ -31,6 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from lowrank.errors import LowrankError
+from lowrank.headers import check_safetensors_header, check_shapes, read_weight_map
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 INDEX_NAME = "model.safetensors.index.json"
@@ -117,25 +117,25 @@ class Checkpoint:
 
 
 def _header(file: Path) -> dict[str, TensorInfo]:
-    """Keys, shapes and dtypes of one safetensors file, validated by ``safe_open`` (size, header, coverage)."""
+    """Keys, shapes and dtypes of one safetensors file, validated by :mod:`lowrank.headers` (length cap, duplicate
+    names, absurd dimensions) and by ``safe_open`` (dtypes, byte counts, offsets that tile the data)."""
+    check_safetensors_header(file)
     try:
         with safe_open(file, framework="pt") as handle:
             infos = {}
             for key in handle.keys():
                 part = handle.get_slice(key)
                 infos[key] = TensorInfo(key, file, tuple(part.get_shape()), str(part.get_dtype()))
-            return infos
     except (SafetensorError, OSError, ValueError) as error:
         raise LowrankError(f"{file} is not a valid safetensors file: {error}") from None
+    check_shapes(file, {key: info.shape for key, info in infos.items()})
+    return infos
 
 
 def _sharded(index_path: Path) -> dict[str, TensorInfo]:
     folder = index_path.parent
-    try:
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-        files = sorted(set(weight_map.values()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
-        raise LowrankError(f"{index_path} is not a valid safetensors index (needs a 'weight_map'): {error}") from None
+    weight_map = read_weight_map(index_path)
+    files = sorted(set(weight_map.values()))
     tensors: dict[str, TensorInfo] = {}
     for name in files:
         shard = folder / str(name)

@@ -9,7 +9,8 @@ from lowrank.errors import LowrankError
 
 
 def read_json_object(path: str | Path) -> dict:
-    """The JSON object in ``path``; raises LowrankError for an unreadable file, invalid JSON or a non-object."""
+    """The JSON object in ``path``; raises LowrankError for an unreadable file, invalid JSON (nesting deeper than
+    Python's recursion limit included) or a non-object."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -17,6 +18,8 @@ def read_json_object(path: str | Path) -> dict:
         raise LowrankError(f"cannot read {path}: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise LowrankError(f"{path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise LowrankError(f"{path} is not valid JSON for lowrank: it is nested too deeply") from None
     if not isinstance(raw, dict):
         raise LowrankError(f"{path} must hold a JSON object")
     return raw

@@ -21,6 +21,7 @@ Every error names the file.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,9 +115,31 @@ def read_adapter_config(folder: str | Path) -> AdapterConfig:
     _refuse_foreign(raw, path)
     peft_type = str(raw.get("peft_type", "LORA")).upper()
     try:
-        return _parse(raw, peft_type, path)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        config = _parse(raw, peft_type, path)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
         raise LowrankError(f"{path}: malformed {peft_type} config ({type(error).__name__}: {error})") from None
+    _check_values(config, path)
+    return config
+
+
+def _check_values(config: AdapterConfig, path: Path) -> None:
+    """Ranks >= 1, finite alphas, patterns that compile as peft's ``(.*\\.)?(pattern)$`` regex, module names as
+    strings."""
+    for name, modules in (("target_modules", config.target_modules), ("modules_to_save", config.modules_to_save)):
+        if not isinstance(modules, str) and not all(isinstance(m, str) for m in modules):
+            raise LowrankError(f"{path}: {name} must be a list of module names, got {list(modules)}")
+    alphas = [config.lora_alpha, *config.alpha_pattern.values()]
+    if config.r < 1 or any(v < 1 for v in config.rank_pattern.values()):
+        raise LowrankError(f"{path}: ranks must be >= 1, got r={config.r}, rank_pattern {config.rank_pattern}")
+    if not all(math.isfinite(a) for a in alphas):
+        raise LowrankError(f"{path}: lora_alpha and alpha_pattern must be finite numbers, got {alphas}")
+    for pattern in [*config.rank_pattern, *config.alpha_pattern]:
+        try:
+            re.compile(rf"(.*\.)?({pattern})$")
+        except re.error as error:
+            raise LowrankError(f"{path}: pattern {pattern!r} is not a valid regular expression ({error})") from None
+    if config.block_diagonal is not None and config.block_diagonal.nblocks < 1:
+        raise LowrankError(f"{path}: use_bdlora nblocks must be >= 1, got {config.block_diagonal.nblocks}")
 
 
 def _parse(raw: dict, peft_type: str, path: Path) -> AdapterConfig:
