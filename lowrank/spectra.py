@@ -30,9 +30,10 @@ class SVD:
     """Thin SVD ``M = U @ diag(S) @ Vh``.
 
     Attributes:
-        U (Tensor): left singular vectors, shape ``(m, k)``; shape ``(m, 0)`` when only values were computed.
+        U (Tensor): left singular vectors, shape ``(m, g)``; ``g = k`` for a full thin SVD, ``g < k`` when only the
+            leading vectors were kept, ``g = 0`` when only values were computed.
         S (Tensor): singular values, shape ``(k,)``, descending and ``>= 0``.
-        Vh (Tensor): right singular vectors as rows, shape ``(k, n)``; ``(0, n)`` when only values were computed.
+        Vh (Tensor): right singular vectors as rows, shape ``(g, n)``.
     """
 
     U: torch.Tensor
@@ -42,7 +43,7 @@ class SVD:
     def __post_init__(self) -> None:
         if self.S.ndim != 1 or self.U.ndim != 2 or self.Vh.ndim != 2:
             raise LowrankError(f"SVD needs U 2-D, S 1-D, Vh 2-D; got {shapes_of(self.U, self.S, self.Vh)}")
-        if self.has_vectors and (self.U.shape[1] != self.S.shape[0] or self.Vh.shape[0] != self.S.shape[0]):
+        if self.U.shape[1] != self.Vh.shape[0] or self.U.shape[1] > self.S.shape[0]:
             raise LowrankError(f"SVD factors do not agree: {shapes_of(self.U, self.S, self.Vh)}")
 
     @property
@@ -57,8 +58,8 @@ class SVD:
 
     def reconstruct(self) -> torch.Tensor:
         """``U @ diag(S) @ Vh``, shape ``(m, n)``."""
-        if not self.has_vectors:
-            raise LowrankError("this SVD holds singular values only (compute_uv=False), cannot reconstruct")
+        if self.U.shape[1] != self.S.shape[0]:
+            raise LowrankError("this SVD holds only some of its singular vectors, cannot reconstruct")
         return (self.U * self.S) @ self.Vh
 
 

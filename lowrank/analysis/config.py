@@ -23,8 +23,10 @@ class AnalyzeConfig:
         base: the pre-trained model (folder, file or registry key) giving ``W0``; enables amplification and
             intruder dimensions (``base_metrics``).
         against: a second update (adapter or full model against the same ``base``) compared module by module.
-        dtype: ``"float32"`` (default) or ``"float64"`` for dense SVDs of full deltas; factored LoRA SVDs always
-            run in float64.
+        dtype: ``"float32"`` (default): a full delta's spectrum from the eigenvalues of its float64 Gram matrix
+            (every value within ``sqrt(p u64) s_1``, about ``1e-7 s_1``; :mod:`lowrank.gram`), W0's and W1's
+            singular vectors (intruders, amplification) from float32 Gram matrices. ``"float64"``: dense float64
+            SVDs throughout (the slow reference, exact to ``u64 s_1``). Factored LoRA SVDs always run in float64.
         k: subspace dimension for phi and principal angles; None means the smaller LoRA rank of the two updates
             (``reference_rank`` when both are full deltas).
         reference_rank: the rank a full delta is judged at when no LoRA partner gives one. Default 16.

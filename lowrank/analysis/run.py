@@ -30,6 +30,7 @@ from lowrank.checkpoints import find_name, open_checkpoint
 from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
 from lowrank.analysis.results import (SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis,
                                       Sufficiency, TrainedInFull)
+from lowrank.analysis.decompose import Plan, Pool
 from lowrank.analysis.sources import LoraSource, Update, open_source
 from lowrank.assets import resolve_model_path
 from lowrank.errors import LowrankError
@@ -56,10 +57,11 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
         kept = s[: max(MIN_KEPT, energy["0.99"])]
     norm = float(torch.linalg.vector_norm(s))
     amp = intr = None
-    if update.W0 is not None and norm > 0.0:
-        amp = subspaces.amplification(update.svd, update.W0, min(r, s.numel()), generator)
-        intr = subspaces.intruder_dimensions(update.W0, update.W1, min(config.intruder_k, limit),
-                                           config.intruder_epsilon, DTYPES[config.dtype])
+    if update.base is not None and norm > 0.0:
+        amp = subspaces.amplification(update.svd, update.W0, min(r, s.numel(), update.svd.U.shape[1]), generator,
+                                      w0_top=update.base.s0)
+        intr = subspaces.intruder_dimensions(update.W0, update.W0, min(config.intruder_k, limit),
+                                             config.intruder_epsilon, u0=update.base.u0, u1=update.base.u1)
     return ModuleAnalysis(
         name=update.name, shape=tuple(shape), kind=update.kind, layer_kind=update.layer_kind, rank=update.rank,
         scale=update.scale, singular_values=tuple(float(v) for v in kept), num_singular_values=int(s.numel()),
@@ -161,24 +163,24 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
     """
     base = open_checkpoint(resolve_model_path(config.base), config.allow_pickle) if config.base else None
     with_base = base is not None and config.base_metrics
-    uv = with_base or config.against is not None
-    primary = open_source(config.checkpoint, base, config, uv)
-    other = open_source(config.against, base, config, uv) if config.against else None
+    primary = open_source(config.checkpoint, base, config)
+    other = open_source(config.against, base, config) if config.against else None
     names = _selected(primary.names, config.modules)
     if not names:
         raise LowrankError(f"no module of {primary.path} matches --modules {config.modules!r}")
     pairing = _pairing(names, _selected(other.names, config.modules)) if other else {}
     signals, sufficiency = data_verdict(config, primary, progress) if config.data else ({}, None)
-    run = _Run(config, with_base, progress, len(names) + len(pairing), signals,
+    run = _Run(config, _plan(config, with_base, primary, other), progress, len(names) + len(pairing), signals,
                sufficiency.verdict if sufficiency else None)
     against_modules, frames = run.against(other, primary, pairing) if other else ([], {})
     modules, comparisons = [], []
-    for update in primary.updates(set(names), run.dtype, run.device, with_base):
+    for update in primary.updates(set(names), run.plan, run.pool):
         ref = (other.ranks.get(pairing[update.name]) if update.name in pairing else None) or config.reference_rank
         modules.append(run.measure(update, ref, run.signals.get(update.name)))
         if pairing.get(update.name) in frames:
             comparisons.append(compare(update.name, pairing[update.name], frame_of(update, config.grid_max),
                                        frames.pop(pairing[update.name]), config.k, config.reference_rank))
+    run.pool.close()
     if not modules:
         raise LowrankError(f"{primary.path}: every matched weight equals the base's; there is no update to analyze")
     rslora = primary.config.use_rslora if isinstance(primary, LoraSource) else False
@@ -231,12 +233,11 @@ def release_freed_memory() -> None:
 class _Run:
     """Shared state of one analysis: the settings, the random generator, and the progress count."""
 
-    def __init__(self, config: AnalyzeConfig, with_base: bool, progress: ProgressCallback | None, total: int,
+    def __init__(self, config: AnalyzeConfig, plan: Plan, progress: ProgressCallback | None, total: int,
                  signals: dict[str, Signals], model_verdict: str | None):
-        self.config, self.with_base, self.progress, self.total = config, with_base, progress, total
+        self.config, self.plan, self.progress, self.total = config, plan, progress, total
         self.signals, self.model_verdict = signals, model_verdict
-        self.dtype = DTYPES[config.dtype]
-        self.device = torch.device(config.device)
+        self.pool = Pool(torch.get_num_threads())
         self.generator = torch.Generator().manual_seed(config.seed)
         self.done = 0
 
@@ -252,11 +253,19 @@ class _Run:
         """Analyze the ``--against`` update's matched modules, keeping their top singular vectors."""
         theirs_to_mine = {theirs: mine for mine, theirs in pairing.items()}
         modules, frames = [], {}
-        for update in other.updates(set(theirs_to_mine), self.dtype, self.device, self.with_base):
+        for update in other.updates(set(theirs_to_mine), self.plan, self.pool):
             ref = primary.ranks.get(theirs_to_mine[update.name]) or self.config.reference_rank
             modules.append(self.measure(update, ref))
             frames[update.name] = frame_of(update, self.config.grid_max)
         return modules, frames
+
+
+def _plan(config: AnalyzeConfig, with_base: bool, primary, other) -> Plan:
+    """How the run decomposes modules: full deltas keep enough leading vectors for amplification at any judged
+    rank and for the phi grid, when base metrics or a comparison need vectors at all."""
+    ranks = [*primary.ranks.values(), *(other.ranks.values() if other else ())]
+    keep = max(config.grid_max, config.reference_rank, *ranks) if with_base or other is not None else 0
+    return Plan(DTYPES[config.dtype], torch.device(config.device), with_base, keep, config.intruder_k)
 
 
 def _union(first, second) -> tuple[str, ...]:

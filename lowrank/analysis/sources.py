@@ -1,11 +1,11 @@
-"""Where updates come from, one module at a time: a peft adapter folder (``dW = s B A`` as factors, factored SVD,
-exact, ``O((m + n) r^2)``) or a full model against the base (``dW = W1 - W0``, exact dense SVD). Each source lists
-its modules from file headers and yields :class:`Update` records lazily, so memory stays bounded by one module.
+"""Where updates come from, one module at a time: an adapter (``dW = s B A`` as factors, factored SVD, exact,
+``O((m + n) r^2)``; DoRA and PiSSA/OLoRA built with the base) or a full model against the base (``dW = W1 - W0``,
+its spectrum from :mod:`lowrank.analysis.decompose`). Each source lists its modules from file headers and yields
+:class:`Update` records lazily, so memory stays bounded by one module (and the next one being read).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -18,13 +18,16 @@ from lowrank.adapters.reader import NEEDS_BASE
 from lowrank.adapters.kohya import is_single_file_lora
 from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.analysis.config import AnalyzeConfig
+from lowrank.analysis.prefetch import prefetched
 from lowrank.analysis.results import DoraParts
+from lowrank.analysis.decompose import BaseVectors, Plan, Pool, base_vectors, delta_svd, single_thread, top_vectors
 from lowrank.errors import LowrankError
 
 
 @dataclass(frozen=True)
 class Update:
-    """One module's update, ready to measure: its SVD and, when a base is known, ``W0`` and ``W1 = W0 + dW``."""
+    """One module's update, ready to measure: its SVD and, with base metrics, ``W0`` and the singular vectors of W0
+    and ``W1 = W0 + dW`` that amplification and intruders need."""
 
     name: str
     kind: str
@@ -33,22 +36,9 @@ class Update:
     scale: float | None
     svd: spectra.SVD
     W0: torch.Tensor | None
-    W1: torch.Tensor | None
+    base: BaseVectors | None
     variant: str | None = None
     dora: DoraParts | None = None
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block: the factored SVD's tall-skinny QRs (m x r) are too small to
-    gain from threads, and on a loaded 2-core machine two threads made each QR 40x slower (166 ms vs 4 ms for
-    11008 x 16 measured here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class LoraSource:
@@ -73,40 +63,45 @@ class LoraSource:
         self.only_in_base: tuple[str, ...] = ()
         self.unchanged: list[str] = []
 
-    def updates(self, wanted: set[str], dtype: torch.dtype, device: torch.device,
-                with_base: bool) -> Iterator[Update]:
+    def updates(self, wanted: set[str], plan: Plan, pool: Pool) -> Iterator[Update]:
         for module in self.adapter.modules.values():
             if module.name in wanted:
                 try:
-                    yield self._update(module, dtype, device, with_base)
+                    yield self._update(module, plan, pool)
                 except LowrankError as error:
                     message = str(error)
                     raise LowrankError(message if str(self.path) in message else
                                        f"{self.path}: module {module.name}: {message}") from None
 
-    def _update(self, module: AdapterModule, dtype: torch.dtype, device: torch.device, with_base: bool) -> Update:
+    def _update(self, module: AdapterModule, plan: Plan, pool: Pool) -> Update:
         variant = self.config.variant
-        B, A = (f.to(device) for f in self.adapter.factors(module))  # exact for fp32/bf16/fp16 factors
+        B, A = (f.to(plan.device) for f in self.adapter.factors(module))  # exact for fp32/bf16/fp16 factors
         scale = self.adapter.scale(module)
-        w0 = self.base.weight(self.base_names[module.name], dtype).to(device) \
+        with_base = plan.with_base and self.base is not None
+        w0 = self.base.weight(self.base_names[module.name], plan.dtype).to(plan.device) \
             if self.base is not None and (with_base or variant in NEEDS_BASE) else None
         parts = delta = None
         if variant == "dora":
-            svd, parts, delta = _dora(self.adapter, module, w0, B, A, scale, dtype)
+            svd, parts, delta = _dora(self.adapter, module, w0, B, A, scale, plan)
         else:
             with single_thread():
                 if variant in ("pissa", "olora"):
                     B, A = variants.started_from(B, A, *variants.principal_part(w0, module.rank, scale, variant))
                 svd = spectra.lora_svd(B, A, scale)  # float64 QR, r x r SVD
-        w1 = None
-        if with_base and w0 is not None:  # dW formed once, in the compute dtype
-            w1 = w0 + (delta if delta is not None else (svd.U * svd.S).to(dtype) @ svd.Vh.to(dtype))
+        base = None
+        if with_base:  # dW formed once, in the compute dtype
+            w1 = w0 + (delta if delta is not None else (svd.U * svd.S).to(plan.dtype) @ svd.Vh.to(plan.dtype))
+            (u0, s0), u1 = pool.run(lambda: base_vectors(w0, plan), lambda: top_vectors(w1, plan))
+            base = BaseVectors(u0, s0, u1)
         return Update(module.name, "lora", module.layer_kind, module.rank, scale, svd,
-                      w0 if with_base else None, w1, variant, parts)
+                      w0 if with_base else None, base, variant, parts)
+
+
+DORA_VECTORS = 64  # leading singular vectors kept of a DoRA update (for amplification and --against)
 
 
 def _dora(adapter: Adapter, module: AdapterModule, w0: torch.Tensor, B: torch.Tensor, A: torch.Tensor, scale: float,
-          dtype: torch.dtype) -> tuple[spectra.SVD, DoraParts, torch.Tensor]:
+          plan: Plan) -> tuple[spectra.SVD, DoraParts, torch.Tensor]:
     """The dense SVD of DoRA's ``dW``, its parts (the directional term's spectrum, the magnitude change), and dW."""
     update = variants.dora_update(w0, B, A, scale, adapter.magnitude(module).to(w0.device),
                                   embedding=module.layer_kind == "embedding")
@@ -114,7 +109,8 @@ def _dora(adapter: Adapter, module: AdapterModule, w0: torch.Tensor, B: torch.Te
     parts = DoraParts(directional_singular_values=tuple(float(v) for v in directional),
                       magnitude_change=update.magnitude_change, factor_min=float(update.factor.min()),
                       factor_max=float(update.factor.max()))
-    return spectra.dense_svd(update.delta, dtype=dtype, compute_uv=True), parts, update.delta
+    return delta_svd(update.delta, Plan(plan.dtype, plan.device, plan.with_base, max(plan.keep, DORA_VECTORS))), \
+        parts, update.delta
 
 
 def _base_name(name: str, available: set[str], flat: dict[str, str], towers: dict[str, str]) -> str | None:
@@ -162,11 +158,13 @@ def _base_names(source: LoraSource, base: Checkpoint) -> dict[str, str]:
 
 
 class FullSource:
-    """A full fine-tuned model against the base: ``dW = W1 - W0`` per matched 2-D weight, exact dense SVD."""
+    """A full fine-tuned model against the base: ``dW = W1 - W0`` per matched weight, its singular values from
+    the float64 Gram route (:func:`lowrank.gram.gram_svd`) and its top ``keep`` singular vectors (0: values only).
+    The next module's weights are read on a background thread while the current one is decomposed."""
 
     kind = "full"
 
-    def __init__(self, path: Path, base: Checkpoint | None, allow_pickle: bool, compute_uv: bool):
+    def __init__(self, path: Path, base: Checkpoint | None, allow_pickle: bool, keep: int = 0):
         if base is None:
             raise LowrankError(f"{path} is a full model, not a peft adapter (no adapter_config.json); pass "
                                "--base MODEL to give the pre-trained weights W0")
@@ -179,35 +177,41 @@ class FullSource:
         self.shapes = {name: self.tuned.weight_shape(name) for name in self.names}
         self.ranks: dict[str, int] = {}
         self.not_in_base, self.only_in_base = match.only_tuned, match.only_base
-        self.compute_uv = compute_uv
+        self.keep = keep
         self.unchanged: list[str] = []
 
-    def updates(self, wanted: set[str], dtype: torch.dtype, device: torch.device,
-                with_base: bool) -> Iterator[Update]:
-        """One module at a time: W1 and W0 read (W0 dropped at once unless base metrics need it), dW formed
-        in place, its SVD taken; peak memory is about three ``(out, in)`` matrices in the compute dtype."""
-        keep = with_base and self.compute_uv
-        for name, base_name in self.pairs:
-            if name not in wanted:
-                continue
-            w1, w0 = self.tuned.weight(name, dtype).to(device), self.base.weight(base_name, dtype).to(device)
-            delta = w1 - w0 if keep else w1.sub_(w0)
-            if not keep:
+    def updates(self, wanted: set[str], plan: Plan, pool: Pool) -> Iterator[Update]:
+        """One module at a time: W1 and W0 read (the next module's on a background thread), dW formed (in place
+        when W0 and W1 are not needed), then dW's spectrum, and with base metrics W0's and W1's singular vectors,
+        decomposed side by side; peak memory is a few ``(out, in)`` matrices."""
+        pairs = [(name, base_name) for name, base_name in self.pairs if name in wanted]
+        read = ((name, self.tuned.weight(name, plan.dtype), self.base.weight(base_name, plan.dtype))
+                for name, base_name in pairs)
+        for name, w1, w0 in prefetched(read):
+            w1, w0 = w1.to(plan.device), w0.to(plan.device)
+            delta = w1 - w0 if plan.with_base else w1.sub_(w0)
+            if not plan.with_base:
                 del w0, w1
             if not bool(delta.any()):
                 self.unchanged.append(name)
                 continue
-            svd = spectra.dense_svd(delta, dtype=dtype, compute_uv=self.compute_uv)
+            base = None
+            if plan.with_base:
+                svd, (u0, s0), u1 = pool.run(lambda: delta_svd(delta, plan), lambda: base_vectors(w0, plan),
+                                             lambda: top_vectors(w1, plan))
+                base = BaseVectors(u0, s0, u1)
+                del w1
+            else:
+                svd = delta_svd(delta, plan)
             del delta
-            yield Update(name, "full", module_kind(name), None, None, svd, w0 if keep else None,
-                         w1 if keep else None)
+            yield Update(name, "full", module_kind(name), None, None, svd, w0 if plan.with_base else None, base)
 
 
-def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig, compute_uv: bool):
+def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig):
     """A :class:`LoraSource` for a peft adapter folder, else a :class:`FullSource` (which needs ``base``)."""
     where = Path(path).expanduser()
     if not where.exists():
         raise LowrankError(f"{where} does not exist")
     if (where.is_dir() and is_adapter_folder(where)) or is_single_file_lora(where):
         return LoraSource(where, base, config.allow_pickle)
-    return FullSource(where, base, config.allow_pickle, compute_uv)
+    return FullSource(where, base, config.allow_pickle)

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from lowrank.errors import LowrankError
-from lowrank.spectra import SVD, checked_int, checked_matrix, dense_svd, shapes_of, top_singular_values
+from lowrank.gram import gram_svd, left_singular_vectors
+from lowrank.spectra import SVD, checked_int, checked_matrix, shapes_of, top_singular_values
 
 _ORTHO_ATOL = 1e-3  # how far U^T U may be from I (max abs entry) for "orthonormal columns"
 
@@ -160,7 +161,8 @@ def _random_frame(d: int, r: int, generator: torch.Generator) -> torch.Tensor:
     return torch.linalg.qr(torch.randn(d, r, generator=generator, dtype=torch.float64))[0]
 
 
-def amplification(delta: SVD, W0: torch.Tensor, r: int, generator: torch.Generator, draws: int = 8) -> Amplification:
+def amplification(delta: SVD, W0: torch.Tensor, r: int, generator: torch.Generator, draws: int = 8,
+                  w0_top: torch.Tensor | None = None) -> Amplification:
     """Amplification factor of an update ``dW = U diag(S) Vh`` relative to the pre-trained ``W0`` (Hu et al. sec. 7).
 
     .. math::
@@ -176,6 +178,8 @@ def amplification(delta: SVD, W0: torch.Tensor, r: int, generator: torch.Generat
         r (int): number of directions, ``1 <= r <= k``.
         generator (torch.Generator): draws the random frames (and the Lanczos start for large ``W0``).
         draws (int): random frames averaged for ``random_projected_norm``. Default 8.
+        w0_top (Tensor): W0's singular values when already known (descending, at least ``r``); else its top ``r``
+            are computed here.
 
     Raises LowrankError on mismatched shapes, an SVD without vectors, a zero ``dW`` or a zero projection.
     """
@@ -184,7 +188,7 @@ def amplification(delta: SVD, W0: torch.Tensor, r: int, generator: torch.Generat
     w0 = checked_matrix(W0, "W0").detach().to(torch.float64)
     if tuple(w0.shape) != delta.shape:
         raise LowrankError(f"W0 has shape {tuple(w0.shape)} but dW has shape {delta.shape}")
-    checked_int(r, "r", 1, delta.S.shape[0])
+    checked_int(r, "r", 1, delta.U.shape[1])
     checked_int(draws, "draws", 1, 10_000)
     u = delta.U[:, :r].detach().to(w0.device, torch.float64)
     v = delta.Vh[:r].detach().to(w0.device, torch.float64).T
@@ -198,7 +202,7 @@ def amplification(delta: SVD, W0: torch.Tensor, r: int, generator: torch.Generat
                                        @ _random_frame(n, r, generator).to(w0.device)))
         for _ in range(draws)
     ]
-    top = top_singular_values(w0, r, generator)
+    top = w0_top[:r].to(torch.float64) if w0_top is not None else top_singular_values(w0, r, generator)
     return Amplification(delta_norm=delta_norm, projected_norm=projected, factor=delta_norm / projected,
                          w_top_projected_norm=float(torch.linalg.vector_norm(top)),
                          random_projected_norm=sum(rand) / draws)
@@ -218,21 +222,25 @@ class Intruders(_Record):
 
 
 def intruder_dimensions(W0: torch.Tensor, W1: torch.Tensor, k: int = 10, epsilon: float = 0.5,
-                        dtype: torch.dtype = torch.float32) -> Intruders:
+                        dtype: torch.dtype = torch.float64, u0: torch.Tensor | None = None,
+                        u1: torch.Tensor | None = None) -> Intruders:
     """Count top singular directions of ``W1`` that are new relative to all singular directions of ``W0``.
 
     .. math::
         c_i = \\max_j |u_i(W_1)^T u_j(W_0)|,\\ i \\le k;\\qquad \\text{count} = \\#\\{i : c_i < \\epsilon\\}
 
-    ``u_j(W0)`` ranges over all ``min(m, n)`` left singular vectors of W0 (a dense SVD, on W0's device). LoRA at
-    small rank produces such intruders; full fine-tuning rarely does.
+    ``u_j(W0)`` ranges over all ``min(m, n)`` left singular vectors of W0. Both sides come from the eigenvectors of
+    the smaller Gram matrix (:mod:`lowrank.gram`, on W0's device), W1's top ``k`` only. LoRA at small rank produces
+    such intruders; full fine-tuning rarely does.
 
     Args:
         W0 (Tensor): pre-trained weight, shape ``(m, n)``.
         W1 (Tensor): fine-tuned weight, same shape.
         k (int): top singular vectors of W1 to examine, ``1 <= k <= min(m, n)``. Default 10.
         epsilon (float): cosine threshold in ``(0, 1]``. Default 0.5 (the paper's code).
-        dtype: float32 (default) or float64 for the SVDs.
+        dtype: float64 (default) or float32 for the eigendecompositions.
+        u0 (Tensor): W0's left singular vectors when already known, shape ``(m, min(m, n))``; u1: W1's top
+            ``k`` when already known, shape ``(m, k)`` (W1 itself is then not used).
 
     Raises LowrankError on mismatched shapes or out-of-range ``k``/``epsilon``.
     """
@@ -243,8 +251,8 @@ def intruder_dimensions(W0: torch.Tensor, W1: torch.Tensor, k: int = 10, epsilon
     checked_int(k, "k", 1, min(W0.shape))
     if not 0.0 < epsilon <= 1.0:
         raise LowrankError(f"epsilon must be in (0, 1], got {epsilon}")
-    u0 = dense_svd(W0, dtype=dtype).U
-    u1 = dense_svd(W1.to(W0.device), dtype=dtype).U[:, :k]
+    u0 = (u0 if u0 is not None else left_singular_vectors(W0, dtype)[0]).to(dtype)
+    u1 = (u1 if u1 is not None else gram_svd(W1.to(W0.device), k, dtype).U)[:, :k].to(u0.device, dtype)
     max_cos = tuple(float(c) for c in (u1.T @ u0).abs().amax(dim=1).cpu())
     return Intruders(count=sum(c < epsilon for c in max_cos), max_cos=max_cos, k=k, epsilon=epsilon,
                      floor=1.0 / math.sqrt(W0.shape[0]))

@@ -1,0 +1,97 @@
+"""lowrank.gram and the decomposition routes against float64 numpy on matrices with known spectra, including
+ill-conditioned ones; the read-ahead thread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lowrank.analysis.decompose import Plan, base_vectors, delta_svd, top_vectors
+from lowrank.analysis.prefetch import prefetched
+from lowrank.analysis.subspaces import intruder_dimensions
+from lowrank.gram import gram_svd, left_singular_vectors
+
+
+def planted(m: int, n: int, spectrum: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """``U diag(spectrum) V^T`` with random orthonormal U, V (float64), and U, V."""
+    rng = np.random.default_rng(seed)
+    p = len(spectrum)
+    U = np.linalg.qr(rng.standard_normal((m, p)))[0]
+    V = np.linalg.qr(rng.standard_normal((n, p)))[0]
+    return torch.from_numpy((U * spectrum) @ V.T), U, V
+
+
+SPECTRA = {"flat": np.linspace(2.0, 1.0, 40), "decaying": 0.7 ** np.arange(40),
+           "ill-conditioned": np.logspace(0, -12, 40), "rank 5 of 40": np.r_[np.linspace(3, 1, 5), np.zeros(35)]}
+
+
+@pytest.mark.parametrize("name", SPECTRA)
+@pytest.mark.parametrize("shape", [(40, 90), (90, 40)])
+def test_gram_route_is_within_its_stated_bound(name, shape):
+    spectrum = SPECTRA[name]
+    M, U, V = planted(*shape, spectrum)
+    svd = gram_svd(M, keep=5)
+    p = min(shape)
+    bound = np.sqrt(10 * p * np.finfo(float).eps) * spectrum[0]  # sqrt(c p u) s_1
+    assert np.max(np.abs(svd.S.numpy() - spectrum)) <= bound
+    large = spectrum > 1e-3 * spectrum[0]  # values above 1e-3 s_1: within c p u s_1^2 / s_i
+    assert np.all(np.abs(svd.S.numpy() - spectrum)[large] <= 10 * p * np.finfo(float).eps * spectrum[0] ** 2
+                  / spectrum[large])
+    gaps = np.abs(np.diff(spectrum[:6]))
+    if name != "flat" and gaps.min() > 0.01:  # well-separated top vectors are exact up to sign
+        np.testing.assert_allclose(np.abs(np.sum(svd.U.numpy() * U[:, :5], axis=0)), 1.0, atol=1e-9)
+        np.testing.assert_allclose(np.abs(np.sum(svd.Vh.numpy().T * V[:, :5], axis=0)), 1.0, atol=1e-9)
+    U_all, _ = left_singular_vectors(M)
+    np.testing.assert_allclose(U_all.T @ U_all, np.eye(p), atol=1e-10)  # an orthonormal frame, zeros included
+
+
+def test_gram_values_agree_with_dense_float64_svd_to_1e_5_of_the_largest():
+    generator = torch.Generator().manual_seed(1)
+    M = 2e-4 * torch.randn(300, 16, generator=generator) @ torch.randn(16, 120, generator=generator) \
+        + 1e-3 * torch.randn(300, 120, generator=generator)
+    reference = np.linalg.svd(M.double().numpy(), compute_uv=False)
+    fast = delta_svd(M, Plan(torch.float32, torch.device("cpu"), True, keep=8)).S.numpy()
+    dense = delta_svd(M, Plan(torch.float64, torch.device("cpu"), True, keep=8)).S.numpy()
+    assert np.max(np.abs(fast - reference)) <= 1e-5 * reference[0]
+    assert np.max(np.abs(dense - reference)) <= 1e-12 * reference[0]
+
+
+def test_intruders_from_the_gram_route_equal_those_from_dense_svds():
+    """On a W0 whose singular values are distinct (gaps of 15%, a 2e3 range); within a cluster of equal values
+    the vectors, and so max_cos, are not unique for any solver."""
+    generator = torch.Generator().manual_seed(2)
+    W0 = planted(64, 48, 0.85 ** np.arange(48), seed=3)[0]
+    W1 = W0 + 0.5 * torch.randn(64, 3, generator=generator, dtype=torch.float64) @ torch.randn(
+        3, 48, generator=generator, dtype=torch.float64)
+    plan = Plan(torch.float32, torch.device("cpu"), True, intruder_k=10)
+    u0, _ = base_vectors(W0, plan)
+    fast = intruder_dimensions(W0, W1, 10, 0.5, u0=u0, u1=top_vectors(W1, plan))
+    u_ref0, u_ref1 = np.linalg.svd(W0.numpy())[0], np.linalg.svd(W1.numpy())[0][:, :10]
+    reference = np.abs(u_ref1.T @ u_ref0).max(axis=1)
+    np.testing.assert_allclose(fast.max_cos, reference, atol=1e-9)
+    assert fast.count == int((reference < 0.5).sum())
+
+
+def test_prefetch_keeps_order_raises_where_it_failed_and_stops_when_closed():
+    assert list(prefetched(iter(range(20)), depth=2)) == list(range(20))
+
+    def failing():
+        yield 1
+        raise ValueError("bad shard")
+
+    items = prefetched(failing())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="bad shard"):
+        next(items)
+    produced = []
+
+    def endless():
+        for i in range(10**6):
+            produced.append(i)
+            yield i
+
+    items = prefetched(endless())
+    assert next(items) == 0
+    items.close()
+    assert len(produced) < 10
