@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowrank.assets import package_folder
+from lowrank.data.validate import check_rows
 from lowrank.errors import LowrankError
 
 TEXT_SETS = {
@@ -75,26 +76,40 @@ def _read_tab(path: Path) -> list[dict]:
 
 
 def _load_local(path: Path) -> TextDataset:
+    try:
+        rows = _read_rows(path)
+    except UnicodeDecodeError as error:
+        raise LowrankError(f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at position "
+                           f"{error.start}); convert it to UTF-8") from None
+    except csv.Error as error:
+        raise LowrankError(f"{path} is not a readable CSV file: {error}") from None
+    except OSError as error:
+        raise LowrankError(f"cannot read {path}: {error.strerror or error}") from None
+    if not rows:
+        raise LowrankError(f"{path} holds no rows")
+    if "text" not in rows[0]:
+        raise LowrankError(f"{path} has columns {sorted(map(str, rows[0]))}; it needs a 'text' column "
+                           "(and 'label' for classification)")
+    check_rows(rows, path)
+    train, test = _split(rows)
+    if any("label" in r for r in rows):
+        return _labelled(str(path), train, test)
+    return TextDataset(str(path), tuple(r["text"] for r in train), tuple(r["text"] for r in test))
+
+
+def _read_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     if suffix == ".txt":
         paragraphs = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
         rows = [{"text": p} for p in paragraphs]
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding="utf-8-sig", newline="") as handle:  # -sig: a byte-order mark is not a column
             rows = list(csv.DictReader(handle))
     elif suffix in (".jsonl", ".json"):
         rows = _read_jsonl(path)
     else:
         raise LowrankError(f"{path}: unsupported data file type {suffix!r}; use .csv, .jsonl or .txt")
-    if not rows:
-        raise LowrankError(f"{path} holds no rows")
-    if "text" not in rows[0]:
-        raise LowrankError(f"{path} has columns {sorted(rows[0])}; it needs a 'text' column "
-                           "(and 'label' for classification)")
-    train, test = _split(rows)
-    if "label" in rows[0]:
-        return _labelled(str(path), train, test)
-    return TextDataset(str(path), tuple(r["text"] for r in train), tuple(r["text"] for r in test))
+    return rows
 
 
 def _read_jsonl(path: Path) -> list[dict]:
