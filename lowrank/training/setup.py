@@ -15,6 +15,7 @@ from lowrank.data.batches import ImageSet, TokenizedSet, tokenize_classification
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP, is_mlp_spec
+from lowrank.training import checks
 from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR, TrainConfig
 from lowrank.training.images import is_image_model, load_image_task
 
@@ -47,6 +48,7 @@ def prepare(config: TrainConfig) -> Setup:
     image = is_image_model(config.model)
     model, tokenizer, model_path, task, train_set, test_set = (_image_inputs if image else _text_inputs)(config)
     lora_config, adapted = _adapt(model, config, task)
+    checks.check_ranks(model)
     device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
                           "cpu" if config.device == "auto" else config.device)
     model.to(device)
@@ -71,12 +73,15 @@ def _text_inputs(config: TrainConfig) -> tuple:
     """A Hugging Face model (new classifier head, or causal LM) and its tokenized data."""
     dataset = load_text_dataset(config.data)
     model_path = str(assets.resolve_model_path(config.model))
+    checks.check_tokenizer_files(Path(model_path))
     task = _task(config, dataset)
     if task == "classification":
         model, tokenizer = assets.load_classifier(config.model, dataset.num_labels)
     else:
         model, tokenizer = assets.load_causal_lm(config.model)
+    checks.check_max_length(model, config.max_length)
     train_set, test_set = _tokenize(dataset, tokenizer, task, config)
+    checks.check_token_ids(model, (train_set, test_set), model_path)
     return model, tokenizer, model_path, task, train_set, test_set
 
 
