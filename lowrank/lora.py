@@ -139,14 +139,15 @@ class LoraLayer(nn.Module):
         self._initialize(init, generator)
 
     def _initialize(self, init: str, generator: torch.Generator | None) -> None:
+        """Draw on the CPU (where ``generator`` lives) in float32 and copy: the same factors on every device."""
         with torch.no_grad():
             if self.kind == "embedding":
-                self.lora_B.normal_(generator=generator)
+                self.lora_B.copy_(torch.empty(self.lora_B.shape).normal_(generator=generator))
             elif init == "gaussian":
-                self.lora_A.normal_(0.0, 1.0 / self.r, generator=generator)
+                self.lora_A.copy_(torch.empty(self.lora_A.shape).normal_(0.0, 1.0 / self.r, generator=generator))
             else:  # kaiming_uniform_(a=sqrt(5)) as in nn.Linear and peft: bound = 1 / sqrt(fan_in)
                 bound = 1.0 / math.sqrt(self.lora_A.shape[1])
-                self.lora_A.uniform_(-bound, bound, generator=generator)
+                self.lora_A.copy_(torch.empty(self.lora_A.shape).uniform_(-bound, bound, generator=generator))
 
     def delta_weight(self) -> torch.Tensor:
         """s * B A in the layout of ``base_layer.weight``."""

@@ -13,8 +13,9 @@ Backward, from G = dL/dH (N, out):
     dA = v^T D(X)                     (r, in)
     dB = s G^T u                      (out, r)
     dW = G^T X, db = sum G            only when the base weight / bias require grad (never under LoRA training)
-Saved for backward: X and u (and a one-byte dropout mask when p > 0; D(X) is rebuilt from X and the mask);
-nothing full-size else, no copy of X for dropout when p = 0.
+Saved for backward: X and u (and a one-byte dropout mask when p > 0; D(X) is rebuilt from X and the mask), and
+W, A, B as cast to the compute dtype (the parameters themselves when no cast was needed; under autocast a cast
+weight, as autocast's own linear keeps); nothing full-size else, no copy of X for dropout when p = 0.
 
 Precision: the product runs in the compute dtype, which is autocast's dtype when autocast is on for x's device,
 else x's dtype. W, b, A and B are cast to it (a no-op when they already match; A and B are small). Gradients of A
@@ -54,20 +55,21 @@ class LoraLinearFunction(torch.autograd.Function):
                 u = X @ A.T
             H = torch.addmm(bias.to(dtype), X, W.T) if bias is not None else X @ W.T
             H.addmm_(u, B.T, alpha=scaling)
-        ctx.save_for_backward(X, u, weight, lora_A, lora_B, mask)
-        ctx.scaling, ctx.dropout, ctx.dtype, ctx.has_bias = scaling, dropout, dtype, bias is not None
-        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
+        ctx.save_for_backward(X, u, W, A, B, mask)  # W, A, B as cast: backward casts nothing again
+        ctx.scaling, ctx.dropout, ctx.dtype = scaling, dropout, dtype
+        ctx.x_shape, ctx.x_dtype, ctx.has_bias = x.shape, x.dtype, bias is not None
+        ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None, lora_A.dtype, lora_B.dtype)
         return H.reshape(*x.shape[:-1], H.shape[-1])
 
     @staticmethod
     def backward(ctx, grad):
-        X, u, weight, lora_A, lora_B, mask = ctx.saved_tensors
+        X, u, W, A, B, mask = ctx.saved_tensors
         s, dtype = ctx.scaling, ctx.dtype
+        w_dtype, b_dtype, a_dtype, bb_dtype = ctx.dtypes
         need_x, need_w, need_b, need_a, need_bb = ctx.needs_input_grad[:5]
         dx = dW = db = dA = dB = None
         with torch.autocast(grad.device.type, enabled=False):
             G = grad.reshape(-1, grad.shape[-1]).to(dtype)
-            W, A, B = weight.to(dtype), lora_A.to(dtype), lora_B.to(dtype)
             v = (G @ B).mul_(s)
             if need_x:
                 if mask is None:
@@ -77,13 +79,13 @@ class LoraLinearFunction(torch.autograd.Function):
                 dx = dX.reshape(ctx.x_shape).to(ctx.x_dtype)
             if need_a:
                 dropped = X if mask is None else X * mask * (1.0 / (1.0 - ctx.dropout))
-                dA = (v.T @ dropped).to(lora_A.dtype)
+                dA = (v.T @ dropped).to(a_dtype)
             if need_bb:
-                dB = (G.T @ u).mul_(s).to(lora_B.dtype)
+                dB = (G.T @ u).mul_(s).to(bb_dtype)
             if need_w:
-                dW = (G.T @ X).to(weight.dtype)
+                dW = (G.T @ X).to(w_dtype)
             if need_b and ctx.has_bias:
-                db = G.sum(0).to(weight.dtype)
+                db = G.sum(0).to(b_dtype)
         return dx, dW, db, dA, dB, None, None, None
 
 

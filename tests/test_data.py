@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from lowrank.data.batches import IGNORE_INDEX, epoch_order, eval_batches, iter_batches, tokenize_classification, tokenize_lm
+from lowrank.data.batches import IGNORE_INDEX, TokenizedSet, epoch_order, eval_batches, iter_batches, tokenize_classification, tokenize_lm
 from lowrank.data.text import load_text_dataset
 from lowrank.errors import LowrankError
 
@@ -69,7 +70,34 @@ def test_batches_pad_truncate_and_cover_every_example(minilm_tokenizer):
     seen = [i for b in iter_batches(data, 2, seed=1, epoch=0) for i in b]
     assert sorted(seen) == [0, 1, 2] and epoch_order(100, 1, 0) != epoch_order(100, 1, 1)
     assert epoch_order(100, 1, 0) == epoch_order(100, 1, 0)
-    assert [i for b in eval_batches(data, 2, None) for i in b] == [0, 1, 2]
+    assert [i for b in eval_batches(data, 2, None) for i in b] == [1, 2, 0]  # longest first
+
+
+def test_bucketed_batches_cover_each_example_once_with_less_padding():
+    lengths = torch.randint(1, 60, (1000,), generator=torch.Generator().manual_seed(0))
+    data = TokenizedSet(tuple(tuple(range(1, n + 1)) for n in lengths.tolist()), (0,) * 1000, pad_id=0)
+    epoch = list(iter_batches(data, 16, seed=2, epoch=1))
+    assert sorted(i for b in epoch for i in b) == list(range(1000)) and epoch == list(iter_batches(data, 16, 2, 1))
+    assert epoch != list(iter_batches(data, 16, 2, 2))
+
+    def padding(batches):
+        return sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in batches)
+
+    shuffled = [epoch_order(1000, 2, 1)[i: i + 16] for i in range(0, 1000, 16)]
+    assert padding(epoch) < padding(shuffled) / 5
+
+
+def test_collate_equals_padding_row_by_row(minilm_tokenizer):
+    texts = tuple(f"text number {i} " * (i % 7 + 1) for i in range(20))
+    data = tokenize_classification(minilm_tokenizer, texts, tuple(i % 3 for i in range(20)), max_length=24)
+    indices = [5, 0, 19, 3]
+    batch = data.collate(indices)
+    width = max(len(data.input_ids[i]) for i in indices)
+    for row, i in enumerate(indices):
+        ids = list(data.input_ids[i])
+        assert batch["input_ids"][row].tolist() == ids + [data.pad_id] * (width - len(ids))
+        assert batch["attention_mask"][row].tolist() == [1] * len(ids) + [0] * (width - len(ids))
+    assert batch["labels"].tolist() == [data.labels[i] for i in indices]
 
 
 def test_lm_blocks_are_full_and_labels_are_inputs(minilm_tokenizer):

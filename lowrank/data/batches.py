@@ -3,11 +3,19 @@
 Classification examples are truncated to ``max_length`` and padded per batch; language-modelling text is joined
 with the end-of-sequence token and cut into blocks of ``max_length`` tokens, whose labels are the inputs.
 Images (:class:`ImageSet`) are rows of a float32 matrix and batch as ``{"x", "labels"}``.
+
+A tokenized set is laid out once as a padded (n, longest) table and a length vector; a batch is one gather of rows
+and columns [0, longest in the batch) and a mask ``arange(width) < length``: no per-row Python work.
+Classification batches are length-bucketed (:func:`iter_batches`): each run of ``BUCKET_BATCHES`` batches of the
+shuffled order is sorted by length before it is cut, and the batches are then shuffled, so a batch holds examples
+of similar length (less padding) while every example still appears once per epoch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import chain
 from typing import Iterator
 
 import torch
@@ -15,6 +23,7 @@ import torch
 from lowrank.errors import LowrankError
 
 IGNORE_INDEX = -100
+BUCKET_BATCHES = 50  # batches per length-sorted run (Hugging Face's group_by_length uses the same mega-batch)
 
 
 @dataclass(frozen=True)
@@ -33,20 +42,30 @@ class TokenizedSet:
         return not self.labels
 
     def token_count(self, indices: list[int]) -> int:
-        return sum(len(self.input_ids[i]) for i in indices)
+        return int(self.lengths[torch.as_tensor(indices, dtype=torch.long)].sum())
+
+    @cached_property
+    def lengths(self) -> torch.Tensor:
+        """(n,) int64: tokens of each example."""
+        return torch.tensor([len(ids) for ids in self.input_ids], dtype=torch.long)
+
+    @cached_property
+    def _table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, longest) int64 ids padded with ``pad_id``, and (n,) int64 labels (empty for LM); built once."""
+        width = int(self.lengths.max()) if len(self) else 0
+        table = torch.full((len(self), width), self.pad_id, dtype=torch.long)
+        table[torch.arange(width) < self.lengths[:, None]] = torch.tensor(
+            list(chain.from_iterable(self.input_ids)), dtype=torch.long)
+        return table, torch.tensor(self.labels, dtype=torch.long)
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """Pad the chosen examples to the longest; LM labels are the inputs with padding ignored."""
-        width = max(len(self.input_ids[i]) for i in indices)
-        ids = torch.full((len(indices), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(indices), width), dtype=torch.long)
-        for row, i in enumerate(indices):
-            ids[row, : len(self.input_ids[i])] = torch.tensor(self.input_ids[i])
-            mask[row, : len(self.input_ids[i])] = 1
-        if self.is_lm:
-            labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
-        else:
-            labels = torch.tensor([self.labels[i] for i in indices], dtype=torch.long)
+        table, labels = self._table
+        chosen = torch.as_tensor(indices, dtype=torch.long)
+        lengths = self.lengths[chosen]
+        ids = table[chosen, : int(lengths.max())]
+        mask = (torch.arange(ids.shape[1]) < lengths[:, None]).long()
+        labels = ids.masked_fill(mask == 0, IGNORE_INDEX) if self.is_lm else labels[chosen]
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -105,16 +124,36 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
+def _bucketed(data: TokenizedSet | ImageSet) -> bool:
+    """Only classification text has examples of different lengths (LM blocks and images are all one size)."""
+    return isinstance(data, TokenizedSet) and not data.is_lm
+
+
 def iter_batches(data: TokenizedSet | ImageSet, batch_size: int, seed: int, epoch: int) -> Iterator[list[int]]:
-    """The epoch's shuffled batches of indices (the last, smaller batch is kept)."""
-    order = epoch_order(len(data), seed, epoch)
-    for start in range(0, len(order), batch_size):
-        yield order[start: start + batch_size]
+    """The epoch's batches of indices, a function of (seed, epoch) alone (the last, smaller batch is kept).
+
+    Classification text: each run of ``BUCKET_BATCHES * batch_size`` shuffled indices is sorted by length
+    (longest first, stable) and cut into batches, whose order is then shuffled. Otherwise plain shuffled batches.
+    """
+    order = torch.tensor(epoch_order(len(data), seed, epoch), dtype=torch.long)
+    if _bucketed(data):
+        runs = [run[torch.sort(data.lengths[run], descending=True, stable=True).indices]
+                for run in order.split(BUCKET_BATCHES * batch_size)]
+        order = torch.cat(runs)
+    batches = order.split(batch_size)
+    if _bucketed(data):
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_919)
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    for batch in batches:
+        yield batch.tolist()
 
 
 def eval_batches(data: TokenizedSet | ImageSet, batch_size: int, limit: int | None) -> Iterator[list[int]]:
-    """Batches over all examples, or over a fixed seeded sample of ``limit`` of them (the same every call)."""
+    """Batches over all examples, or over a fixed seeded sample of ``limit`` of them (the same every call);
+    classification text in order of decreasing length (least padding)."""
     chosen = range(len(data)) if limit is None or limit >= len(data) else sorted(epoch_order(len(data), 0, 0)[:limit])
-    chosen = list(chosen)
-    for start in range(0, len(chosen), batch_size):
-        yield chosen[start: start + batch_size]
+    chosen = torch.tensor(list(chosen), dtype=torch.long)
+    if _bucketed(data) and len(chosen):
+        chosen = chosen[torch.sort(data.lengths[chosen], descending=True, stable=True).indices]
+    for batch in chosen.split(batch_size):
+        yield batch.tolist()

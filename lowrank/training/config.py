@@ -27,7 +27,9 @@ class TrainConfig:
     to ``max(lr, DEFAULT_HEAD_LR)``; ``targets`` 'auto' picks the attention query and value projections of known
     architectures, or an MLP's hidden layers.
     ``max_steps`` caps the optimizer steps below ``epochs`` passes; ``max_train_samples`` / ``eval_samples``
-    take fixed seeded subsets."""
+    take fixed seeded subsets. ``nonfinite``: at a non-finite loss or gradient, ``"stop"`` the run (the last good
+    checkpoint is kept) or ``"skip"`` the step (lowrank.training.guard). ``compile`` runs the model through torch.compile (pays off on long runs only:
+    compiling takes tens of seconds)."""
 
     model: str
     data: str
@@ -58,9 +60,11 @@ class TrainConfig:
     save_every: int | None = None
     seed: int = 0
     bf16: bool = True
+    compile: bool = False
     device: str = "auto"
     overwrite: bool = False
     resume: bool = False
+    nonfinite: str = "stop"
 
     def __post_init__(self) -> None:
         checks = [
@@ -76,6 +80,7 @@ class TrainConfig:
             (self.head_lr is None or self.head_lr > 0, f"head learning rate must be > 0, got {self.head_lr}"),
             (0 <= self.warmup_ratio < 1, f"warmup ratio must be in [0, 1), got {self.warmup_ratio}"),
             (self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}"),
+            (self.nonfinite in ("stop", "skip"), f"on-nonfinite must be stop or skip, got {self.nonfinite!r}"),
         ]
         for ok, message in checks:
             if not ok:

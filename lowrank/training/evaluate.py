@@ -1,6 +1,8 @@
 """Held-out evaluation: accuracy and loss for classification, loss and perplexity for language modelling.
 
 Perplexity is exp(mean token cross-entropy), the mean taken over every non-padding target token.
+Batches come as the trainer's do (length-sorted, pinned, copied without blocking); losses and correct counts add up
+on the device and are read once at the end, so evaluation never waits on the device batch by batch.
 """
 
 from __future__ import annotations
@@ -15,6 +17,21 @@ from torch import nn
 from lowrank.data.batches import IGNORE_INDEX, ImageSet, TokenizedSet, eval_batches
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A host batch on ``device``: through pinned memory and a non-blocking copy on CUDA."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def target_count(batch: dict[str, torch.Tensor]) -> int:
+    """Targets the mean loss averages, read from a host batch: next-token targets for LM, else examples."""
+    labels = batch["labels"]
+    if labels.ndim == 2:
+        return int((labels[:, 1:] != IGNORE_INDEX).sum())
+    return labels.numel()
+
+
 def throughput_units(batch: dict[str, torch.Tensor]) -> int:
     """What throughput counts: non-padding tokens of a text batch, examples of an image batch."""
     return int(batch["attention_mask"].sum()) if "attention_mask" in batch else len(batch["labels"])
@@ -27,8 +44,8 @@ def autocast(device: torch.device, bf16: bool):
     return contextlib.nullcontext()
 
 
-def loss_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """Mean loss over the batch, the number of targets it averages (tokens for LM, examples otherwise), logits.
+def loss_and_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss over the batch (a device scalar: nothing is read back) and the logits.
 
     An image batch ``{"x", "labels"}`` goes to ``model(x)`` (an MLP, which returns logits); a text batch
     ``{"input_ids", "attention_mask", "labels"}`` to a Hugging Face model (``.logits``)."""
@@ -39,9 +56,14 @@ def loss_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Ten
     labels = batch["labels"]
     if logits.ndim == 3:  # causal LM: predict token t+1 from tokens <= t
         shifted, targets = logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
-        count = int((targets != IGNORE_INDEX).sum())
-        return F.cross_entropy(shifted.float(), targets, ignore_index=IGNORE_INDEX), count, logits
-    return F.cross_entropy(logits.float(), labels), labels.numel(), logits
+        return F.cross_entropy(shifted.float(), targets, ignore_index=IGNORE_INDEX), logits
+    return F.cross_entropy(logits.float(), labels), logits
+
+
+def loss_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """Mean loss over the batch, the number of targets it averages (tokens for LM, examples otherwise), logits."""
+    loss, logits = loss_and_logits(model, batch)
+    return loss, target_count(batch), logits
 
 
 @torch.no_grad()
@@ -50,17 +72,21 @@ def evaluate(model: nn.Module, data: TokenizedSet | ImageSet, batch_size: int, d
     """{'loss', 'accuracy'} for classification or {'loss', 'perplexity'} for LM, over ``limit`` examples."""
     was_training = model.training
     model.eval()
-    total_loss, total_count, correct = 0.0, 0, 0
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    total_count = 0
     for indices in eval_batches(data, batch_size, limit):
-        batch = {k: v.to(device) for k, v in data.collate(indices).items()}
+        host = data.collate(indices)
+        count = target_count(host)
+        batch = to_device(host, device)
         with autocast(device, bf16):
-            loss, count, logits = loss_of(model, batch)
+            loss, logits = loss_and_logits(model, batch)
         if not data.is_lm:
-            correct += int((logits.argmax(-1) == batch["labels"]).sum())
-        total_loss += float(loss) * count
+            correct += (logits.argmax(-1) == batch["labels"]).sum()
+        total_loss += loss.double() * count
         total_count += count
     model.train(was_training)
-    mean = total_loss / max(total_count, 1)
+    mean, correct = float(total_loss) / max(total_count, 1), int(correct)
     if data.is_lm:
         return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": total_count}
     return {"loss": mean, "accuracy": correct / max(total_count, 1), "examples": total_count}

@@ -1,7 +1,9 @@
 """One training loop for LoRA and full fine-tuning, for sequence classification and causal language modelling.
 
 AdamW; the learning rate rises linearly over the first ``warmup_ratio`` of the steps, then falls linearly to zero;
-gradients are clipped to ``grad_clip`` and accumulated over ``grad_accum`` micro-batches; bf16 autocast on CUDA.
+gradients are clipped to ``grad_clip`` and accumulated over ``grad_accum`` micro-batches; bf16 autocast on CUDA,
+fused AdamW there, and ``compile`` runs the model through torch.compile. The host never synchronizes inside a step
+(batches are gathered from a pre-padded table, pinned and copied without blocking; losses are read in groups).
 Batches come in an order fixed by (seed, epoch), so a run resumed from a checkpoint ends with exactly the weights
 of an uninterrupted one. Results: a peft adapter (LoRA) or a Hugging Face model folder (full; an MLP folder,
 ``lowrank.mlp.save_mlp``, for an MLP), plus metrics.json. Throughput counts tokens for text, examples for images.
@@ -23,14 +25,17 @@ from lowrank import adapters
 from lowrank.data.batches import iter_batches
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP, save_mlp
-from lowrank.training.evaluate import autocast, evaluate, loss_of, throughput_units
+from lowrank.training.evaluate import autocast, evaluate, loss_and_logits, throughput_units, to_device
 from lowrank.outputs import check_output_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
+from lowrank.training import checkpointing
+from lowrank.training.checkpointing import CHECKPOINT, STATE_FILE
 from lowrank.training.config import TrainConfig
+from lowrank.training.guard import STAGING, RunGuard
+from lowrank.training.lock import OutputLock
 from lowrank.training.setup import Setup, prepare
 
-CHECKPOINT = "checkpoint"
-STATE_FILE = "state.pt"
+LOSS_READ_EVERY = 25  # steps between reads of the device-side losses (each read is one host synchronization)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -43,30 +48,29 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict:
     """Train as ``config`` says and write the results into ``config.out``; return the metrics written."""
     out = Path(config.out)
-    if config.resume:
-        if not (out / CHECKPOINT / STATE_FILE).is_file():
+    with OutputLock(out) as lock, RunGuard(out, config.nonfinite) as guard:
+        if config.resume and not checkpointing.state_path(out).is_file():
             raise LowrankError(f"--resume: {out} holds no checkpoint ({CHECKPOINT}/{STATE_FILE})")
-    else:
-        check_output_dir(out, config.overwrite)
-    setup = prepare(config)
-    state = _load_checkpoint(out, setup) if config.resume else None
-    if not config.resume:
-        _fresh_output_dir(out)
-    history = state["history"] if state else [{"step": 0, **_evaluate(setup, config)}]
-    seconds, tokens = _loop(config, setup, out, history, int(state["step"]) if state else 0, progress)
-    final = _evaluate(setup, config)
-    history.append({"step": setup.total_steps, **final})
-    metrics = _metrics(config, setup, history, final, seconds, tokens)
-    _save_result(out, config, setup)
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+        if not config.resume:
+            check_output_dir(out, config.overwrite)
+        setup = prepare(config)
+        settings = checkpointing.run_settings(config, setup)
+        state = checkpointing.load(out, setup, settings) if config.resume else None
+        if not config.resume:
+            lock.claim()
+        start = int(state["step"]) if state else 0
+        guard.attach(setup, settings, start if state else None)
+        history = state["history"] if state else [{"step": 0, **guard.evaluate(lambda: _evaluate(setup, config), 0, [])}]
+        seconds, tokens = _loop(config, setup, out, history, start, progress, guard)
+        if guard.saved != setup.total_steps:
+            guard.save(setup.total_steps, history, final=True)  # the weights outlive a failing evaluation
+        final = guard.evaluate(lambda: _evaluate(setup, config), setup.total_steps, history)
+        history.append({"step": setup.total_steps, **final})
+        metrics = _metrics(config, setup, history, final, seconds, tokens)
+        guard.write_results(lambda: _save_result(out, config, setup))
+        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return metrics
-
-
-def _fresh_output_dir(out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
 
 
 def _micro_batches(setup: Setup, config: TrainConfig, skip: int):
@@ -81,83 +85,80 @@ def _micro_batches(setup: Setup, config: TrainConfig, skip: int):
 
 
 def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: int,
-          progress: ProgressCallback | None) -> tuple[float, int]:
+          progress: ProgressCallback | None, guard: RunGuard) -> tuple[float, int]:
+    """Train steps ``start`` .. ``total_steps``; return (seconds spent training, throughput units seen).
+
+    The host never waits on the device inside a step: each step's loss stays a device scalar until a read, every
+    ``LOSS_READ_EVERY`` steps and before an evaluation or a checkpoint, fills ``history`` (one synchronization)."""
     model, optimizer, device = setup.model, setup.optimizer, setup.device
     warmup = round(config.warmup_ratio * setup.total_steps)
     stream = _micro_batches(setup, config, start * config.grad_accum)
     model.train()
-    seconds, tokens = 0.0, 0
+    seconds, tokens, pending, last = 0.0, 0, [], ""
+    began = time.perf_counter()
     for step in range(start, setup.total_steps):
-        began = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor(step, setup.total_steps, warmup)
-        step_loss = 0.0
+        step_loss = torch.zeros((), device=device)
         for _ in range(config.grad_accum):
-            indices = next(stream)
-            batch = {k: v.to(device) for k, v in setup.train.collate(indices).items()}
+            host = setup.train.collate(next(stream))
+            tokens += throughput_units(host)
+            batch = to_device(host, device)
             with autocast(device, config.bf16):
-                loss = loss_of(model, batch)[0] / config.grad_accum
+                loss = guard.loss(loss_and_logits(model, batch)[0], step + 1) / config.grad_accum
             loss.backward()
-            step_loss += float(loss.detach())
-            tokens += throughput_units(batch)
-        if not math.isfinite(step_loss):
-            raise LowrankError(f"training diverged at step {step + 1} (loss {step_loss}); lower the learning rate")
-        torch.nn.utils.clip_grad_norm_(setup.trainable, config.grad_clip)
-        optimizer.step()
+            step_loss += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(setup.trainable, config.grad_clip)
+        skipped = guard.skip(step + 1, step_loss, grad_norm)  # reads the device only with --on-nonfinite skip
+        if not skipped:
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds += time.perf_counter() - began
         done = step + 1
-        history.append({"step": done, "train_loss": step_loss, "lr": optimizer.param_groups[0]["lr"]})
+        pending.append((done, optimizer.param_groups[0]["lr"], None if skipped else step_loss))
+        evaluate_now = bool(config.eval_every) and done % config.eval_every == 0 and done < setup.total_steps
+        save_now = bool(config.save_every) and done % config.save_every == 0 and done < setup.total_steps
+        if done % LOSS_READ_EVERY == 0 or done == setup.total_steps or evaluate_now or save_now or guard.stopping:
+            guard.check()  # a non-finite loss or gradient stops the run before anything is saved
+            last = f"loss {_read_losses(pending, history):.4f}"
+            pending = []
+            seconds += time.perf_counter() - began
+            if evaluate_now:
+                history.append({"step": done, **guard.evaluate(lambda: _evaluate(setup, config), done, history)})
+            if save_now:
+                guard.save(done, history)
+            guard.stop_if_asked(done, history)  # SIGTERM / SIGINT: checkpoint, then stop
+            began = time.perf_counter()
         report(progress, "train", done, setup.total_steps,
-               f"loss {step_loss:.4f} · {tokens / seconds:,.0f} {_unit(setup)[:3]}/s")
-        if config.eval_every and done % config.eval_every == 0 and done < setup.total_steps:
-            history.append({"step": done, **_evaluate(setup, config)})
-        if config.save_every and done % config.save_every == 0 and done < setup.total_steps:
-            _save_checkpoint(out, setup, done, history)
+               f"{last} · {tokens / max(seconds + time.perf_counter() - began, 1e-9):,.0f} {_unit(setup)[:3]}/s")
+        guard.after_step(done)
     return seconds, tokens
+
+
+def _read_losses(pending: list, history: list) -> float:
+    """Read the pending steps' device losses in one transfer, append them to ``history``, return the last.
+    A skipped step (loss None: non-finite, --on-nonfinite skip) is recorded as skipped.
+
+    Raises LowrankError at the first non-finite loss."""
+    kept = [loss for _, _, loss in pending if loss is not None]
+    read = iter(torch.stack(kept).tolist() if kept else [])
+    losses = [float("nan") if loss is None else next(read) for _, _, loss in pending]
+    for (step, lr, device_loss), loss in zip(pending, losses):
+        if device_loss is None:
+            history.append({"step": step, "skipped": "non-finite loss or gradient", "lr": lr})
+            continue
+        if not math.isfinite(loss):
+            raise LowrankError(f"training diverged at step {step} (loss {loss}); lower the learning rate")
+        history.append({"step": step, "train_loss": loss, "lr": lr})
+    return losses[-1]
 
 
 def _evaluate(setup: Setup, config: TrainConfig) -> dict[str, float]:
     return evaluate(setup.model, setup.test, config.batch_size, setup.device, config.bf16, config.eval_samples)
 
 
-def _save_checkpoint(out: Path, setup: Setup, step: int, history: list) -> None:
-    """Trainable tensors, optimizer state, RNG states and history, written atomically."""
-    folder = out / CHECKPOINT
-    folder.mkdir(exist_ok=True)
-    state = {"step": step, "history": history, "optimizer": setup.optimizer.state_dict(),
-             "trainable": {n: p.detach().cpu() for n, p in setup.model.named_parameters() if p.requires_grad},
-             "cpu_rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if setup.device.type == "cuda" else []}
-    tmp = folder / (STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, folder / STATE_FILE)
-
-
-def _load_checkpoint(out: Path, setup: Setup) -> dict:
-    """Restore a checkpoint written by :func:`_save_checkpoint` (tensors only: weights_only=True)."""
-    try:
-        state = torch.load(out / CHECKPOINT / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is bad input
-        raise LowrankError(f"cannot read checkpoint in {out}: {error}") from None
-    params = dict(setup.model.named_parameters())
-    if set(state["trainable"]) != {n for n, p in params.items() if p.requires_grad}:
-        raise LowrankError(f"the checkpoint in {out} was written by a different configuration")
-    with torch.no_grad():
-        for name, tensor in state["trainable"].items():
-            params[name].copy_(tensor)
-    setup.optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["cpu_rng"])
-    if state["cuda_rng"]:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state
-
-
 def _save_result(out: Path, config: TrainConfig, setup: Setup) -> None:
     """Write the adapter or the full model into a temporary folder, then move its files into ``out``."""
-    staging = out / ".saving"
+    staging = out / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     model = setup.model

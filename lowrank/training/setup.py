@@ -55,7 +55,10 @@ def prepare(config: TrainConfig) -> Setup:
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = config.lr if config.lr is not None else (DEFAULT_IMAGE_LR[config.method] if image else
                                                   DEFAULT_LR[(config.method, task)])
-    optimizer = torch.optim.AdamW(_param_groups(model, task, lr, config), lr=lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model, task, lr, config), lr=lr, weight_decay=config.weight_decay,
+                                  fused=device.type == "cuda")  # one kernel for all parameters; foreach on CPU
+    if config.compile:
+        model.compile()
     total = total_steps(config, len(train_set))
     return Setup(model, tokenizer, model_path, task, train_set, test_set, device, optimizer, trainable,
                  sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters()), total, lr,

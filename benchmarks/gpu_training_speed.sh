@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The GPU half of reports/training_speed.md, in one call on the device machine (OUT: where results go).
+# Needs .carry/ from examples/gpu_assets.py (MiniLM-L6 + reuters-r8.csv.gz) and the old code in .carry/before
+# (cp -r of lowrank/ and cli/ from a checkout of cebfcc5). PARTS picks: steps-gpt2, steps-llama, train.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; PARTS=${PARTS:-"steps-gpt2 steps-llama train"}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)"
+nvidia-smi --query-gpu=name,utilization.gpu,memory.used,clocks.sm --format=csv,noheader
+steps() {  # shape file
+  timeout 280 python3 benchmarks/bench_lora_step.py --shape "$1" --profile "$OUT" 2>&1 \
+    | grep -v -i -E "warn|loss_type" | tee "$OUT/$2"
+}
+for part in $PARTS; do
+  case $part in
+    steps-gpt2) steps gpt2-medium steps_gpt2_medium.txt ;;
+    steps-llama) steps tinyllama steps_tinyllama.txt ;;
+    train)
+      mkdir -p /tmp/data && gunzip -c .carry/reuters-r8.csv.gz > /tmp/data/reuters-r8.csv
+      common=(--model .carry/minilm-l6 --data /tmp/data/reuters-r8.csv)
+      { echo "LoRA r=8 (defaults):"
+        BEFORE=.carry/before timeout 150 benchmarks/train_before_after.sh /tmp/ab-lora -- "${common[@]}" --method lora
+        echo "full (defaults):"
+        ONLY=${FULL_ONLY:-after} BEFORE=.carry/before timeout 150 benchmarks/train_before_after.sh /tmp/ab-full -- "${common[@]}" --method full
+        [ -n "${COMPILE:-}" ] && echo "LoRA, --compile:" && \
+          ONLY=after timeout 150 benchmarks/train_before_after.sh /tmp/ab-compile -- "${common[@]}" --method lora --compile
+      } 2>&1 | tee "$OUT/train_minilm_r8.txt" ;;
+  esac
+done
