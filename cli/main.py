@@ -31,7 +31,7 @@ class LowrankGroup(click.Group):
             return super().invoke(ctx)
         except LowrankError as error:
             click.echo(f"Error: {error}", err=True)
-            ctx.exit(2)
+            ctx.exit(getattr(error, "exit_code", 2))  # 2: bad input; a run stopped by a signal: 128 + signal
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             ctx.exit(130)
