@@ -32,9 +32,11 @@ def test_stacked_fastfood_equals_each_projection():
     projections = [FastfoodProjection(1000, d, seed) for d, seed in ((5, 0), (300, 1), (1000, 2))]
     stacked = StackedFastfood(projections)
     thetas = [torch.randn(p.d, generator=torch.Generator().manual_seed(p.d)) for p in projections]
-    padded = torch.stack([torch.nn.functional.pad(t, (0, stacked.L - t.numel())) for t in thetas])
+    padded = torch.stack([torch.nn.functional.pad(t, (0, stacked.width - t.numel())) for t in thetas])
     expected = torch.stack([p(t) for p, t in zip(projections, thetas)])
     torch.testing.assert_close(stacked(padded), expected, rtol=1e-5, atol=1e-6)
+    stacked.double()
+    assert torch.autograd.gradcheck(stacked, (padded.double().requires_grad_(),))
 
 
 @pytest.mark.parametrize(("projection", "said"), [("fastfood", False), ("fastfood", True), ("dense", False),

@@ -95,9 +95,10 @@ def test_fastfood_d_larger_than_L_stacks_blocks_and_never_truncates():
     assert torch.linalg.matrix_rank(materialize(p)).item() == 100
 
 
-def test_fastfood_gradient_via_gradcheck():
-    p = FastfoodProjection(50, 70, seed=0).double()
-    theta = torch.randn(70, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize(("D", "d"), [(50, 70), (100, 20)])  # two blocks; one block whose input is 32 of L = 128
+def test_fastfood_gradient_via_gradcheck(D, d):
+    p = FastfoodProjection(D, d, seed=0).double()
+    theta = torch.randn(d, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(p, (theta,))
 
 

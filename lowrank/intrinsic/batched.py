@@ -9,8 +9,9 @@ gradient of that run alone, and Adam (elementwise) on the stacked tensors is ``R
   same ``P`` per run: it is built from them), ``theta_r = theta0_r + P_r theta_d,r`` (DID) or with SAID's scales.
   ``theta_d`` is one ``(R, d_max)`` tensor; entries ``j >= d_r`` are multiplied by a 0/1 mask, so their gradient
   and their Adam update are exactly 0 and run ``r`` trains ``d_r`` numbers.
-- :class:`StackedFastfood`: ``R`` Fastfood transforms ``[H G_r Pi_r H B_r x_r]_{:D} s_r`` (one block each) as two
-  Hadamard transforms of an ``(R, L)`` array; other projections are applied run by run and stacked.
+- :class:`StackedFastfood`: ``R`` Fastfood transforms ``[H G_r Pi_r H B_r x_r]_{:D} s_r`` (one block each) as
+  :func:`~lowrank.intrinsic.fastfood.fastfood_rows` of an ``(R, w)`` array (``w = 2^ceil(log2 max_r d_r)``);
+  other projections are applied run by run and stacked.
 
 Only MLPs (``lowrank.mlp.MLP``) with the global layout and no directly trained tensors are batched; anything else
 (Hugging Face models, ``per_tensor``, ``--direct``) trains one run at a time through the same loop.
@@ -22,8 +23,9 @@ import torch
 from torch import nn
 
 from lowrank.errors import LowrankError
-from lowrank.intrinsic.hadamard import hadamard_transform
+from lowrank.intrinsic.fastfood import fastfood_rows, tiled_index
 from lowrank.intrinsic.projections import FastfoodProjection
+from lowrank.spectra import next_power_of_two
 from lowrank.intrinsic.subspace import SubspaceModel
 from lowrank.mlp import MLP
 
@@ -76,15 +78,18 @@ class StackedFastfood(nn.Module):
         self.D, self.L = projections[0].D, projections[0].L
         if any(p.D != self.D or p.n_blocks != 1 for p in projections):
             raise LowrankError("stacked fastfood needs one block per run and the same D")
+        self.width = next_power_of_two(max(p.d for p in projections))
         offsets = [r * self.L for r in range(len(projections))]
         self.register_buffer("signs", torch.cat([p.signs for p in projections]), persistent=False)
         self.register_buffer("gauss", torch.cat([p.gauss for p in projections]), persistent=False)
-        self.register_buffer("perm", torch.cat([p.perm + o for p, o in zip(projections, offsets)]), persistent=False)
+        perm = torch.cat([p.perm + o for p, o in zip(projections, offsets)])
+        self.register_buffer("gather", tiled_index(perm, self.L, self.width), persistent=False)
+        self.register_buffer("inverse", torch.cat([p.inverse + o for p, o in zip(projections, offsets)]),
+                             persistent=False)
 
     def forward(self, padded: torch.Tensor) -> torch.Tensor:
-        x = hadamard_transform(padded * self.signs)
-        x = x.reshape(-1).index_select(0, self.perm).view(padded.shape)
-        return hadamard_transform(x * self.gauss)[:, : self.D]
+        """``padded: (R, width)``, row ``r`` holding ``theta_d,r`` then zeros -> ``(R, D)``."""
+        return fastfood_rows(padded, self.signs, self.gather, self.inverse, self.gauss, self.D)
 
 
 class _PerRun(nn.Module):
@@ -132,7 +137,7 @@ class BatchedSubspaceMLP(nn.Module):
         """``(R, D)``: ``P_r theta_d,r`` (times SAID's per-tensor scale) for every run."""
         theta = self.theta_d * self.mask
         if isinstance(self.projection, StackedFastfood):
-            theta = nn.functional.pad(theta, (0, self.projection.L - self.width))
+            theta = nn.functional.pad(theta, (0, self.projection.width - self.width))
         delta = self.projection(theta)
         if self.said_scales is None:
             return delta

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from lowrank.errors import LowrankError
-from lowrank.intrinsic.hadamard import hadamard_transform
+from lowrank.intrinsic.fastfood import fastfood_rows, inverse_permutation, tiled_index
 from lowrank.spectra import next_power_of_two
 
 PROJECTIONS = ("dense", "sparse", "fastfood")
@@ -159,7 +159,9 @@ class FastfoodProjection(Projection):
     keeping ``D`` of ``L`` rows leaves a fraction ``D / L`` of its square in expectation, so
     ``s_b = 1 / (sqrt(L ||G_b||^2) sqrt(D / L))`` gives columns of unit norm in expectation (Li et al. 2018).
 
-    Buffers per block: ``B`` and ``s G`` (float32) and ``Pi`` (int32): ``12 L`` bytes.
+    Computed by :func:`lowrank.intrinsic.fastfood.fastfood_rows` (two length-``L`` transforms per forward and
+    backward: the first ``H`` acts on only ``width = 2^ceil(log2 d)`` nonzero entries when ``d < L``).
+    Buffers per block: ``B`` and ``s G`` (float32), ``Pi``, its inverse and its tiled form (int32): ``20 L`` bytes.
     """
 
     kind = "fastfood"
@@ -180,15 +182,15 @@ class FastfoodProjection(Projection):
             gauss.append((g * scale).float())
         self.register_buffer("signs", torch.stack(signs), persistent=False)
         self.register_buffer("perm", torch.cat(perms).int(), persistent=False)
+        self.register_buffer("inverse", inverse_permutation(self.perm), persistent=False)
         self.register_buffer("gauss", torch.stack(gauss), persistent=False)
+        self.width = next_power_of_two(d) if self.n_blocks == 1 else self.L
+        self.register_buffer("gather", tiled_index(self.perm, self.L, self.width), persistent=False)
 
     def forward(self, theta_d: torch.Tensor) -> torch.Tensor:
         self._check(theta_d)
-        x = torch.nn.functional.pad(theta_d, (0, self.n_blocks * self.L - self.d)).view(self.n_blocks, self.L)
-        x = hadamard_transform(x * self.signs)
-        x = x.reshape(-1).index_select(0, self.perm).view(self.n_blocks, self.L)
-        x = hadamard_transform(x * self.gauss)
-        return x[:, : self.D].sum(0)
+        x = torch.nn.functional.pad(theta_d, (0, self.n_blocks * self.width - self.d)).view(self.n_blocks, self.width)
+        return fastfood_rows(x, self.signs, self.gather, self.inverse, self.gauss, self.D).sum(0)
 
 
 def make_projection(kind: str, D: int, d: int, seed: int, cache: bool = False) -> Projection:
