@@ -88,11 +88,15 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True,
               help="Tokens per example in the gradient sample (as in training).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baselines and the sample.")
+@click.option("--fast", is_flag=True, help="Sketch full deltas (randomized range finding, seeded by --seed) instead "
+              "of decomposing them exactly: k90/k99 become intervals certain to hold the exact ranks (shown lo-hi), "
+              "singular values the sketch's top l (lower bounds); W0's top values sketched for amplification; "
+              "intruders not computed. LoRA updates stay exact. Exact is the default.")
 @click.option("--device", help="Where the SVDs (and, with --data, the gradients) run: cpu or cuda "
               "[default: cuda when a GPU is present, else cpu].")
 def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtype, k, reference_rank, grid_max,
             no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, data, max_length, seed,
-            device) -> None:
+            fast, device) -> None:
     """Spectra, rank verdicts and subspace overlap of a LoRA adapter or a full fine-tune.
 
     CHECKPOINT is a peft adapter folder (LoRA, DoRA, AdaLoRA, PiSSA/OLoRA; DoRA and unconverted PiSSA/OLoRA
@@ -109,7 +113,7 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtyp
                            reference_rank=reference_rank, grid_max=grid_max, base_metrics=not no_base_metrics,
                            intruder_k=intruder_k, intruder_epsilon=intruder_epsilon, allow_pickle=allow_pickle,
                            modules=modules, seed=seed, device=device or _default_device(), data=data,
-                           max_length=max_length)
+                           max_length=max_length, fast=fast)
     progress = _DelayedProgress(sys.stderr.isatty())
     try:
         report = run_analysis(config, progress)

@@ -41,6 +41,9 @@ class AnalyzeConfig:
         data: the dataset the adapter was trained on; with ``base``, LoRA verdicts come from the gradient the
             adapter cannot reach on the calibrated sample of training examples (:mod:`lowrank.advice.sufficiency`).
         max_length: tokens per example in the gradient sample (as in training; default 128).
+        fast: sketch full deltas instead of decomposing them exactly (:mod:`lowrank.sketch`): energy ranks become
+            intervals certain to hold the exact ones, singular values the sketch's top ``l`` (lower bounds), W0's top
+            values sketched for amplification, intruders not computed. LoRA updates stay exact. Default False.
     """
 
     checkpoint: str
@@ -59,6 +62,7 @@ class AnalyzeConfig:
     device: str = "cpu"
     data: str | None = None
     max_length: int = 128
+    fast: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

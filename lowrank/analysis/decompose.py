@@ -9,20 +9,22 @@ machine, in spinning threads).
 
 Routes (:mod:`lowrank.gram`): ``"float32"`` plan: dW from its float64 Gram matrix, W0 and W1 from theirs, in
 float64 (float32 would mix the vectors of small singular values, whose eigenvalue gaps are squared);
-``"float64"`` plan: dense float64 SVDs throughout, the slow reference.
+``"float64"`` plan: dense float64 SVDs throughout, the slow reference. ``fast`` plan (``--fast``): full deltas
+sketched (:mod:`lowrank.sketch`: energy ranks as intervals), W0's top values sketched, no W0/W1 vectors.
 """
 
 from __future__ import annotations
 
-import contextlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from lowrank import spectra
+from lowrank.cpu import single_thread
 from lowrank.gram import gram_svd, left_singular_vectors
+from lowrank.sketch import OVERSAMPLE, Sketch, adaptive_sketch, sketch_svd
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Plan:
     with_base: bool
     keep: int = 0
     intruder_k: int = 10
+    fast: bool = False  # --fast: full deltas and W0 sketched (lowrank.sketch), seeded by ``seed``
+    seed: int = 0
 
     @property
     def dense(self) -> bool:
@@ -56,6 +60,26 @@ def delta_svd(delta: torch.Tensor, plan: Plan) -> spectra.SVD:
     if plan.dense:
         return spectra.dense_svd(delta, torch.float64, compute_uv=keep > 0)
     return gram_svd(delta, keep)
+
+
+def delta_spectrum(delta: torch.Tensor, plan: Plan) -> tuple[spectra.SVD, Sketch | None]:
+    """:func:`delta_svd`, or with ``plan.fast`` the adaptive :class:`~lowrank.sketch.Sketch` of ``delta`` (its SVD
+    holds the sketch's top-``l`` values, lower bounds); the exact route where a sketch would not be cheaper."""
+    if plan.fast:
+        sketch = adaptive_sketch(delta, min(plan.keep, *delta.shape), torch.Generator().manual_seed(plan.seed))
+        if sketch is not None:
+            return sketch.svd, sketch
+    return delta_svd(delta, plan), None
+
+
+def base_top_values(W0: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """With ``plan.fast``: W0's top ``keep`` singular values from a sketch (lower bounds, for amplification's
+    baseline), or all of them from its Gram matrix where the matrix is small."""
+    keep = max(min(plan.keep, *W0.shape), 1)
+    size = keep + OVERSAMPLE
+    if 4 * size > min(W0.shape):
+        return gram_svd(W0, 0).S[:keep]
+    return sketch_svd(W0, size, 0, torch.Generator().manual_seed(plan.seed)).svd.S[:keep]
 
 
 def base_vectors(W0: torch.Tensor, plan: Plan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,25 +109,3 @@ class Pool:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
-
-
-@contextlib.contextmanager
-def decomposition_pool() -> Iterator[Pool]:
-    """A :class:`Pool` with as many workers as torch has threads."""
-    pool = Pool(torch.get_num_threads())
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block: small tall-skinny QRs (m x r) do not gain from threads, and on a
-    loaded 2-core machine two threads made each QR 40x slower (166 ms vs 4 ms for 11008 x 16 measured here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -159,6 +159,14 @@ class ModuleAnalysis(_Record):
         variant: for LoRA, the update's form: ``"lora"`` (``s B A``), ``"adalora"``, ``"dora"``, ``"pissa"`` or
             ``"olora"`` (``s (B A - B0 A0)``, rank up to ``2r``); null for full deltas.
         dora: a DoRA update's directional and magnitude parts.
+        route: ``"exact"`` or ``"sketch"`` (``--fast``, full deltas: :mod:`lowrank.sketch`). Under ``"sketch"``,
+            ``singular_values`` are the sketch's top ``sketch_size`` values (each a lower bound of the true one),
+            ``energy_rank`` holds each interval's upper end (a rank that surely keeps that fraction),
+            ``energy_at_rank`` its lower bound, ``effective_rank`` and ``stable_rank`` estimates (the unsketched
+            energy spread evenly; ``||dW||_F^2 / s_1(B)^2``); ``frobenius_norm`` stays exact.
+        energy_rank_bounds: ``{"0.9": [lo, hi], ...}``, the interval certain to hold each energy rank (``[k, k]``
+            when exact; null in reports written before it existed).
+        sketch_size: the sketch's column count ``l`` (route ``"sketch"``), else null.
     """
 
     name: str
@@ -184,6 +192,9 @@ class ModuleAnalysis(_Record):
     sufficiency: Sufficiency | None = None
     variant: str | None = None
     dora: DoraParts | None = None
+    route: str = "exact"
+    energy_rank_bounds: dict | None = None
+    sketch_size: int | None = None
 
     _nested = {"amplification": Amplification, "intruders": Intruders, "sufficiency": Sufficiency,
                "dora": DoraParts}
@@ -191,6 +202,8 @@ class ModuleAnalysis(_Record):
     def __post_init__(self) -> None:
         if self.kind not in ("lora", "full"):
             raise LowrankError(f"module {self.name}: kind must be 'lora' or 'full', got {self.kind!r}")
+        if self.route not in ("exact", "sketch"):
+            raise LowrankError(f"module {self.name}: route must be 'exact' or 'sketch', got {self.route!r}")
         if self.verdict not in VERDICTS:
             raise LowrankError(f"module {self.name}: verdict must be one of {VERDICTS}, got {self.verdict!r}")
 

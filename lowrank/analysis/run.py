@@ -11,8 +11,7 @@ then CHECKPOINT's modules, each compared with its partner as soon as it is analy
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_
                                         model_doubling_gain, model_signal_to_noise, suggested_rank)
 from lowrank.analysis import rank as ranking
 from lowrank import spectra
-from lowrank.analysis import subspaces
+from lowrank.analysis import fast, subspaces
 from lowrank.checkpoints import find_name, open_checkpoint
 from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
 from lowrank.analysis.results import (SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis,
@@ -33,6 +32,7 @@ from lowrank.analysis.results import (SCHEMA, AnalysisReport, Comparison, ModelS
 from lowrank.analysis.decompose import Plan, Pool
 from lowrank.analysis.sources import LoraSource, Update, open_source
 from lowrank.assets import resolve_model_path
+from lowrank.cpu import release_freed_memory
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback, report
 
@@ -47,29 +47,41 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
     shape = update.svd.shape
     limit = min(shape)
     energy = {level: spectra.energy_rank(s, float(level)) for level in ENERGY_LEVELS}
+    bounds = {level: [k, k] for level, k in energy.items()}
     r = min(update.rank if update.kind == "lora" else reference_rank, limit)
     tail, captured = spectra.tail_ratio(s, r), spectra.energy_captured(s, r)
-    if update.kind == "lora":
+    norm, effective, stable = float(torch.linalg.vector_norm(s)), spectra.effective_rank(s), spectra.stable_rank(s)
+    if update.sketch is not None:  # --fast: energy ranks as intervals (lowrank.analysis.fast)
+        bounded = fast.bounded_measures(update.sketch, r, ENERGY_LEVELS)
+        energy, bounds, captured, tail = bounded.energy, bounded.bounds, bounded.captured[0], bounded.tail_ratio
+        norm, effective, stable = math.sqrt(update.sketch.total), bounded.effective_rank, bounded.stable_rank
+        verdict = fast.judge_bounded(r, bounded, limit, update.sketch.size)
+        kept = s
+    elif update.kind == "lora":
         verdict = ranking.judge_lora(update.rank, energy["0.9"], energy["0.99"], tail, limit, signals, model_verdict)
         kept = s if update.dora is None else s[: max(MIN_KEPT, energy["0.99"])]
     else:
         verdict = ranking.judge_full(r, energy["0.9"], energy["0.99"], captured, limit)
         kept = s[: max(MIN_KEPT, energy["0.99"])]
-    norm = float(torch.linalg.vector_norm(s))
     amp = intr = None
     if update.base is not None and norm > 0.0:
         amp = subspaces.amplification(update.svd, update.W0, min(r, s.numel(), update.svd.U.shape[1]), generator,
                                       w0_top=update.base.s0)
-        intr = subspaces.intruder_dimensions(update.W0, update.W0, min(config.intruder_k, limit),
-                                             config.intruder_epsilon, u0=update.base.u0, u1=update.base.u1)
+        if update.sketch is not None:  # the sketch's values miss the tail: ||dW||_F from the exact total
+            amp = dataclasses.replace(amp, delta_norm=norm, factor=norm / amp.projected_norm)
+        if not (config.fast and update.kind == "full"):  # intruders need every singular vector of W0
+            intr = subspaces.intruder_dimensions(update.W0, update.W0, min(config.intruder_k, limit),
+                                                 config.intruder_epsilon, u0=update.base.u0, u1=update.base.u1)
     return ModuleAnalysis(
         name=update.name, shape=tuple(shape), kind=update.kind, layer_kind=update.layer_kind, rank=update.rank,
-        scale=update.scale, singular_values=tuple(float(v) for v in kept), num_singular_values=int(s.numel()),
-        frobenius_norm=norm, energy_rank=energy, effective_rank=spectra.effective_rank(s),
-        stable_rank=spectra.stable_rank(s), reference_rank=r, tail_ratio=tail, energy_at_rank=captured,
+        scale=update.scale, singular_values=tuple(float(v) for v in kept),
+        num_singular_values=limit if update.sketch is not None else int(s.numel()),
+        frobenius_norm=norm, energy_rank=energy, effective_rank=effective,
+        stable_rank=stable, reference_rank=r, tail_ratio=tail, energy_at_rank=captured,
         verdict=verdict.verdict, suggested_rank=verdict.suggested_rank, evidence=verdict.evidence,
         amplification=amp, intruders=intr, sufficiency=_sufficiency(signals), variant=update.variant,
-        dora=update.dora)
+        dora=update.dora, route="exact" if update.sketch is None else "sketch", energy_rank_bounds=bounds,
+        sketch_size=update.sketch.size if update.sketch is not None else None)
 
 
 def _sufficiency(signals: Signals | None) -> Sufficiency | None:
@@ -197,7 +209,14 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
         only_in_base=_union(primary.only_in_base, other.only_in_base if other else ()),
         not_in_base=_union(primary.not_in_base, other.not_in_base if other else ()),
         unchanged=_union(primary.unchanged, other.unchanged if other else ()), sufficiency=sufficiency,
-        **_adapter_fields(primary))
+        **_with_fast_note(_adapter_fields(primary), config, (*modules, *against_modules)))
+
+
+def _with_fast_note(fields: dict, config: AnalyzeConfig, modules) -> dict:
+    """``fields`` with :data:`fast.NOTE` added to its notes when ``--fast`` met a full delta."""
+    if config.fast and any(m.kind == "full" for m in modules):
+        fields = {**fields, "notes": (*fields.get("notes", ()), fast.NOTE)}
+    return fields
 
 
 def _adapter_fields(source) -> dict:
@@ -207,27 +226,6 @@ def _adapter_fields(source) -> dict:
     adapter = source.adapter
     return {"adapter_format": adapter.format, "notes": adapter.notes,
             "trained_in_full": tuple(TrainedInFull(f.name, f.parameters) for f in adapter.trained_in_full)}
-
-
-def _libc_trim():
-    """glibc's ``malloc_trim``, or None on other C libraries."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _libc_trim()
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by the last module back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    glibc keeps freed blocks below its dynamic mmap threshold (up to 32 MB) in the heap for reuse; with matrices
-    of many sizes passing through, that retained heap grew the peak RSS of an 8-layer analysis by about 100 MB.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 class _Run:
@@ -265,7 +263,8 @@ def _plan(config: AnalyzeConfig, with_base: bool, primary, other) -> Plan:
     rank and for the phi grid, when base metrics or a comparison need vectors at all."""
     ranks = [*primary.ranks.values(), *(other.ranks.values() if other else ())]
     keep = max(config.grid_max, config.reference_rank, *ranks) if with_base or other is not None else 0
-    return Plan(DTYPES[config.dtype], torch.device(config.device), with_base, keep, config.intruder_k)
+    return Plan(DTYPES[config.dtype], torch.device(config.device), with_base, keep, config.intruder_k, config.fast,
+                config.seed)
 
 
 def _union(first, second) -> tuple[str, ...]:
@@ -275,7 +274,8 @@ def _union(first, second) -> tuple[str, ...]:
 def _settings(config: AnalyzeConfig, primary, with_base: bool) -> dict:
     settings = {"dtype": config.dtype, "device": config.device, "k": config.k, "reference_rank": config.reference_rank,
                 "grid_max": config.grid_max, "base_metrics": with_base, "intruder_k": config.intruder_k,
-                "intruder_epsilon": config.intruder_epsilon, "modules": config.modules, "seed": config.seed}
+                "intruder_epsilon": config.intruder_epsilon, "modules": config.modules, "seed": config.seed,
+                "fast": config.fast}
     if isinstance(primary, LoraSource):
         adapter = primary.config
         settings["adapter"] = {"r": adapter.r, "lora_alpha": adapter.lora_alpha, "use_rslora": adapter.use_rslora,

@@ -16,11 +16,14 @@ from lowrank import spectra
 from lowrank.adapters import Adapter, AdapterModule, is_adapter_folder, open_adapter, variants
 from lowrank.adapters.reader import NEEDS_BASE
 from lowrank.adapters.kohya import is_single_file_lora
+from lowrank.cpu import single_thread
 from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.analysis.prefetch import prefetched
 from lowrank.analysis.results import DoraParts
-from lowrank.analysis.decompose import BaseVectors, Plan, Pool, base_vectors, delta_svd, single_thread, top_vectors
+from lowrank.analysis.decompose import (BaseVectors, Plan, Pool, base_top_values, base_vectors, delta_spectrum,
+                                        delta_svd, top_vectors)
+from lowrank.sketch import Sketch
 from lowrank.errors import LowrankError
 
 
@@ -39,6 +42,7 @@ class Update:
     base: BaseVectors | None
     variant: str | None = None
     dora: DoraParts | None = None
+    sketch: Sketch | None = None  # --fast: the sketch behind ``svd`` (energy-rank intervals)
 
 
 class LoraSource:
@@ -196,15 +200,20 @@ class FullSource:
                 self.unchanged.append(name)
                 continue
             base = None
-            if plan.with_base:
+            if plan.with_base and plan.fast:  # no W0/W1 vectors: intruders are not computed under --fast
+                (svd, sketch), s0 = pool.run(lambda: delta_spectrum(delta, plan), lambda: base_top_values(w0, plan))
+                base = BaseVectors(w0.new_empty((w0.shape[0], 0)), s0, w0.new_empty((w0.shape[0], 0)))
+                del w1
+            elif plan.with_base:
                 svd, (u0, s0), u1 = pool.run(lambda: delta_svd(delta, plan), lambda: base_vectors(w0, plan),
                                              lambda: top_vectors(w1, plan))
-                base = BaseVectors(u0, s0, u1)
+                base, sketch = BaseVectors(u0, s0, u1), None
                 del w1
             else:
-                svd = delta_svd(delta, plan)
+                svd, sketch = delta_spectrum(delta, plan)
             del delta
-            yield Update(name, "full", module_kind(name), None, None, svd, w0 if plan.with_base else None, base)
+            yield Update(name, "full", module_kind(name), None, None, svd, w0 if plan.with_base else None, base,
+                         sketch=sketch)
 
 
 def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig):

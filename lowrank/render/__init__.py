@@ -46,6 +46,14 @@ def number(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def energy_text(module: ModuleAnalysis, level: str) -> str:
+    """An energy rank, ``"120"``, or its interval ``"120-180"`` when ``--fast`` could only bound it."""
+    bounds = (module.energy_rank_bounds or {}).get(level)
+    if bounds is not None and bounds[0] != bounds[1]:
+        return f"{bounds[0]}-{bounds[1]}"
+    return str(module.energy_rank[level])
+
+
 def source_line(report: AnalysisReport) -> list[tuple[str, str, str]]:
     """``(label, path, what it is)`` triples naming what was analyzed."""
     what = KIND_TEXT[report.checkpoint_kind]

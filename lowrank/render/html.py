@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from html import escape
 
-from lowrank.render import (VERDICT_CLASS, by_type, comparisons_by_type, layer_text, number, rank_column,
-                            recommendation_config, reader_notes, side_notes, source_line)
+from lowrank.render import (VERDICT_CLASS, by_type, comparisons_by_type, energy_text, layer_text, number,
+                            rank_column, recommendation_config, reader_notes, side_notes, source_line)
 from lowrank.render import plots
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
@@ -77,7 +77,7 @@ def render(report: AnalysisReport) -> str:
         parts.append(f"<h3>{escape(kind)} <small>({escape(first.kind)}, {first.shape[0]} x {first.shape[1]})"
                      f"</small></h3>" + _modules(rows))
     if reader_notes(report):
-        parts.append("<h2>Notes on the adapter</h2><ul>" + "".join(
+        parts.append("<h2>Notes</h2><ul>" + "".join(
             f"<li>{escape(note)}</li>" for note in reader_notes(report)) + "</ul>")
     notes = side_notes(report)
     if notes:
@@ -121,8 +121,8 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> str:
     header.append("evidence")
     body = []
     for layer, m in rows:
-        row = [layer_text(layer), rank_column(m), str(m.energy_rank["0.5"]),
-               str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]), number(m.effective_rank, 1),
+        row = [layer_text(layer), rank_column(m), energy_text(m, "0.5"),
+               energy_text(m, "0.9"), energy_text(m, "0.99"), number(m.effective_rank, 1),
                number(m.stable_rank, 1), f"{100 * m.energy_at_rank:.1f}%" if full else number(m.tail_ratio),
                _verdict(m.verdict), str(m.suggested_rank)]
         if with_base:
@@ -154,7 +154,7 @@ def _comparisons(report: AnalysisReport) -> str:
                              for layer, c in rows]))
     parts.append("<h3>The --against update on the same modules</h3>")
     parts.append(_table(["module", "r", "k90", "k99", "eff. rank", "energy at r", "verdict", "intruders"],
-                        [[escape(m.name), rank_column(m), str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]),
+                        [[escape(m.name), rank_column(m), energy_text(m, "0.9"), energy_text(m, "0.99"),
                           number(m.effective_rank, 1), f"{100 * m.energy_at_rank:.1f}%", _verdict(m.verdict),
                           f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
                          for m in report.against_modules], left=(0, 6)))

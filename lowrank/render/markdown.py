@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from lowrank.render import (by_type, comparisons_by_type, layer_text, number, rank_column, recommendation_config,
-                            reader_notes, side_notes, source_line)
+from lowrank.render import (by_type, comparisons_by_type, energy_text, layer_text, number, rank_column,
+                            recommendation_config, reader_notes, side_notes, source_line)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 
@@ -26,7 +26,7 @@ def render(report: AnalysisReport) -> str:
     if report.comparisons:
         lines += _comparisons(report)
     if reader_notes(report):
-        lines += ["## Notes on the adapter", ""] + [f"- {note}" for note in reader_notes(report)] + [""]
+        lines += ["## Notes", ""] + [f"- {note}" for note in reader_notes(report)] + [""]
     notes = side_notes(report)
     if notes:
         lines += ["## Modules left out", ""]
@@ -62,8 +62,8 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> list[str]:
         header[-1:-1] = ["signal/noise", "doubling gain"]
     body = []
     for layer, m in rows:
-        row = [layer_text(layer), f"{m.shape[0]}x{m.shape[1]}", rank_column(m), str(m.energy_rank["0.5"]),
-               str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]), number(m.effective_rank, 1),
+        row = [layer_text(layer), f"{m.shape[0]}x{m.shape[1]}", rank_column(m), energy_text(m, "0.5"),
+               energy_text(m, "0.9"), energy_text(m, "0.99"), number(m.effective_rank, 1),
                number(m.stable_rank, 1), f"{100 * m.energy_at_rank:.1f}%" if full else number(m.tail_ratio),
                m.verdict, str(m.suggested_rank)]
         if with_base:
@@ -90,7 +90,7 @@ def _comparisons(report: AnalysisReport) -> list[str]:
                           number(c.grassmann_distance)] for layer, c in rows])
     lines += ["### The --against update on the same modules", ""]
     lines += _table(["module", "r", "k90", "k99", "eff. rank", "energy at r", "verdict", "intruders"],
-                    [[f"`{m.name}`", rank_column(m), str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]),
+                    [[f"`{m.name}`", rank_column(m), energy_text(m, "0.9"), energy_text(m, "0.99"),
                       number(m.effective_rank, 1), f"{100 * m.energy_at_rank:.1f}%", m.verdict,
                       f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"] for m in report.against_modules])
     return lines

@@ -13,8 +13,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from lowrank.render import (by_type, comparisons_by_type, layer_text, number, rank_column, reader_notes,
-                            recommendation_config, side_notes, source_line)
+from lowrank.render import (by_type, comparisons_by_type, energy_text, layer_text, number, rank_column,
+                            reader_notes, recommendation_config, side_notes, source_line)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 STYLE = {"raise r": "yellow", "adequate": "green", "lower r": "cyan", "not judged": "dim"}
@@ -95,7 +95,7 @@ def _module_table(kind: str, rows: list[tuple[int | None, ModuleAnalysis]]) -> T
         table.add_column(column, justify="left" if column == "verdict" else "right", no_wrap=True)
     for layer, m in rows:
         last = f"{100 * m.energy_at_rank:.0f}%" if full else number(m.tail_ratio)
-        cells = [layer_text(layer), rank_column(m), str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]),
+        cells = [layer_text(layer), rank_column(m), energy_text(m, "0.9"), energy_text(m, "0.99"),
                  number(m.effective_rank, 1), number(m.stable_rank, 1), last,
                  Text(m.verdict, style=STYLE[m.verdict]), str(m.suggested_rank)]
         if with_base:
@@ -124,7 +124,7 @@ def _against_table(report: AnalysisReport) -> Table:
     for column in ("module", "r", "k90", "k99", "eff.", "E@r", "verdict", "intruders"):
         table.add_column(column, justify="left" if column in ("module", "verdict") else "right", no_wrap=True)
     for m in report.against_modules:
-        table.add_row(_clip(m.name, 42), rank_column(m), str(m.energy_rank["0.9"]), str(m.energy_rank["0.99"]),
+        table.add_row(_clip(m.name, 42), rank_column(m), energy_text(m, "0.9"), energy_text(m, "0.99"),
                       number(m.effective_rank, 1), f"{100 * m.energy_at_rank:.0f}%",
                       Text(m.verdict, style=STYLE[m.verdict]),
                       f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-")
@@ -138,7 +138,8 @@ def _thresholds(report: AnalysisReport) -> Text:
                 "a rank-r approximation keeps (full deltas, r in brackets); amplif. = ||dW||_F/||U^T W0 V||_F "
                 "(LoRA paper Table 7); intruders = top singular vectors of W0+dW with max |cos| < epsilon against "
                 "W0's (Shuttleworth et al.); S/N = the top-r gradient energy outside the adapter's reach over what "
-                "sampling noise puts there (--data; about 1 for noise).\n", style="dim")
+                "sampling noise puts there (--data; about 1 for noise). With --fast, a full delta's k90/k99 may read "
+                "lo-hi: an interval certain to hold the exact rank.\n", style="dim")
     for threshold in report.thresholds:
         text.append(f"- {threshold.name} = {threshold.value:g}: ", style="bold").append(
             f"{threshold.justification}\n", style="dim")
