@@ -20,7 +20,7 @@ import torch
 
 from lowrank import lora, spectra
 from lowrank.adapters import PREFIX
-from lowrank.compress.memory import release_freed_memory, single_thread
+from lowrank.cpu import release_freed_memory, single_thread
 from lowrank.assets import resolve_model_path
 from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.compress import factors

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 
 from lowrank import adapters, spectra
-from lowrank.compress.memory import single_thread
+from lowrank.cpu import single_thread
 from lowrank.assets import resolve_model_path
 from lowrank.compress import factors
 from lowrank.compress.evaluate import EvalConfig, evaluate_model, load_data, metric_name
