@@ -60,11 +60,12 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
             lock.claim()
         start = int(state["step"]) if state else 0
         guard.attach(setup, settings, start if state else None)
-        history = state["history"] if state else [{"step": 0, **guard.evaluate(lambda: _evaluate(setup, config), 0, [])}]
+        evaluation = lambda: _evaluate(setup, config)  # noqa: E731
+        history = state["history"] if state else [{"step": 0, **guard.evaluate(evaluation, 0, [])}]
         seconds, tokens = _loop(config, setup, out, history, start, progress, guard)
         if guard.saved != setup.total_steps:
             guard.save(setup.total_steps, history, final=True)  # the weights outlive a failing evaluation
-        final = guard.evaluate(lambda: _evaluate(setup, config), setup.total_steps, history)
+        final = guard.evaluate(evaluation, setup.total_steps, history)
         history.append({"step": setup.total_steps, **final})
         metrics = _metrics(config, setup, history, final, seconds, tokens)
         guard.write_results(lambda: _save_result(out, config, setup))
