@@ -95,14 +95,18 @@ def top_vectors(W1: torch.Tensor, plan: Plan) -> torch.Tensor:
 
 
 class Pool:
-    """Runs independent decompositions side by side, torch single-threaded while they run."""
+    """Runs independent decompositions side by side on the CPU, torch single-threaded while they run; one after
+    the other on a GPU (which parallelizes each call itself, and whose solvers' lazy initialization is not safe
+    to race)."""
 
-    def __init__(self, workers: int):
-        self.workers = max(1, workers)
+    def __init__(self, workers: int, device: torch.device = torch.device("cpu")):
+        self.workers = max(1, workers) if device.type == "cpu" else 1
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="lowrank-decompose")
 
     def run(self, *jobs: Callable[[], object]) -> list:
         """Results of ``jobs`` (called with no arguments), in order."""
+        if self.workers == 1:
+            return [job() for job in jobs]
         with single_thread():
             futures: list[Future] = [self.executor.submit(job) for job in jobs]
             return [future.result() for future in futures]

@@ -235,7 +235,7 @@ class _Run:
                  signals: dict[str, Signals], model_verdict: str | None):
         self.config, self.plan, self.progress, self.total = config, plan, progress, total
         self.signals, self.model_verdict = signals, model_verdict
-        self.pool = Pool(torch.get_num_threads())
+        self.pool = Pool(torch.get_num_threads(), plan.device)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.done = 0
 
