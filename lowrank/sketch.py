@@ -35,6 +35,7 @@ SLACK = 1e-10  # relative widening of rho^2 for float64 rounding in T and ||B||_
 START = 64  # first sketch size
 OVERSAMPLE = 16  # sketch columns beyond the vectors kept
 POWER = 1  # power iterations
+BLOCK = 512  # columns of M upcast to float64 at a time for B = Q^T M and ||M||_F^2
 
 
 @dataclass(frozen=True)
@@ -133,10 +134,11 @@ def sketch_svd(M: torch.Tensor, size: int, keep: int, generator: torch.Generator
     size = checked_int(size, "size", 1, max(p - 1, 1))
     keep = checked_int(keep, "keep", 0, size)
     Q = range_basis(X, size, checked_int(power, "power", 0, 16), generator)
-    X64 = X.to(torch.float64)
-    B = Q.T @ X64
-    total = float(torch.linalg.vector_norm(X64) ** 2)
-    del X64
+    B, total = Q.new_empty((size, X.shape[1])), 0.0
+    for start in range(0, X.shape[1], BLOCK):  # float64 a block of columns at a time: no float64 copy of M
+        block = X[:, start:start + BLOCK].to(torch.float64)
+        B[:, start:start + BLOCK] = Q.T @ block
+        total += float(block.pow(2).sum())
     Ub, S, Vh = torch.linalg.svd(B, full_matrices=False)
     residual = max(total - float(S.pow(2).sum()), 0.0) + SLACK * total
     svd = SVD(U=Q @ Ub[:, :keep], S=S, Vh=Vh[:keep])
