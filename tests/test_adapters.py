@@ -188,3 +188,10 @@ def test_pickled_adapter_bin_is_read_only_with_opt_in(tmp_path):
     for module in report.modules:
         reference = np.linalg.svd(expected[module.name], compute_uv=False)[:4]
         np.testing.assert_allclose(module.singular_values, reference, rtol=1e-6)
+
+
+def test_modules_to_save_as_one_string_names_one_module(tmp_path):
+    settings = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"],
+                "modules_to_save": "classifier"}
+    (tmp_path / "adapter_config.json").write_text(json.dumps(settings))
+    assert adapters.read_adapter_config(tmp_path).modules_to_save == ("classifier",)

@@ -151,10 +151,15 @@ def _parse(raw: dict, peft_type: str, path: Path) -> AdapterConfig:
         rank_pattern={} if adalora else {k: int(v) for k, v in (raw.get("rank_pattern") or {}).items()},
         alpha_pattern={k: float(v) for k, v in (raw.get("alpha_pattern") or {}).items()},
         use_rslora=bool(raw.get("use_rslora", False)), fan_in_fan_out=bool(raw.get("fan_in_fan_out", False)),
-        lora_dropout=float(raw.get("lora_dropout") or 0.0), modules_to_save=tuple(raw.get("modules_to_save") or ()),
+        lora_dropout=float(raw.get("lora_dropout") or 0.0), modules_to_save=_names(raw.get("modules_to_save")),
         base_model_name_or_path=raw.get("base_model_name_or_path"), task_type=raw.get("task_type"),
         variant="adalora" if adalora else _variant(raw, path), block_diagonal=_block_diagonal(raw),
         lora_bias=bool(raw.get("lora_bias", False)), path=str(path))
+
+
+def _names(value) -> tuple[str, ...]:
+    """A list of module names, or one name given as a string (not its characters)."""
+    return (value,) if isinstance(value, str) else tuple(value or ())
 
 
 def _refuse_foreign(raw: dict, path: Path) -> None:
