@@ -15,9 +15,14 @@ about ``u s_1^2 / (s_i gap_i)``, so the top ones, where the gaps are, are exact 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from lowrank.spectra import SVD, checked_int, checked_matrix
+
+
+CHUNK = 1024  # rows (or columns) of M upcast at a time: no full float64 copy of M is ever held
 
 
 def gram_svd(M: torch.Tensor, keep: int, dtype: torch.dtype = torch.float64) -> SVD:
@@ -30,14 +35,14 @@ def gram_svd(M: torch.Tensor, keep: int, dtype: torch.dtype = torch.float64) -> 
 
     Returns an :class:`SVD` with ``U (m, keep)``, ``S (p,)``, ``Vh (keep, n)``.
     """
-    X = checked_matrix(M, "M").detach().to(dtype)
+    X = checked_matrix(M, "M").detach()
     m, n = X.shape
     keep = checked_int(keep, "keep", 0, min(m, n))
     wide = m <= n
-    G = X @ X.T if wide else X.T @ X
+    G = _gram(X if wide else X.T, dtype)
     if keep == 0:
         values = torch.linalg.eigvalsh(G)
-        return SVD(U=X.new_empty((m, 0)), S=_roots(values), Vh=X.new_empty((0, n)))
+        return SVD(U=X.new_empty((m, 0), dtype=dtype), S=_roots(values), Vh=X.new_empty((0, n), dtype=dtype))
     values, vectors = torch.linalg.eigh(G)
     S = _roots(values)
     top = vectors[:, -keep:].flip(1)  # eigh sorts ascending
@@ -46,10 +51,51 @@ def gram_svd(M: torch.Tensor, keep: int, dtype: torch.dtype = torch.float64) -> 
     return SVD(U=_other_side(X, top), S=S, Vh=top.T)
 
 
-def left_singular_vectors(M: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    """All left singular vectors ``U (m, p)`` and values ``S (p,)`` of ``M``, from its smaller Gram matrix."""
-    svd = gram_svd(M, min(M.shape), dtype)
-    return svd.U, svd.S
+@dataclass(frozen=True)
+class LeftBasis:
+    """All ``p = min(m, n)`` left singular directions of ``M`` and its values ``S``: held as ``U (m, p)`` when
+    ``m <= n``, and implicitly as ``U = M V diag(1/S)`` (``V (n, p)``) when ``m > n``, which saves forming and
+    orthonormalizing an ``(m, n)`` matrix. Directions of values below ``1e-12 s_1`` count as absent."""
+
+    S: torch.Tensor
+    U: torch.Tensor | None = None
+    V: torch.Tensor | None = None
+    M: torch.Tensor | None = None
+
+    def coordinates(self, X: torch.Tensor) -> torch.Tensor:
+        """``U^T X``, shape ``(p, k)``, for ``X (m, k)``."""
+        X = X.to(self.S.dtype)
+        if self.U is not None:
+            return self.U.T @ X
+        inverse = torch.where(self.S > 1e-12 * self.S[0], 1.0 / self.S, torch.zeros_like(self.S))
+        return (self.V.T @ _times(self.M.T, X, self.S.dtype)) * inverse.unsqueeze(1)
+
+
+def left_basis(M: torch.Tensor, dtype: torch.dtype = torch.float64) -> LeftBasis:
+    """Every left singular direction of ``M`` (see :class:`LeftBasis`) from the eigenvectors of its smaller Gram
+    matrix in ``dtype``."""
+    X = checked_matrix(M, "M").detach()
+    m, n = X.shape
+    values, vectors = torch.linalg.eigh(_gram(X if m <= n else X.T, dtype))
+    S, vectors = _roots(values), vectors.flip(1)
+    return LeftBasis(S, U=vectors) if m <= n else LeftBasis(S, V=vectors, M=X)
+
+
+def _gram(X: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``X X^T`` in ``dtype``, accumulated over column blocks of ``X`` upcast one at a time."""
+    G = torch.zeros(X.shape[0], X.shape[0], dtype=dtype, device=X.device)
+    for start in range(0, X.shape[1], CHUNK):
+        block = X[:, start:start + CHUNK].to(dtype)
+        G.addmm_(block, block.T)
+    return G
+
+
+def _times(X: torch.Tensor, V: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``X @ V`` in ``dtype``, over row blocks of ``X`` upcast one at a time."""
+    out = torch.empty(X.shape[0], V.shape[1], dtype=dtype, device=X.device)
+    for start in range(0, X.shape[0], CHUNK):
+        out[start:start + CHUNK] = X[start:start + CHUNK].to(dtype) @ V.to(dtype)
+    return out
 
 
 def _roots(values: torch.Tensor) -> torch.Tensor:
@@ -59,7 +105,6 @@ def _roots(values: torch.Tensor) -> torch.Tensor:
 def _other_side(X: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     """Orthonormal ``U`` with ``X V = U R``, ``R`` upper triangular with a non-negative diagonal: for exact
     singular vectors ``V`` that is ``u_i = X v_i / s_i``, and a valid completion where ``s_i = 0``."""
-    Q, R = torch.linalg.qr(X @ V)
+    Q, R = torch.linalg.qr(_times(X, V, V.dtype))
     signs = torch.where(torch.diagonal(R) < 0, -1.0, 1.0).to(Q.dtype)
     return Q * signs
-

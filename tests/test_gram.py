@@ -10,7 +10,7 @@ import torch
 from lowrank.analysis.decompose import Plan, base_vectors, delta_svd, top_vectors
 from lowrank.analysis.prefetch import prefetched
 from lowrank.analysis.subspaces import intruder_dimensions
-from lowrank.gram import gram_svd, left_singular_vectors
+from lowrank.gram import gram_svd, left_basis
 
 
 def planted(m: int, n: int, spectrum: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -42,8 +42,12 @@ def test_gram_route_is_within_its_stated_bound(name, shape):
     if name != "flat" and gaps.min() > 0.01:  # well-separated top vectors are exact up to sign
         np.testing.assert_allclose(np.abs(np.sum(svd.U.numpy() * U[:, :5], axis=0)), 1.0, atol=1e-9)
         np.testing.assert_allclose(np.abs(np.sum(svd.Vh.numpy().T * V[:, :5], axis=0)), 1.0, atol=1e-9)
-    U_all, _ = left_singular_vectors(M)
-    np.testing.assert_allclose(U_all.T @ U_all, np.eye(p), atol=1e-10)  # an orthonormal frame, zeros included
+    basis = left_basis(M)
+    coordinates = basis.coordinates(torch.from_numpy(U[:, :5]))  # U^T u_i: +-1 at i for the top, distinct values
+    if name == "decaying":
+        np.testing.assert_allclose(np.abs(coordinates.numpy()[:5]), np.eye(5), atol=1e-9)
+    if shape[0] <= shape[1]:
+        np.testing.assert_allclose(basis.U.T @ basis.U, np.eye(p), atol=1e-10)  # an orthonormal frame
 
 
 def test_gram_values_agree_with_dense_float64_svd_to_1e_5_of_the_largest():
@@ -65,9 +69,13 @@ def test_intruders_from_the_gram_route_equal_those_from_dense_svds():
     W1 = W0 + 0.5 * torch.randn(64, 3, generator=generator, dtype=torch.float64) @ torch.randn(
         3, 48, generator=generator, dtype=torch.float64)
     plan = Plan(torch.float32, torch.device("cpu"), True, intruder_k=10)
-    u0, _ = base_vectors(W0, plan)
-    fast = intruder_dimensions(W0, W1, 10, 0.5, u0=u0, u1=top_vectors(W1, plan))
-    u_ref0, u_ref1 = np.linalg.svd(W0.numpy())[0], np.linalg.svd(W1.numpy())[0][:, :10]
+    check_intruders(W0, W1, plan)  # tall: the implicit basis U = W0 V / S
+    check_intruders(W0.T.contiguous(), W1.T.contiguous(), plan)  # wide: the explicit basis
+
+
+def check_intruders(W0, W1, plan):
+    fast = intruder_dimensions(W0, W1, 10, 0.5, basis=base_vectors(W0, plan), u1=top_vectors(W1, plan))
+    u_ref0, u_ref1 = np.linalg.svd(W0.numpy(), full_matrices=False)[0], np.linalg.svd(W1.numpy())[0][:, :10]
     reference = np.abs(u_ref1.T @ u_ref0).max(axis=1)
     np.testing.assert_allclose(fast.max_cos, reference, atol=1e-9)
     assert fast.count == int((reference < 0.5).sum())

@@ -23,7 +23,7 @@ import torch
 
 from lowrank import spectra
 from lowrank.cpu import single_thread
-from lowrank.gram import gram_svd, left_singular_vectors
+from lowrank.gram import LeftBasis, gram_svd, left_basis
 from lowrank.sketch import OVERSAMPLE, Sketch, adaptive_sketch, sketch_svd
 
 
@@ -47,10 +47,9 @@ class Plan:
 
 @dataclass(frozen=True)
 class BaseVectors:
-    """W0's left singular vectors ``u0 (m, p)`` and values ``s0 (p,)``, and W1's top ``k`` left vectors ``u1``."""
+    """Every left singular direction of W0 and its values (``basis``), and W1's top ``k`` left vectors ``u1``."""
 
-    u0: torch.Tensor
-    s0: torch.Tensor
+    basis: LeftBasis
     u1: torch.Tensor
 
 
@@ -82,11 +81,11 @@ def base_top_values(W0: torch.Tensor, plan: Plan) -> torch.Tensor:
     return sketch_svd(W0, size, 0, torch.Generator().manual_seed(plan.seed)).svd.S[:keep]
 
 
-def base_vectors(W0: torch.Tensor, plan: Plan) -> tuple[torch.Tensor, torch.Tensor]:
+def base_vectors(W0: torch.Tensor, plan: Plan) -> LeftBasis:
     if plan.dense:
         svd = spectra.dense_svd(W0, torch.float64)
-        return svd.U, svd.S
-    return left_singular_vectors(W0, torch.float64)
+        return LeftBasis(svd.S, U=svd.U)
+    return left_basis(W0, torch.float64)
 
 
 def top_vectors(W1: torch.Tensor, plan: Plan) -> torch.Tensor:

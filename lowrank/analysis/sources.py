@@ -20,6 +20,7 @@ from lowrank.cpu import single_thread
 from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.analysis.prefetch import prefetched
+from lowrank.gram import LeftBasis
 from lowrank.analysis.results import DoraParts
 from lowrank.analysis.decompose import (BaseVectors, Plan, Pool, base_top_values, base_vectors, delta_spectrum,
                                         delta_svd, top_vectors)
@@ -95,8 +96,8 @@ class LoraSource:
         base = None
         if with_base:  # dW formed once, in the compute dtype
             w1 = w0 + (delta if delta is not None else (svd.U * svd.S).to(plan.dtype) @ svd.Vh.to(plan.dtype))
-            (u0, s0), u1 = pool.run(lambda: base_vectors(w0, plan), lambda: top_vectors(w1, plan))
-            base = BaseVectors(u0, s0, u1)
+            basis, u1 = pool.run(lambda: base_vectors(w0, plan), lambda: top_vectors(w1, plan))
+            base = BaseVectors(basis, u1)
         return Update(module.name, "lora", module.layer_kind, module.rank, scale, svd,
                       w0 if with_base else None, base, variant, parts)
 
@@ -202,12 +203,12 @@ class FullSource:
             base = None
             if plan.with_base and plan.fast:  # no W0/W1 vectors: intruders are not computed under --fast
                 (svd, sketch), s0 = pool.run(lambda: delta_spectrum(delta, plan), lambda: base_top_values(w0, plan))
-                base = BaseVectors(w0.new_empty((w0.shape[0], 0)), s0, w0.new_empty((w0.shape[0], 0)))
+                base = BaseVectors(LeftBasis(s0), w0.new_empty((w0.shape[0], 0)))
                 del w1
             elif plan.with_base:
-                svd, (u0, s0), u1 = pool.run(lambda: delta_svd(delta, plan), lambda: base_vectors(w0, plan),
+                svd, basis, u1 = pool.run(lambda: delta_svd(delta, plan), lambda: base_vectors(w0, plan),
                                              lambda: top_vectors(w1, plan))
-                base, sketch = BaseVectors(u0, s0, u1), None
+                base, sketch = BaseVectors(basis, u1), None
                 del w1
             else:
                 svd, sketch = delta_spectrum(delta, plan)

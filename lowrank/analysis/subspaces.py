@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from lowrank.errors import LowrankError
-from lowrank.gram import gram_svd, left_singular_vectors
+from lowrank.gram import LeftBasis, gram_svd, left_basis
 from lowrank.spectra import SVD, checked_int, checked_matrix, shapes_of, top_singular_values
 
 _ORTHO_ATOL = 1e-3  # how far U^T U may be from I (max abs entry) for "orthonormal columns"
@@ -222,7 +222,7 @@ class Intruders(_Record):
 
 
 def intruder_dimensions(W0: torch.Tensor, W1: torch.Tensor, k: int = 10, epsilon: float = 0.5,
-                        dtype: torch.dtype = torch.float64, u0: torch.Tensor | None = None,
+                        dtype: torch.dtype = torch.float64, basis: LeftBasis | None = None,
                         u1: torch.Tensor | None = None) -> Intruders:
     """Count top singular directions of ``W1`` that are new relative to all singular directions of ``W0``.
 
@@ -239,8 +239,8 @@ def intruder_dimensions(W0: torch.Tensor, W1: torch.Tensor, k: int = 10, epsilon
         k (int): top singular vectors of W1 to examine, ``1 <= k <= min(m, n)``. Default 10.
         epsilon (float): cosine threshold in ``(0, 1]``. Default 0.5 (the paper's code).
         dtype: float64 (default) or float32 for the eigendecompositions.
-        u0 (Tensor): W0's left singular vectors when already known, shape ``(m, min(m, n))``; u1: W1's top
-            ``k`` when already known, shape ``(m, k)`` (W1 itself is then not used).
+        basis (LeftBasis): W0's left singular directions when already known (:func:`lowrank.gram.left_basis`);
+        u1 (Tensor): W1's top ``k`` left singular vectors when already known, ``(m, k)`` (W1 is then not used).
 
     Raises LowrankError on mismatched shapes or out-of-range ``k``/``epsilon``.
     """
@@ -251,8 +251,8 @@ def intruder_dimensions(W0: torch.Tensor, W1: torch.Tensor, k: int = 10, epsilon
     checked_int(k, "k", 1, min(W0.shape))
     if not 0.0 < epsilon <= 1.0:
         raise LowrankError(f"epsilon must be in (0, 1], got {epsilon}")
-    u0 = (u0 if u0 is not None else left_singular_vectors(W0, dtype)[0]).to(dtype)
-    u1 = (u1 if u1 is not None else gram_svd(W1.to(W0.device), k, dtype).U)[:, :k].to(u0.device, dtype)
-    max_cos = tuple(float(c) for c in (u1.T @ u0).abs().amax(dim=1).cpu())
+    basis = basis if basis is not None else left_basis(W0, dtype)
+    u1 = (u1 if u1 is not None else gram_svd(W1.to(W0.device), k, dtype).U)[:, :k].to(basis.S.device)
+    max_cos = tuple(float(c) for c in basis.coordinates(u1).abs().amax(dim=0).cpu())
     return Intruders(count=sum(c < epsilon for c in max_cos), max_cos=max_cos, k=k, epsilon=epsilon,
                      floor=1.0 / math.sqrt(W0.shape[0]))
