@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 
 from lowrank.adapters.config import AdapterConfig
 from lowrank.adapters.layout import AdapterModule
-from lowrank.adapters.reader import Adapter
+from lowrank.adapters.adapter import Adapter
 from lowrank.checkpoints import TensorInfo, open_checkpoint
 from lowrank.errors import LowrankError
 

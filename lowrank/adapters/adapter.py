@@ -1,0 +1,86 @@
+"""An opened adapter file: its modules, read one module's factors at a time (:class:`Adapter`), and the factors
+of one module's low-rank term (:class:`LoraUpdate`). :mod:`lowrank.adapters.reader` and
+:mod:`lowrank.adapters.kohya` build them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from lowrank.adapters.config import AdapterConfig
+from lowrank.adapters.layout import AdapterModule, FullyTrained
+from lowrank.checkpoints import Checkpoint
+from lowrank.errors import LowrankError
+
+
+@dataclass(frozen=True)
+class LoraUpdate:
+    """One module's low-rank term as factors: ``scale * B @ A``, shaped like the weight ``(out, in)`` (Conv1D's
+    stored weight is its transpose; an embedding's is ``(vocab, dim)``; a convolution's is flattened to
+    ``(out, in * k1 * k2)``). ``rank`` is the adapter's r for the module."""
+
+    name: str
+    B: torch.Tensor
+    A: torch.Tensor
+    scale: float
+    kind: str
+    rank: int
+
+
+class Adapter:
+    """An adapter's modules, read lazily. Build it with :func:`open_adapter`.
+
+    Attributes:
+        path: the folder or file given; format: ``"peft"``, ``"kohya"`` or ``"diffusers"``.
+        config: the :class:`AdapterConfig` (for single-file formats, one that describes them).
+        modules: name -> :class:`AdapterModule`, in file order.
+        trained_in_full: modules whose parameters the file stores in full.
+        notes: what a reader of the report should know about how the file was read.
+    """
+
+    def __init__(self, path: Path, format: str, config: AdapterConfig, checkpoint: Checkpoint,
+                 modules: dict[str, AdapterModule], trained_in_full: tuple[FullyTrained, ...], notes: tuple[str, ...]):
+        self.path, self.format, self.config, self.checkpoint = path, format, config, checkpoint
+        self.modules, self.trained_in_full, self.notes = modules, trained_in_full, notes
+
+    def scale(self, module: AdapterModule) -> float:
+        if module.alpha is not None:
+            return module.alpha / module.rank
+        return self.config.scaling_for(module.name, module.rank)
+
+    def tensor(self, key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return self.checkpoint.tensor(key, dtype)
+
+    def factors(self, module: AdapterModule, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense ``B (out, r)`` and ``A (r, in)`` of ``module``'s low-rank term (scale not applied)."""
+        A, B = self.tensor(module.keys["A"], dtype), self.tensor(module.keys["B"], dtype)
+        if "E" in module.keys:
+            A = A * self.tensor(module.keys["E"], dtype).reshape(-1, 1)
+        side = self.config.block_diagonal.side(module.name) if self.config.block_diagonal else None
+        if side == "A":
+            A = torch.block_diag(*A.chunk(self.config.block_diagonal.nblocks, dim=0))
+        elif side == "B":
+            B = torch.block_diag(*B.chunk(self.config.block_diagonal.nblocks, dim=0))
+        if module.layer_kind == "embedding":
+            return A.T.contiguous(), B.T.contiguous()
+        B, A = B.reshape(B.shape[0], -1), A.reshape(A.shape[0], -1)
+        if (B.shape[0], A.shape[1]) != module.shape or B.shape[1] != A.shape[0]:
+            raise LowrankError(f"{self.path}: module {module.name}'s factors {list(B.shape)} @ {list(A.shape)} do "
+                               f"not give its update shape {list(module.shape)}")
+        return B, A
+
+    def magnitude(self, module: AdapterModule, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """DoRA's learned magnitude ``m`` (one entry per output row; per embedding dimension for embeddings)."""
+        if "magnitude" not in module.keys:
+            raise LowrankError(f"{self.path}: DoRA module {module.name} has no lora_magnitude_vector tensor")
+        return self.tensor(module.keys["magnitude"], dtype).reshape(-1)
+
+    def updates(self, dtype: torch.dtype = torch.float32, names: set[str] | None = None) -> Iterator[LoraUpdate]:
+        """Each module's low-rank term as a :class:`LoraUpdate`, one module's tensors in memory at a time."""
+        for module in self.modules.values():
+            if names is None or module.name in names:
+                B, A = self.factors(module, dtype)
+                yield LoraUpdate(module.name, B, A, self.scale(module), module.layer_kind, module.rank)
