@@ -165,7 +165,8 @@ def _base_names(source: LoraSource, base: Checkpoint) -> dict[str, str]:
 class FullSource:
     """A full fine-tuned model against the base: ``dW = W1 - W0`` per matched weight, its singular values from
     the float64 Gram route (:func:`lowrank.gram.gram_svd`) and its top ``keep`` singular vectors (0: values only).
-    The next module's weights are read on a background thread while the current one is decomposed."""
+    On a GPU the next module's weights are read on a background thread while the current one is decomposed (on
+    the CPU both cores are already busy decomposing, and the read-ahead would cost a module's memory)."""
 
     kind = "full"
 
@@ -192,7 +193,7 @@ class FullSource:
         pairs = [(name, base_name) for name, base_name in self.pairs if name in wanted]
         read = ((name, self.tuned.weight(name, plan.dtype), self.base.weight(base_name, plan.dtype))
                 for name, base_name in pairs)
-        for name, w1, w0 in prefetched(read):
+        for name, w1, w0 in (prefetched(read) if plan.device.type == "cuda" else read):
             w1, w0 = w1.to(plan.device), w0.to(plan.device)
             delta = w1 - w0 if plan.with_base else w1.sub_(w0)
             if not plan.with_base:
