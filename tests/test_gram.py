@@ -9,7 +9,7 @@ import torch
 
 from lowrank.analysis.decompose import Plan, base_vectors, delta_svd, top_vectors
 from lowrank.analysis.prefetch import prefetched
-from lowrank.analysis.subspaces import intruder_dimensions
+from lowrank.analysis.subspaces import intruders_from
 from lowrank.gram import gram_svd, left_basis
 
 
@@ -74,7 +74,7 @@ def test_intruders_from_the_gram_route_equal_those_from_dense_svds():
 
 
 def check_intruders(W0, W1, plan):
-    fast = intruder_dimensions(W0, W1, 10, 0.5, basis=base_vectors(W0, plan), u1=top_vectors(W1, plan))
+    fast = intruders_from(base_vectors(W0, plan), top_vectors(W1, plan), 0.5)
     u_ref0, u_ref1 = np.linalg.svd(W0.numpy(), full_matrices=False)[0], np.linalg.svd(W1.numpy())[0][:, :10]
     reference = np.abs(u_ref1.T @ u_ref0).max(axis=1)
     np.testing.assert_allclose(fast.max_cos, reference, atol=1e-9)

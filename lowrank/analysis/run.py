@@ -70,8 +70,7 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
         if update.sketch is not None:  # the sketch's values miss the tail: ||dW||_F from the exact total
             amp = dataclasses.replace(amp, delta_norm=norm, factor=norm / amp.projected_norm)
         if not (config.fast and update.kind == "full"):  # intruders need every singular vector of W0
-            intr = subspaces.intruder_dimensions(update.W0, update.W0, min(config.intruder_k, limit),
-                                                 config.intruder_epsilon, basis=update.base.basis, u1=update.base.u1)
+            intr = subspaces.intruders_from(update.base.basis, update.base.u1, config.intruder_epsilon)
     return ModuleAnalysis(
         name=update.name, shape=tuple(shape), kind=update.kind, layer_kind=update.layer_kind, rank=update.rank,
         scale=update.scale, singular_values=tuple(float(v) for v in kept),

@@ -222,8 +222,7 @@ class Intruders(_Record):
 
 
 def intruder_dimensions(W0: torch.Tensor, W1: torch.Tensor, k: int = 10, epsilon: float = 0.5,
-                        dtype: torch.dtype = torch.float64, basis: LeftBasis | None = None,
-                        u1: torch.Tensor | None = None) -> Intruders:
+                        dtype: torch.dtype = torch.float64) -> Intruders:
     """Count top singular directions of ``W1`` that are new relative to all singular directions of ``W0``.
 
     .. math::
@@ -239,8 +238,6 @@ def intruder_dimensions(W0: torch.Tensor, W1: torch.Tensor, k: int = 10, epsilon
         k (int): top singular vectors of W1 to examine, ``1 <= k <= min(m, n)``. Default 10.
         epsilon (float): cosine threshold in ``(0, 1]``. Default 0.5 (the paper's code).
         dtype: float64 (default) or float32 for the eigendecompositions.
-        basis (LeftBasis): W0's left singular directions when already known (:func:`lowrank.gram.left_basis`);
-        u1 (Tensor): W1's top ``k`` left singular vectors when already known, ``(m, k)`` (W1 is then not used).
 
     Raises LowrankError on mismatched shapes or out-of-range ``k``/``epsilon``.
     """
@@ -249,10 +246,14 @@ def intruder_dimensions(W0: torch.Tensor, W1: torch.Tensor, k: int = 10, epsilon
     if W0.shape != W1.shape:
         raise LowrankError(f"W0 and W1 must have the same shape; got {shapes_of(W0, W1)}")
     checked_int(k, "k", 1, min(W0.shape))
+    return intruders_from(left_basis(W0, dtype), gram_svd(W1.to(W0.device), k, dtype).U, epsilon)
+
+
+def intruders_from(basis: LeftBasis, u1: torch.Tensor, epsilon: float = 0.5) -> Intruders:
+    """:func:`intruder_dimensions` from decompositions already made: W0's left directions ``basis``
+    (:func:`lowrank.gram.left_basis`) and W1's top ``k`` left singular vectors ``u1 (m, k)``."""
     if not 0.0 < epsilon <= 1.0:
         raise LowrankError(f"epsilon must be in (0, 1], got {epsilon}")
-    basis = basis if basis is not None else left_basis(W0, dtype)
-    u1 = (u1 if u1 is not None else gram_svd(W1.to(W0.device), k, dtype).U)[:, :k].to(basis.S.device)
-    max_cos = tuple(float(c) for c in basis.coordinates(u1).abs().amax(dim=0).cpu())
-    return Intruders(count=sum(c < epsilon for c in max_cos), max_cos=max_cos, k=k, epsilon=epsilon,
-                     floor=1.0 / math.sqrt(W0.shape[0]))
+    max_cos = tuple(float(c) for c in basis.coordinates(u1.to(basis.S.device)).abs().amax(dim=0).cpu())
+    return Intruders(count=sum(c < epsilon for c in max_cos), max_cos=max_cos, k=u1.shape[1], epsilon=epsilon,
+                     floor=1.0 / math.sqrt(u1.shape[0]))
