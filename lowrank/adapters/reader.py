@@ -19,7 +19,7 @@ import torch
 from lowrank.adapters.adapter import Adapter, LoraUpdate
 from lowrank.adapters.config import CONFIG_FILE, AdapterConfig, read_adapter_config
 from lowrank.adapters.kohya import open_single_file
-from lowrank.adapters.layout import AdapterModule, FullyTrained, peft_layout
+from lowrank.adapters.layout import AdapterModule, peft_layout
 from lowrank.checkpoints import open_checkpoint
 from lowrank.errors import LowrankError
 
@@ -46,7 +46,7 @@ def _open_peft(folder: Path, allow_pickle: bool) -> Adapter:
     checkpoint = open_checkpoint(weights, allow_pickle)
     modules, full = peft_layout(checkpoint.tensors, weights, config.block_diagonal)
     _check_ranks(config, modules, weights)
-    return Adapter(folder, "peft", config, checkpoint, modules, full, _notes(config, modules, full, weights))
+    return Adapter(folder, "peft", config, checkpoint, modules, full, _notes(config, modules, weights))
 
 
 def _check_ranks(config: AdapterConfig, modules: dict[str, AdapterModule], path: Path) -> None:
@@ -63,8 +63,7 @@ def _check_ranks(config: AdapterConfig, modules: dict[str, AdapterModule], path:
                                f"r={expected}")
 
 
-def _notes(config: AdapterConfig, modules: dict[str, AdapterModule], full: tuple[FullyTrained, ...],
-           path: Path) -> tuple[str, ...]:
+def _notes(config: AdapterConfig, modules: dict[str, AdapterModule], path: Path) -> tuple[str, ...]:
     notes = []
     conv1d = [m.name for m in modules.values() if m.layer_kind == "conv1d"]
     if conv1d and not config.fan_in_fan_out:
