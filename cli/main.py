@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lowrank import __version__
+from lowrank import __version__, distributed
 from lowrank.errors import LowrankError
 
 
@@ -30,11 +30,26 @@ class LowrankGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LowrankError as error:
-            click.echo(f"Error: {error}", err=True)
+            _fail(str(error), True)
             ctx.exit(getattr(error, "exit_code", 2))  # 2: bad input; a run stopped by a signal: 128 + signal
         except KeyboardInterrupt:
-            click.echo("Error: interrupted", err=True)
+            _fail("interrupted", False)
             ctx.exit(130)
+        except Exception as error:  # noqa: BLE001 - only on several processes: a peer's failure breaks collectives
+            world = distributed.from_environment()
+            if not world.distributed:
+                raise
+            _fail(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", False)
+            ctx.exit(1)
+
+
+def _fail(message: str, input_error: bool) -> None:
+    """One ``Error:`` line on stderr; a worker of ``--nproc`` leaves it to the launcher instead. Under torchrun
+    each failing rank names itself."""
+    if distributed.leave_error(message, input_error):
+        return
+    world = distributed.from_environment()
+    click.echo(f"Error: {f'rank {world.rank}: ' if world.distributed else ''}{message}", err=True)
 
 
 @click.group(cls=LowrankGroup)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from lowrank.training.lora_file import read_lora_file
 from lowrank.training.loop import TrainConfig, train as run_training
+from lowrank_cli.launching import is_main, nproc_option, relaunched
 from lowrank_cli.progress import rich_progress
 
 
@@ -63,11 +64,19 @@ from lowrank_cli.progress import rich_progress
               "changes the result differs from the checkpoint's).")
 @click.option("--on-nonfinite", "nonfinite", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
               help="At a NaN/Inf loss or gradient: stop (the last good checkpoint is kept) or skip the step.")
+@click.option("--parallel", type=click.Choice(["ddp", "fsdp"]), default="ddp", show_default=True,
+              help="On several processes: DistributedDataParallel, or FSDP2 (the model sharded over the processes, "
+              "for models too large for one device). --batch-size is the global batch.")
+@nproc_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout, init, lora_file, epochs, steps, batch_size,
           grad_accum, max_length, lr, head_lr, warmup_ratio, weight_decay, grad_clip, eval_every, eval_samples,
-          train_samples, save_every, seed, bf16, compile_model, device, overwrite, resume, nonfinite, quiet) -> None:
-    """Train a LoRA adapter (peft format) or fully fine-tune (Hugging Face folder); metrics go to OUT/metrics.json."""
+          train_samples, save_every, seed, bf16, compile_model, device, overwrite, resume, nonfinite, parallel, nproc,
+          quiet) -> None:
+    """Train a LoRA adapter (peft format) or fully fine-tune (Hugging Face folder); metrics go to OUT/metrics.json.
+    Under torchrun (or with --nproc) every process trains its shard of each batch; rank 0 writes."""
+    if relaunched(nproc):
+        return
     config = TrainConfig(
         model=model, data=data, method=method, out=out, task=task, rank=rank, alpha=alpha, targets=targets,
         use_rslora=rslora, dropout=dropout, init=init, epochs=epochs, max_steps=steps, batch_size=batch_size,
@@ -75,12 +84,13 @@ def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout,
         weight_decay=weight_decay,
         grad_clip=grad_clip, eval_every=eval_every, eval_samples=eval_samples, max_train_samples=train_samples,
         save_every=save_every, seed=seed, bf16=bf16, compile=compile_model, device=device, overwrite=overwrite, resume=resume,
-        nonfinite=nonfinite)
+        nonfinite=nonfinite, parallel=parallel)
     if lora_file is not None:
         config = replace(config, **read_lora_file(lora_file))
-    with rich_progress(enabled=not quiet) as progress:
+    with rich_progress(enabled=not quiet and is_main()) as progress:
         metrics = run_training(config, progress)
-    _summary(metrics, out)
+    if is_main():
+        _summary(metrics, out)
 
 
 def _summary(metrics: dict, out: Path) -> None:

@@ -4,7 +4,8 @@
 
 At fault point POINT (lowrank.training.faults) and step STEP, ACTION ``kill`` sends SIGKILL to this process (at a
 checkpoint write: after its first chunk is on disk, so the temporary file is half-written) and ``term`` sends
-SIGTERM. One thread, like the in-process reference runs, so that the floating-point results match bit for bit.
+SIGTERM; ``ACTION@R`` acts only in the worker of rank R (under ``--nproc``, which runs this same driver on each
+worker). One thread, like the in-process reference runs, so that the floating-point results match bit for bit.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ ACTIONS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
 
 
 def _install(point: str, step: int, action: str) -> None:
+    action, _, rank = action.partition("@")
+
     def hook(value=None, step=None, written=None):
-        if step == target:
+        if step == target and rank in ("", os.environ.get("RANK", "0")):
             os.kill(os.getpid(), ACTIONS[action])
         return value
 

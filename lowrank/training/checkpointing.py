@@ -1,8 +1,8 @@
 """Checkpoints of a training run, written so that nothing is ever lost, and resumed only with the same settings.
 
-A checkpoint is ``OUT/checkpoint/state.pt``: the trainable tensors, the optimizer state, the RNG states, the
-history, the step, and the run's result-defining settings (:func:`run_settings`). It is written to a temporary
-file beside it, flushed and ``fsync``-ed, then renamed over the old one (``os.replace`` is atomic) and the folder
+A checkpoint is ``OUT/checkpoint/state.pt``: the trainable tensors and the optimizer state (full tensors keyed by
+parameter name, whatever the number of processes or the sharding), each rank's RNG states, the history, the step,
+and the run's result-defining settings (:func:`run_settings`). It is written to a temporary file beside it, flushed and ``fsync``-ed, then renamed over the old one (``os.replace`` is atomic) and the folder
 is ``fsync``-ed: a crash, a kill or a full disk at any moment leaves either the old checkpoint or the new one,
 whole. A failed write removes its temporary file and says which checkpoint survives.
 
@@ -10,9 +10,10 @@ The final checkpoint (step = total steps, written before the final evaluation, s
 loses the trained weights) holds no optimizer state: no step is left to take.
 
 Settings that change the result: every :class:`TrainConfig` field except :data:`NOT_RESULT` (where the output goes,
-how often it is checkpointed or evaluated, what to do at a non-finite step: a run that stops at one has taken none),
-plus the device type actually used and a SHA-256 fingerprint of the training examples (so a changed data file,
-tokenizer or max length is caught even under the same path).
+how often it is checkpointed or evaluated, what to do at a non-finite step: a run that stops at one has taken none;
+DDP or FSDP, which give the same result), plus the device type actually used and a SHA-256 fingerprint of the
+training examples (so a changed data file, tokenizer or max length is caught even under the same path). The number
+of processes is not one of them: a run may resume on another.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from pathlib import Path
 
 import torch
 
+from lowrank import distributed
 from lowrank.errors import LowrankError
-from lowrank.training import faults
+from lowrank.training import faults, parallel
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
-NOT_RESULT = ("out", "overwrite", "resume", "save_every", "eval_every", "nonfinite")
+NOT_RESULT = ("out", "overwrite", "resume", "save_every", "eval_every", "nonfinite", "parallel")
 
 
 def state_path(out: Path) -> Path:
@@ -56,18 +58,32 @@ def _fingerprint(data) -> str:
 
 
 def save(out: Path, setup, step: int, history: list, settings: dict, final: bool = False) -> None:
-    """Write the checkpoint atomically (temporary file, fsync, rename, fsync of the folder).
+    """Write the checkpoint atomically (temporary file, fsync, rename, fsync of the folder). On several
+    processes every rank gives its part (sharded weights, optimizer state, random state) and rank 0 writes.
 
     Raises:
         LowrankError: the write failed (a full disk names ENOSPC); the previous checkpoint is untouched.
     """
-    folder = Path(out) / CHECKPOINT
-    folder.mkdir(exist_ok=True)
-    state = {"step": step, "history": history, "settings": settings, "final": final,
-             "trainable": {n: p.detach().cpu() for n, p in setup.model.named_parameters() if p.requires_grad}}
+    with parallel.gathered(setup.model):
+        trainable = {n: p.detach().cpu().clone() for n, p in setup.model.named_parameters() if p.requires_grad}
+    state = {"step": step, "history": history, "settings": settings, "final": final, "trainable": trainable}
     if not final:
-        state.update(optimizer=setup.optimizer.state_dict(), cpu_rng=torch.get_rng_state(),
-                     cuda_rng=torch.cuda.get_rng_state_all() if setup.device.type == "cuda" else [])
+        randomness = distributed.gather(_random_state(setup))
+        state.update(optimizer=parallel.optimizer_state(setup.model, setup.optimizer),
+                     random=randomness[0] if randomness else None, rank_random=randomness)
+    if setup.world.is_main:
+        _write(Path(out), state, step)
+    distributed.barrier()
+
+
+def _random_state(setup) -> dict:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(setup.device) if setup.device.type == "cuda" else None}
+
+
+def _write(out: Path, state: dict, step: int) -> None:
+    folder = out / CHECKPOINT
+    folder.mkdir(exist_ok=True)
     tmp = folder / (STATE_FILE + ".tmp")
     try:
         with open(tmp, "wb", buffering=0) as handle:  # unbuffered: what torch.save wrote is in the file
@@ -146,14 +162,15 @@ def load(out: Path, setup, settings: dict) -> dict:
     if set(state["trainable"]) != {n for n, p in params.items() if p.requires_grad}:
         raise LowrankError(f"the checkpoint in {out} was written by a different configuration (other trainable "
                            "parameters)")
-    with torch.no_grad():
-        for name, tensor in state["trainable"].items():
-            params[name].copy_(tensor)
+    for name, tensor in state["trainable"].items():
+        parallel.load_full(params[name], tensor)
     if not state.get("final"):
-        setup.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["cpu_rng"])
-        if state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        parallel.load_optimizer_state(setup.model, setup.optimizer, state["optimizer"])
+        ranks = state.get("rank_random") or []
+        random = ranks[setup.world.rank] if len(ranks) == setup.world.size else state["random"]
+        torch.set_rng_state(random["cpu"])
+        if random["cuda"] is not None and setup.device.type == "cuda":
+            torch.cuda.set_rng_state(random["cuda"], setup.device)
     return state
 
 

@@ -28,8 +28,10 @@ class TrainConfig:
     architectures, or an MLP's hidden layers.
     ``max_steps`` caps the optimizer steps below ``epochs`` passes; ``max_train_samples`` / ``eval_samples``
     take fixed seeded subsets. ``nonfinite``: at a non-finite loss or gradient, ``"stop"`` the run (the last good
-    checkpoint is kept) or ``"skip"`` the step (lowrank.training.guard). ``compile`` runs the model through torch.compile (pays off on long runs only:
-    compiling takes tens of seconds)."""
+    checkpoint is kept) or ``"skip"`` the step (lowrank.training.guard). ``parallel``: on several processes
+    (torchrun), ``"ddp"`` or ``"fsdp"`` (lowrank.training.parallel); ``batch_size`` is then the global batch.
+    ``compile`` runs the model through torch.compile (pays off on long runs only: compiling takes tens of
+    seconds)."""
 
     model: str
     data: str
@@ -65,6 +67,7 @@ class TrainConfig:
     overwrite: bool = False
     resume: bool = False
     nonfinite: str = "stop"
+    parallel: str = "ddp"
 
     def __post_init__(self) -> None:
         checks = [
@@ -81,6 +84,7 @@ class TrainConfig:
             (0 <= self.warmup_ratio < 1, f"warmup ratio must be in [0, 1), got {self.warmup_ratio}"),
             (self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}"),
             (self.nonfinite in ("stop", "skip"), f"on-nonfinite must be stop or skip, got {self.nonfinite!r}"),
+            (self.parallel in ("ddp", "fsdp"), f"parallel must be ddp or fsdp, got {self.parallel!r}"),
         ]
         for ok, message in checks:
             if not ok:

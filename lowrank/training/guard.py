@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from lowrank import distributed
 from lowrank.errors import LowrankError
 from lowrank.training import checkpointing, faults
 
@@ -74,6 +75,11 @@ class RunGuard:
     @property
     def stopping(self) -> bool:
         return self.signal is not None
+
+    def agree(self) -> None:
+        """On several processes (every rank at the same step): a signal any rank received stops them all."""
+        if distributed.any_rank(self.signal is not None) and self.signal is None:
+            self.signal = signal.SIGTERM
 
     def after_step(self, step: int) -> None:
         faults.fire("step", step=step)

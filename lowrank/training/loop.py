@@ -5,12 +5,15 @@ gradients are clipped to ``grad_clip`` and accumulated over ``grad_accum`` micro
 fused AdamW there, and ``compile`` runs the model through torch.compile. The host never synchronizes inside a step
 (batches are gathered from a pre-padded table, pinned and copied without blocking; losses are read in groups).
 Batches come in an order fixed by (seed, epoch), so a run resumed from a checkpoint ends with exactly the weights
-of an uninterrupted one. Results: a peft adapter (LoRA) or a Hugging Face model folder (full; an MLP folder,
-``lowrank.mlp.save_mlp``, for an MLP), plus metrics.json. Throughput counts tokens for text, examples for images.
+of an uninterrupted one. On several processes (torchrun; lowrank.training.parallel) each rank computes its shard
+of every global batch and only rank 0 writes; the results are those of one process. Results: a peft adapter
+(LoRA) or a Hugging Face model folder (full; an MLP folder, ``lowrank.mlp.save_mlp``, for an MLP), plus
+metrics.json. Throughput counts tokens for text, examples for images.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,14 +24,15 @@ from pathlib import Path
 
 import torch
 
-from lowrank import adapters
+from lowrank import adapters, distributed
 from lowrank.data.batches import iter_batches
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP, save_mlp
-from lowrank.training.evaluate import autocast, evaluate, loss_and_logits, throughput_units, to_device
+from lowrank.training.evaluate import (autocast, evaluate, loss_and_logits, target_count, throughput_units,
+                                       to_device)
 from lowrank.outputs import check_output_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
-from lowrank.training import checkpointing
+from lowrank.training import checkpointing, parallel
 from lowrank.training.checkpointing import CHECKPOINT, STATE_FILE
 from lowrank.training.config import TrainConfig
 from lowrank.training.guard import STAGING, RunGuard
@@ -46,17 +50,20 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict:
-    """Train as ``config`` says and write the results into ``config.out``; return the metrics written."""
-    out = Path(config.out)
-    with OutputLock(out) as lock, RunGuard(out, config.nonfinite) as guard:
+    """Train as ``config`` says and write the results into ``config.out``; return the metrics written. Under
+    torchrun this process is one rank of the run (lowrank.distributed); rank 0 holds the output folder."""
+    out, world = Path(config.out), distributed.from_environment()
+    with distributed.joined(world, world.device(config.device)), _output(out, world) as lock, \
+            RunGuard(out, config.nonfinite) as guard:
         if config.resume and not checkpointing.state_path(out).is_file():
             raise LowrankError(f"--resume: {out} holds no checkpoint ({CHECKPOINT}/{STATE_FILE})")
-        if not config.resume:
+        if not config.resume and world.is_main:
             check_output_dir(out, config.overwrite)
-        setup = prepare(config)
+        distributed.barrier()
+        setup = prepare(config, world)
         settings = checkpointing.run_settings(config, setup)
         state = checkpointing.load(out, setup, settings) if config.resume else None
-        if not config.resume:
+        if not config.resume and world.is_main:
             lock.claim()
         start = int(state["step"]) if state else 0
         guard.attach(setup, settings, start if state else None)
@@ -69,9 +76,21 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
         history.append({"step": setup.total_steps, **final})
         metrics = _metrics(config, setup, history, final, seconds, tokens)
         guard.write_results(lambda: _save_result(out, config, setup))
-        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+        if world.is_main:
+            write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+            shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+        distributed.barrier()
     return metrics
+
+
+def _output(out: Path, world: distributed.World):
+    """The output folder's lock, held by rank 0 (the one process that writes)."""
+    return OutputLock(out) if world.is_main else contextlib.nullcontext(_NoLock())
+
+
+class _NoLock:
+    def claim(self) -> None:
+        pass
 
 
 def _micro_batches(setup: Setup, config: TrainConfig, skip: int):
@@ -91,25 +110,27 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
 
     The host never waits on the device inside a step: each step's loss stays a device scalar until a read, every
     ``LOSS_READ_EVERY`` steps and before an evaluation or a checkpoint, fills ``history`` (one synchronization)."""
-    model, optimizer, device = setup.model, setup.optimizer, setup.device
+    optimizer, device, world = setup.optimizer, setup.device, setup.world
     warmup = round(config.warmup_ratio * setup.total_steps)
     stream = _micro_batches(setup, config, start * config.grad_accum)
-    model.train()
+    setup.model.train()
     seconds, tokens, pending, last = 0.0, 0, [], ""
     began = time.perf_counter()
     for step in range(start, setup.total_steps):
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor(step, setup.total_steps, warmup)
         step_loss = torch.zeros((), device=device)
-        for _ in range(config.grad_accum):
+        for micro in range(config.grad_accum):
             host = setup.train.collate(next(stream))
             tokens += throughput_units(host)
-            batch = to_device(host, device)
-            with autocast(device, config.bf16):
-                loss = guard.loss(loss_and_logits(model, batch)[0], step + 1) / config.grad_accum
-            loss.backward()
+            batch, weight = _local_batch(host, world, device)
+            with parallel.sync_gradients(setup.engine, micro == config.grad_accum - 1):
+                with autocast(device, config.bf16):
+                    loss = guard.loss(loss_and_logits(setup.engine, batch)[0], step + 1) * weight / config.grad_accum
+                (loss * world.size).backward()  # DDP / FSDP average over the ranks: the sum of the shards' parts
             step_loss += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(setup.trainable, config.grad_clip)
+        distributed.all_sum(step_loss)
+        grad_norm = parallel.plain(torch.nn.utils.clip_grad_norm_(setup.trainable, config.grad_clip))
         skipped = guard.skip(step + 1, step_loss, grad_norm)  # reads the device only with --on-nonfinite skip
         if not skipped:
             optimizer.step()
@@ -118,7 +139,9 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
         pending.append((done, optimizer.param_groups[0]["lr"], None if skipped else step_loss))
         evaluate_now = bool(config.eval_every) and done % config.eval_every == 0 and done < setup.total_steps
         save_now = bool(config.save_every) and done % config.save_every == 0 and done < setup.total_steps
-        if done % LOSS_READ_EVERY == 0 or done == setup.total_steps or evaluate_now or save_now or guard.stopping:
+        if done % LOSS_READ_EVERY == 0 or done == setup.total_steps or evaluate_now or save_now or \
+                (guard.stopping and not world.distributed):  # ranks agree on a stop at their common reads
+            guard.agree()
             guard.check()  # a non-finite loss or gradient stops the run before anything is saved
             last = f"loss {_read_losses(pending, history):.4f}"
             pending = []
@@ -133,6 +156,16 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
                f"{last} · {tokens / max(seconds + time.perf_counter() - began, 1e-9):,.0f} {_unit(setup)[:3]}/s")
         guard.after_step(done)
     return seconds, tokens
+
+
+def _local_batch(host: dict[str, torch.Tensor], world: distributed.World,
+                 device: torch.device) -> tuple[dict[str, torch.Tensor], float]:
+    """This rank's part of a global host batch on ``device``, and its weight: its share of the batch's targets
+    (1 on one process; 0 for an empty shard)."""
+    if not world.distributed:
+        return to_device(host, device), 1.0
+    local, holds = parallel.shard(host, world)
+    return to_device(local, device), target_count(local) / target_count(host) if holds else 0.0
 
 
 def _read_losses(pending: list, history: list) -> float:
@@ -154,14 +187,27 @@ def _read_losses(pending: list, history: list) -> float:
 
 
 def _evaluate(setup: Setup, config: TrainConfig) -> dict[str, float]:
-    return evaluate(setup.model, setup.test, config.batch_size, setup.device, config.bf16, config.eval_samples)
+    return evaluate(setup.model, setup.test, config.batch_size, setup.device, config.bf16, config.eval_samples,
+                    setup.world)
 
 
 def _save_result(out: Path, config: TrainConfig, setup: Setup) -> None:
-    """Write the adapter or the full model into a temporary folder, then move its files into ``out``."""
-    staging = out / STAGING
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    """Write the adapter or the full model into a temporary folder, then move its files into ``out`` (rank 0;
+    every rank takes part in gathering sharded weights)."""
+    model, staging = setup.model, out / STAGING
+    full = parallel.full_state(model) if config.method == "full" and parallel.is_sharded(model) else None
+    with parallel.gathered(model) if config.method == "lora" else contextlib.nullcontext():
+        if setup.world.is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            _write_result(staging, config, setup, full)
+            for item in staging.iterdir():
+                os.replace(item, out / item.name)
+            staging.rmdir()
+    distributed.barrier()
+
+
+def _write_result(staging: Path, config: TrainConfig, setup: Setup, full: dict | None) -> None:
     model = setup.model
     if config.method == "lora":
         task_type = None if isinstance(model, MLP) else "CAUSAL_LM" if setup.task == "lm" else "SEQ_CLS"
@@ -169,11 +215,9 @@ def _save_result(out: Path, config: TrainConfig, setup: Setup) -> None:
     elif isinstance(model, MLP):
         save_mlp(model, staging)
     else:
-        model.save_pretrained(staging)
+        with parallel.plain_class(model):
+            model.save_pretrained(staging, state_dict=full)
         setup.tokenizer.save_pretrained(staging)
-    for item in staging.iterdir():
-        os.replace(item, out / item.name)
-    staging.rmdir()
 
 
 def _metrics(config: TrainConfig, setup: Setup, history: list, final: dict, seconds: float, tokens: int) -> dict:

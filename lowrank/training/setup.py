@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from lowrank import assets, lora
+from lowrank.distributed import SINGLE, World
 from lowrank.data.batches import ImageSet, TokenizedSet, tokenize_classification, tokenize_lm
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP, is_mlp_spec
-from lowrank.training import checks
+from lowrank.training import checks, parallel
 from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR, TrainConfig
 from lowrank.training.images import is_image_model, load_image_task
 
@@ -26,6 +27,9 @@ CLASSIFIER_HEADS = ("classifier", "score")
 
 @dataclass
 class Setup:
+    """``model`` is the model itself (saved, evaluated); ``engine`` what a training step calls: ``model``, or a
+    DistributedDataParallel around it (lowrank.training.parallel)."""
+
     model: nn.Module
     tokenizer: object | None
     model_path: str
@@ -41,28 +45,37 @@ class Setup:
     lr: float
     lora_config: lora.LoraConfig | None
     adapted: list[str]
+    engine: nn.Module
+    world: World = SINGLE
 
 
-def prepare(config: TrainConfig) -> Setup:
+def prepare(config: TrainConfig, world: World = SINGLE) -> Setup:
+    """Build the run on this process; on several (``world``), each builds the same model from the same seed, then
+    the model is wrapped for ``config.parallel`` and each rank's random stream (dropout) becomes its own."""
     torch.manual_seed(config.seed)
     image = is_image_model(config.model)
     model, tokenizer, model_path, task, train_set, test_set = (_image_inputs if image else _text_inputs)(config)
     lora_config, adapted = _adapt(model, config, task)
     checks.check_ranks(model)
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if config.device == "auto" else config.device)
+    if image and world.distributed and config.parallel == "fsdp":
+        raise LowrankError("--parallel fsdp shards transformer blocks; train an MLP with --parallel ddp")
+    device = world.device(config.device)
     model.to(device)
+    counts = sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
+    engine = parallel.wrap(model, world, device, config.parallel)
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = config.lr if config.lr is not None else (DEFAULT_IMAGE_LR[config.method] if image else
                                                   DEFAULT_LR[(config.method, task)])
+    fused = device.type == "cuda" and not parallel.is_sharded(model)  # one kernel for all; foreach on CPU/shards
     optimizer = torch.optim.AdamW(_param_groups(model, task, lr, config), lr=lr, weight_decay=config.weight_decay,
-                                  fused=device.type == "cuda")  # one kernel for all parameters; foreach on CPU
+                                  fused=fused)
     if config.compile:
         model.compile()
+    if world.rank > 0:
+        torch.manual_seed(config.seed + world.rank)
     total = total_steps(config, len(train_set))
-    return Setup(model, tokenizer, model_path, task, train_set, test_set, device, optimizer, trainable,
-                 sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters()), total, lr,
-                 lora_config, adapted)
+    return Setup(model, tokenizer, model_path, task, train_set, test_set, device, optimizer, trainable, *counts,
+                 total, lr, lora_config, adapted, engine, world)
 
 
 def total_steps(config: TrainConfig, train_examples: int) -> int:
