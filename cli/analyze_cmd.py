@@ -12,6 +12,7 @@ import click
 
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressEvent
+from lowrank_cli.launching import nproc_option, relaunched
 from lowrank_cli.progress import rich_progress
 
 REPORT_WIDTH = 100
@@ -93,18 +94,24 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
               "singular values the sketch's top l (lower bounds); W0's top values sketched for amplification; "
               "intruders not computed. LoRA updates stay exact. Exact is the default.")
 @click.option("--device", help="Where the SVDs (and, with --data, the gradients) run: cpu or cuda "
-              "[default: cuda when a GPU is present, else cpu].")
+              "[default: cuda when a GPU is present, else cpu]. On several processes cuda is each one's own GPU.")
+@nproc_option
 def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtype, k, reference_rank, grid_max,
             no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, data, max_length, seed,
-            fast, device) -> None:
+            fast, device, nproc) -> None:
     """Spectra, rank verdicts and subspace overlap of a LoRA adapter or a full fine-tune.
 
     CHECKPOINT is a peft adapter folder (LoRA, DoRA, AdaLoRA, PiSSA/OLoRA; DoRA and unconverted PiSSA/OLoRA
     need --base), a kohya or diffusers LoRA .safetensors file, or a full model folder / safetensors file (then
     --base gives W0). Without output options the terminal report is printed.
+
+    On several processes (--nproc N, or torchrun --nproc-per-node N -m lowrank_cli analyze ...) the modules are
+    shared out: each process decomposes its own (on its own GPU with cuda), process 0 gathers them and writes the
+    same report one process would; only it prints or writes. --data's gradients run once, on process 0.
     """
-    from lowrank.analysis.run import AnalyzeConfig
-    from lowrank.analysis.run import analyze as run_analysis
+    from lowrank import distributed
+    from lowrank.analysis.config import AnalyzeConfig
+    from lowrank.analysis.sharding import rank_device
 
     for path, option, stdout_ok in ((json_path, "--json", True), (markdown_path, "--markdown", False),
                                     (html_path, "--html", False)):
@@ -114,12 +121,19 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtyp
                            intruder_k=intruder_k, intruder_epsilon=intruder_epsilon, allow_pickle=allow_pickle,
                            modules=modules, seed=seed, device=device or _default_device(), data=data,
                            max_length=max_length, fast=fast)
-    progress = _DelayedProgress(sys.stderr.isatty())
+    if relaunched(nproc):
+        return
+    from lowrank.analysis.run import analyze as run_analysis
+
+    world = distributed.from_environment()
+    progress = _DelayedProgress(sys.stderr.isatty() and world.is_main)
     try:
-        report = run_analysis(config, progress)
+        with distributed.joined(world, rank_device(config.device, world)):
+            report = run_analysis(config, progress, world)
     finally:
         progress.close()
-    _write_outputs(report, json_path, markdown_path, html_path)
+    if report is not None:  # rank 0 (or the one process) reports; the others' measures are in it
+        _write_outputs(report, json_path, markdown_path, html_path)
 
 
 def _write_outputs(report, json_path: str | None, markdown_path: str | None, html_path: str | None) -> None:

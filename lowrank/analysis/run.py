@@ -6,12 +6,15 @@ float64). Modules are read, analyzed and dropped one at a time, so memory stays 
 ``--against``, the top-``grid_max`` singular vectors kept per compared module of the other update).
 
 Order of work with ``--against``: the other update's matched modules first (their singular vectors are kept),
-then CHECKPOINT's modules, each compared with its partner as soon as it is analyzed.
+then CHECKPOINT's modules, each compared with its partner as soon as it is analyzed. On several processes
+(``torchrun``, ``--nproc``) each rank does this for its share of the modules (:mod:`lowrank.analysis.sharding`) and
+rank 0 assembles the same report one process would.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -23,16 +26,18 @@ from lowrank.advice.measure import measure as measure_signals
 from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, judge,
                                         model_doubling_gain, model_signal_to_noise, suggested_rank)
 from lowrank.analysis import rank as ranking
-from lowrank import spectra
+from lowrank import distributed, spectra
 from lowrank.analysis import fast, subspaces
 from lowrank.checkpoints import find_name, open_checkpoint
 from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
 from lowrank.analysis.results import (SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis,
                                       Sufficiency, TrainedInFull)
 from lowrank.analysis.decompose import Plan, Pool
+from lowrank.analysis.sharding import NotMain, gathered, merged, on_main, rank_device, shares
 from lowrank.analysis.sources import LoraSource, Update, open_source
 from lowrank.assets import resolve_model_path
 from lowrank.cpu import release_freed_memory
+from lowrank.distributed import SINGLE, World
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback, report
 
@@ -165,13 +170,33 @@ def _pairing(mine: list[str], theirs: list[str]) -> dict[str, str]:
     return {name: other for name, other in found.items() if other is not None}
 
 
-def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> AnalysisReport:
+def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None,
+            world: World = SINGLE) -> AnalysisReport | None:
     """Analyze ``config.checkpoint`` (and compare it with ``config.against``); see :class:`AnalyzeConfig`.
+
+    With a ``world`` of several processes (called inside :func:`lowrank.distributed.joined` on every rank, as
+    ``torchrun`` or ``lowrank analyze --nproc N`` run it) each rank streams and decomposes its share of the modules
+    (:mod:`lowrank.analysis.sharding`: every ``size``-th one, its ``--against`` partner with it) on its own device
+    (``cuda:LOCAL_RANK`` on CUDA); rank 0 gathers the measures, restores the single-process order and returns the
+    report, identical to one process's; the other ranks return None. ``--data``'s gradient signals are measured once, on
+    rank 0, and broadcast (the other ranks wait up to ``LOWRANK_DIST_TIMEOUT`` seconds for them). Each module's
+    random draws are seeded by ``(seed, module)`` alone, so the sharding changes no number.
 
     Raises:
         LowrankError: for any bad input: missing or corrupt files, malformed adapters, NaN weights, pickle files
-            without opt-in, shape mismatches with the base, or no module left to analyze.
+            without opt-in, shape mismatches with the base, or no module left to analyze. On several processes a
+            rank's error is raised on rank 0 (the others return None), so the run fails once, without a hang.
     """
+    if world.distributed and not distributed.active():
+        raise LowrankError(f"analyze on {world.size} processes needs their process group: call it inside "
+                           "lowrank.distributed.joined(world, device)")
+    try:
+        return _analyze(config, progress, world)
+    except NotMain:
+        return None
+
+
+def _analyze(config: AnalyzeConfig, progress: ProgressCallback | None, world: World) -> AnalysisReport:
     base = open_checkpoint(resolve_model_path(config.base), config.allow_pickle) if config.base else None
     with_base = base is not None and config.base_metrics
     primary = open_source(config.checkpoint, base, config)
@@ -180,18 +205,15 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
     if not names:
         raise LowrankError(f"no module of {primary.path} matches --modules {config.modules!r}")
     pairing = _pairing(names, _selected(other.names, config.modules)) if other else {}
-    signals, sufficiency = data_verdict(config, primary, progress) if config.data else ({}, None)
-    run = _Run(config, _plan(config, with_base, primary, other), progress, len(names) + len(pairing), signals,
+    signals, sufficiency = on_main(world, lambda: data_verdict(config, primary, progress)) if config.data \
+        else ({}, None)
+    mine = shares(names, pairing, world.size)[world.rank]
+    plan = _plan(config, with_base, primary, other, rank_device(config.device, world))
+    run = _Run(config, plan, progress, len(mine) + len(set(pairing[n] for n in mine if n in pairing)), signals,
                sufficiency.verdict if sufficiency else None)
-    against_modules, frames = run.against(other, primary, pairing) if other else ([], {})
-    modules, comparisons = [], []
-    for update in primary.updates(set(names), run.plan, run.pool):
-        ref = (other.ranks.get(pairing[update.name]) if update.name in pairing else None) or config.reference_rank
-        modules.append(run.measure(update, ref, run.signals.get(update.name)))
-        if pairing.get(update.name) in frames:
-            comparisons.append(compare(update.name, pairing[update.name], frame_of(update, config.grid_max),
-                                       frames.pop(pairing[update.name]), config.k, config.reference_rank))
-    run.pool.close()
+    shares_done = gathered(world, lambda: run.share(primary, other, mine, {n: pairing[n] for n in mine
+                                                                          if n in pairing}))
+    modules, comparisons, against_modules, unchanged = merged(shares_done, names, other.names if other else [])
     if not modules:
         raise LowrankError(f"{primary.path}: every matched weight equals the base's; there is no update to analyze")
     rslora = primary.config.use_rslora if isinstance(primary, LoraSource) else False
@@ -200,14 +222,14 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None) -> 
         schema=SCHEMA, checkpoint=str(primary.path), checkpoint_kind=primary.kind,
         base=config.base if base else None, against=str(other.path) if other else None,
         against_kind=other.kind if other else None, settings=_settings(config, primary, with_base),
-        thresholds=ranking.THRESHOLDS, summary=ranking.summarize(tuple(modules), rslora, sufficiency),
-        modules=tuple(modules), comparisons=tuple(comparisons), against_modules=tuple(against_modules),
+        thresholds=ranking.THRESHOLDS, summary=ranking.summarize(modules, rslora, sufficiency),
+        modules=modules, comparisons=comparisons, against_modules=against_modules,
         only_in_checkpoint=tuple(n for n in names if n not in pairing) if other else (),
         only_in_against=tuple(n for n in _selected(other.names, config.modules) if n not in unmatched)
         if other else (),
         only_in_base=_union(primary.only_in_base, other.only_in_base if other else ()),
         not_in_base=_union(primary.not_in_base, other.not_in_base if other else ()),
-        unchanged=_union(primary.unchanged, other.unchanged if other else ()), sufficiency=sufficiency,
+        unchanged=unchanged, sufficiency=sufficiency,
         **_with_fast_note(_adapter_fields(primary), config, (*modules, *against_modules)))
 
 
@@ -228,19 +250,37 @@ def _adapter_fields(source) -> dict:
 
 
 class _Run:
-    """Shared state of one analysis: the settings, the random generator, and the progress count."""
+    """One rank's analysis: the settings, the decomposition pool, and the progress count of its share."""
 
     def __init__(self, config: AnalyzeConfig, plan: Plan, progress: ProgressCallback | None, total: int,
                  signals: dict[str, Signals], model_verdict: str | None):
         self.config, self.plan, self.progress, self.total = config, plan, progress, total
         self.signals, self.model_verdict = signals, model_verdict
-        self.pool = Pool(torch.get_num_threads(), plan.device)
-        self.generator = torch.Generator().manual_seed(config.seed)
         self.done = 0
 
-    def measure(self, update: Update, reference_rank: int, signals: Signals | None = None) -> ModuleAnalysis:
-        result = measure(update, reference_rank, self.config, self.generator, signals,
-                         self.model_verdict if signals is not None else None)
+    def share(self, primary, other, mine: list[str], pairing: dict[str, str]) -> tuple[list, ...]:
+        """Measure CHECKPOINT's modules ``mine`` and their ``--against`` partners (``pairing``, ``mine`` -> theirs),
+        comparing each pair: (modules, comparisons, against modules, unchanged, against's unchanged)."""
+        self.pool = Pool(torch.get_num_threads(), self.plan.device)
+        try:
+            against_modules, frames = self.against(other, primary, pairing) if other else ([], {})
+            modules, comparisons = [], []
+            for update in primary.updates(set(mine), self.plan, self.pool):
+                ref = (other.ranks.get(pairing[update.name]) if update.name in pairing else None) \
+                    or self.config.reference_rank
+                modules.append(self.measure(update, ref, "checkpoint", self.signals.get(update.name)))
+                if pairing.get(update.name) in frames:
+                    comparisons.append(compare(update.name, pairing[update.name],
+                                               frame_of(update, self.config.grid_max), frames.pop(pairing[update.name]),
+                                               self.config.k, self.config.reference_rank))
+        finally:
+            self.pool.close()
+        return modules, comparisons, against_modules, list(primary.unchanged), list(other.unchanged if other else ())
+
+    def measure(self, update: Update, reference_rank: int, role: str, signals: Signals | None = None
+                ) -> ModuleAnalysis:
+        result = measure(update, reference_rank, self.config, module_generator(self.config.seed, role, update.name),
+                         signals, self.model_verdict if signals is not None else None)
         release_freed_memory()
         self.done += 1
         report(self.progress, "analyze", self.done, self.total, update.name)
@@ -252,17 +292,25 @@ class _Run:
         modules, frames = [], {}
         for update in other.updates(set(theirs_to_mine), self.plan, self.pool):
             ref = primary.ranks.get(theirs_to_mine[update.name]) or self.config.reference_rank
-            modules.append(self.measure(update, ref))
+            modules.append(self.measure(update, ref, "against"))
             frames[update.name] = frame_of(update, self.config.grid_max)
         return modules, frames
 
 
-def _plan(config: AnalyzeConfig, with_base: bool, primary, other) -> Plan:
+def module_generator(seed: int, role: str, name: str) -> torch.Generator:
+    """The random generator of one module's draws (amplification's random frames): seeded by ``seed``, the
+    module's ``role`` ('checkpoint' or 'against') and ``name`` only, so a module's numbers do not depend on which
+    modules were analyzed before it, nor on which process analyzed it."""
+    digest = hashlib.sha256(f"{seed}/{role}/{name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2 ** 63 - 1))
+
+
+def _plan(config: AnalyzeConfig, with_base: bool, primary, other, device: torch.device) -> Plan:
     """How the run decomposes modules: full deltas keep enough leading vectors for amplification at any judged
     rank and for the phi grid, when base metrics or a comparison need vectors at all."""
     ranks = [*primary.ranks.values(), *(other.ranks.values() if other else ())]
     keep = max(config.grid_max, config.reference_rank, *ranks) if with_base or other is not None else 0
-    return Plan(DTYPES[config.dtype], torch.device(config.device), with_base, keep, config.intruder_k, config.fast,
+    return Plan(DTYPES[config.dtype], device, with_base, keep, config.intruder_k, config.fast,
                 config.seed)
 
 
