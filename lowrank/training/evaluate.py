@@ -42,10 +42,21 @@ def throughput_units(batch: dict[str, torch.Tensor]) -> int:
 
 
 def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast on CUDA when asked; a no-op elsewhere."""
-    if bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """The context of a forward pass on CUDA: bf16 autocast when asked, and scaled-dot-product attention on the
+    flash, memory-efficient or math kernels; a no-op elsewhere.
+
+    cuDNN's attention kernel is left out: it builds an execution plan for every new sequence length, about 9 ms
+    forward and 11 ms backward of host time per layer (profiled on an H200, MiniLM-L6, batches of 32 padded to
+    their longest), against 30 us on the device; with length-bucketed batches nearly every step is a new length."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]))
+    if bf16:
+        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+    return stack
 
 
 def loss_and_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
