@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
-from lowrank import __version__, distributed
+from lowrank import __version__
 from lowrank.errors import LowrankError
 
 
@@ -36,8 +37,7 @@ class LowrankGroup(click.Group):
             _fail("interrupted", False)
             ctx.exit(130)
         except Exception as error:  # noqa: BLE001 - only on several processes: a peer's failure breaks collectives
-            world = distributed.from_environment()
-            if not world.distributed:
+            if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
                 raise
             _fail(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", False)
             ctx.exit(1)
@@ -45,7 +45,10 @@ class LowrankGroup(click.Group):
 
 def _fail(message: str, input_error: bool) -> None:
     """One ``Error:`` line on stderr; a worker of ``--nproc`` leaves it to the launcher instead. Under torchrun
-    each failing rank names itself."""
+    each failing rank names itself. (lowrank.distributed, and torch with it, is imported only here: ``--help``
+    stays fast.)"""
+    from lowrank import distributed
+
     if distributed.leave_error(message, input_error):
         return
     world = distributed.from_environment()
