@@ -66,6 +66,7 @@ with open(f"{out}.seconds", "w") as handle:
 PY
 }
 timed "--nproc 1" /tmp/dist_1.json 1
+[ "$NPROC" -gt 1 ] || exit 0  # one GPU: the single-process figure only
 timed "--nproc $NPROC" "/tmp/dist_$NPROC.json" "$NPROC"
 python3 - /tmp/dist_1.json "/tmp/dist_$NPROC.json" <<'PY'
 import json, sys
