@@ -2,7 +2,7 @@
 
 AdamW; the learning rate rises linearly over the first ``warmup_ratio`` of the steps, then falls linearly to zero;
 gradients are clipped to ``grad_clip`` and accumulated over ``grad_accum`` micro-batches; bf16 autocast on CUDA,
-fused AdamW there, and ``compile`` runs the model through torch.compile. The host never synchronizes inside a step
+fused AdamW, and ``compile`` runs the model through torch.compile. The host never synchronizes inside a step
 (batches are gathered from a pre-padded table, pinned and copied without blocking; losses are read in groups).
 Batches come in an order fixed by (seed, epoch), so a run resumed from a checkpoint ends with exactly the weights
 of an uninterrupted one. On several processes (torchrun; lowrank.training.parallel) each rank computes its shard
