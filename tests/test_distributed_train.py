@@ -53,8 +53,12 @@ def _same_result(one: Path, two: Path, weights: str) -> None:
 
 
 def test_lora_under_ddp_ends_as_one_process(still_bert, r8_csv, tmp_path):
-    _one_process(tmp_path / "one", model=str(still_bert), data=str(r8_csv), method="lora", rank=4, max_steps=6)
-    result = _launch(tmp_path, "--model", still_bert, "--data", r8_csv, "--rank", 4, "--steps", 6, "--out", "two")
+    """41 training examples in batches of 8 end in a batch of 1 (rank 1 holds none of it: weight 0), and 20
+    held-out examples make 3 evaluation batches (rank 1 repeats one at weight 0)."""
+    _one_process(tmp_path / "one", model=str(still_bert), data=str(r8_csv), method="lora", rank=4, max_steps=6,
+                 max_train_samples=41, eval_samples=20)
+    result = _launch(tmp_path, "--model", still_bert, "--data", r8_csv, "--rank", 4, "--steps", 6,
+                     "--train-samples", 41, "--eval-samples", 20, "--out", "two")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors", "metrics.json"]
