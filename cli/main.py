@@ -27,6 +27,11 @@ class LowrankGroup(click.Group):
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        _one_process_unless_distributed(name)
+        return name, command, rest
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -41,6 +46,17 @@ class LowrankGroup(click.Group):
                 raise
             _fail(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", False)
             ctx.exit(1)
+
+
+DISTRIBUTED = ("train", "analyze")  # the commands that share their work across torchrun's processes
+
+
+def _one_process_unless_distributed(name: str | None) -> None:
+    """Under torchrun every process would run any other command in full, all writing the same files: refused."""
+    if name and name not in DISTRIBUTED and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise LowrankError(f"lowrank {name} runs on one process; of the commands only "
+                           f"{' and '.join(DISTRIBUTED)} run under torchrun (WORLD_SIZE is "
+                           f"{os.environ['WORLD_SIZE']})")
 
 
 def _fail(message: str, input_error: bool) -> None:

@@ -28,3 +28,19 @@ def test_usage_errors_are_one_error_line(invoke):
         result = invoke(*args)
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+
+
+def test_under_torchrun_only_train_and_analyze_run():
+    """torchrun would run any other command once per process, each writing the same files: one Error line."""
+    from click.testing import CliRunner
+
+    from lowrank_cli.main import _register, cli
+
+    _register()
+    runner = CliRunner()
+    for command in ("sweep", "suggest-rank", "intrinsic-dim", "extract", "resize"):
+        result = runner.invoke(cli, [command, "--help"], env={"WORLD_SIZE": "2", "RANK": "1"})
+        assert result.exit_code == 2
+        assert result.output == (f"Error: rank 1: lowrank {command} runs on one process; of the commands only train "
+                                 "and analyze run under torchrun (WORLD_SIZE is 2)\n")
+    assert runner.invoke(cli, ["train", "--help"], env={"WORLD_SIZE": "2", "RANK": "1"}).output.startswith("Usage")
