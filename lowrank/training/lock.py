@@ -6,6 +6,7 @@ run on the same folder is refused while the first one lives. Local file systems 
 emulated and may not exclude other hosts).
 
 A folder this run created and left empty (a failure before anything was trained) is removed on the way out.
+On several processes only rank 0, the one that writes, holds the lock (``held``); for the others it does nothing.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from lowrank.errors import LowrankError
 
 
 class OutputLock:
-    """Context manager: ``acquire`` locks ``out`` if it exists; :meth:`claim` creates, locks and empties it."""
+    """Context manager: ``acquire`` locks ``out`` if it exists; :meth:`claim` creates, locks and empties it. With
+    ``held`` False (a rank other than 0) both do nothing."""
 
-    def __init__(self, out: Path):
-        self.out, self._fd, self._created = Path(out), None, False
+    def __init__(self, out: Path, held: bool = True):
+        self.out, self.held, self._fd, self._created = Path(out), held, None, False
 
     def __enter__(self) -> "OutputLock":
-        if self.out.is_dir():
+        if self.held and self.out.is_dir():
             self._lock()
         return self
 
@@ -39,6 +41,8 @@ class OutputLock:
     def claim(self) -> None:
         """Create ``out`` (parents too) if needed, lock it, and remove what it holds (a fresh run; the caller has
         already refused a non-empty folder without --overwrite)."""
+        if not self.held:
+            return
         if not self.out.exists():
             self.out.mkdir(parents=True, exist_ok=True)
             self._created = True

@@ -53,7 +53,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
     """Train as ``config`` says and write the results into ``config.out``; return the metrics written. Under
     torchrun this process is one rank of the run (lowrank.distributed); rank 0 holds the output folder."""
     out, world = Path(config.out), distributed.from_environment()
-    with distributed.joined(world, world.device(config.device)), _output(out, world) as lock, \
+    with distributed.joined(world, world.device(config.device)), OutputLock(out, world.is_main) as lock, \
             RunGuard(out, config.nonfinite) as guard:
         if config.resume and not checkpointing.state_path(out).is_file():
             raise LowrankError(f"--resume: {out} holds no checkpoint ({CHECKPOINT}/{STATE_FILE})")
@@ -63,7 +63,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
         setup = prepare(config, world)
         settings = checkpointing.run_settings(config, setup)
         state = checkpointing.load(out, setup, settings) if config.resume else None
-        if not config.resume and world.is_main:
+        if not config.resume:
             lock.claim()
         start = int(state["step"]) if state else 0
         guard.attach(setup, settings, start if state else None)
@@ -81,16 +81,6 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
             shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
         distributed.barrier()
     return metrics
-
-
-def _output(out: Path, world: distributed.World):
-    """The output folder's lock, held by rank 0 (the one process that writes)."""
-    return OutputLock(out) if world.is_main else contextlib.nullcontext(_NoLock())
-
-
-class _NoLock:
-    def claim(self) -> None:
-        pass
 
 
 def _micro_batches(setup: Setup, config: TrainConfig, skip: int):
