@@ -43,34 +43,7 @@ done
 timed "cpu2 after --fast" "$NEW" /tmp/tiny2/tuned --base /tmp/tiny2/base --fast --json /tmp/cpu_fast.json
 unset OMP_NUM_THREADS MKL_NUM_THREADS PIN
 fi
-python3 - "$LAYERS" <<'PY'
-import json, sys, torch
-from pathlib import Path
-from safetensors.torch import save_file
-layers = int(sys.argv[1]); hidden, mlp = 4096, 11008
-shapes = {"self_attn.q_proj": (hidden, hidden), "self_attn.k_proj": (hidden, hidden), "self_attn.v_proj": (hidden, hidden),
-          "self_attn.o_proj": (hidden, hidden), "mlp.gate_proj": (mlp, hidden), "mlp.up_proj": (mlp, hidden),
-          "mlp.down_proj": (hidden, mlp)}
-g = torch.Generator(device="cuda").manual_seed(0)
-for side in ("base", "tuned"):
-    Path(f"/tmp/llama7b/{side}").mkdir(parents=True, exist_ok=True)
-index = {"base": {}, "tuned": {}}
-for layer in range(layers):
-    base, tuned = {}, {}
-    for module, shape in shapes.items():
-        key = f"model.layers.{layer}.{module}.weight"
-        w0 = torch.randn(shape, generator=g, device="cuda") * 0.02
-        planted = torch.randn(shape[0], 16, generator=g, device="cuda") @ torch.randn(16, shape[1], generator=g, device="cuda")
-        w1 = w0 + 2e-4 * planted + 1e-3 * torch.randn(shape, generator=g, device="cuda")
-        base[key], tuned[key] = w0.bfloat16().cpu(), w1.bfloat16().cpu()
-    name = f"model-{layer + 1:05d}-of-{layers:05d}.safetensors"
-    for side, tensors in (("base", base), ("tuned", tuned)):
-        save_file(tensors, f"/tmp/llama7b/{side}/{name}")
-        index[side].update({k: name for k in tensors})
-for side in ("base", "tuned"):
-    Path(f"/tmp/llama7b/{side}/model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index[side]}))
-print("wrote", layers, "layers", flush=True)
-PY
+python3 benchmarks/llama_pair.py "$LAYERS" 4096 11008 cuda /tmp/llama7b
 timed "h200 after, $LAYERS layers" "$NEW" /tmp/llama7b/tuned --base /tmp/llama7b/base --device cuda --json /tmp/gpu_after.json
 [ -n "${GPU_ONLY:-}" ] && exit 0
 timed "h200 after, 2 layers" "$NEW" /tmp/llama7b/tuned --base /tmp/llama7b/base --device cuda --modules 'layers\.[01]\.' --json /tmp/gpu_after2.json
