@@ -150,11 +150,15 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
 
 def sync_gradients(engine: nn.Module, sync: bool):
     """A context for one micro-batch: gradients reduced across ranks only when ``sync`` (the step's last)."""
-    if sync or not hasattr(engine, "no_sync") and not is_sharded(engine):
+    from torch.distributed.fsdp import FSDPModule
+
+    if sync:
         return contextlib.nullcontext()
-    if hasattr(engine, "no_sync"):
+    if hasattr(engine, "no_sync"):  # DistributedDataParallel
         return engine.no_sync()
-    return _fsdp_no_sync(engine)
+    if isinstance(engine, FSDPModule):  # the root is always sharded last (:func:`wrap`)
+        return _fsdp_no_sync(engine)
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
