@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -176,8 +177,6 @@ def launch(nproc: int, args: list[str]) -> None:
         LaunchFailed: a worker failed; the message is the first input error among the workers (else the first
             failure), prefixed with its rank.
     """
-    import sys
-
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
