@@ -1,9 +1,12 @@
 """Where a `lowrank train` step spends its time: the CLI run as given, with torch.profiler recording steps
-FIRST..LAST (after warm-up) and its table printed, sorted by device time (CPU time without a GPU).
+FIRST..LAST (after warm-up) and its table printed, sorted by device time (CPU time without a GPU). Under torchrun
+every rank profiles and rank 0 prints.
 
     python benchmarks/profile_train.py FIRST LAST [lowrank train arguments...]
+    torchrun --standalone --nproc-per-node 2 benchmarks/profile_train.py FIRST LAST [lowrank train arguments...]
 """
 
+import os
 import sys
 
 import torch
@@ -23,6 +26,8 @@ def at_step(value=None, step=None, **_):
     elif step == last:
         torch.cuda.synchronize() if torch.cuda.is_available() else None
         profiler.stop()
+        if os.environ.get("RANK", "0") != "0":
+            return value
         key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
         print(profiler.key_averages().table(sort_by=key, row_limit=30), file=sys.stderr)
         print(profiler.key_averages().table(sort_by="cpu_time_total", row_limit=20), file=sys.stderr)
