@@ -93,12 +93,15 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
               "of decomposing them exactly: k90/k99 become intervals certain to hold the exact ranks (shown lo-hi), "
               "singular values the sketch's top l (lower bounds); W0's top values sketched for amplification; "
               "intruders not computed. LoRA updates stay exact. Exact is the default.")
+@click.option("--cache", metavar="DIR", help="Keep W0's decompositions (intruders' left bases) in DIR by content, "
+              "and read them from there: a second analysis against the same base skips W0's eigendecompositions. "
+              "About 8 p^2 bytes a module (p = min(out, in)).")
 @click.option("--device", help="Where the SVDs (and, with --data, the gradients) run: cpu or cuda "
               "[default: cuda when a GPU is present, else cpu]. On several processes cuda is each one's own GPU.")
 @nproc_option
 def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtype, k, reference_rank, grid_max,
             no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, data, max_length, seed,
-            fast, device, nproc) -> None:
+            fast, cache, device, nproc) -> None:
     """Spectra, rank verdicts and subspace overlap of a LoRA adapter or a full fine-tune.
 
     CHECKPOINT is a peft adapter folder (LoRA, DoRA, AdaLoRA, PiSSA/OLoRA; DoRA and unconverted PiSSA/OLoRA
@@ -120,7 +123,7 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtyp
                            reference_rank=reference_rank, grid_max=grid_max, base_metrics=not no_base_metrics,
                            intruder_k=intruder_k, intruder_epsilon=intruder_epsilon, allow_pickle=allow_pickle,
                            modules=modules, seed=seed, device=device or _default_device(), data=data,
-                           max_length=max_length, fast=fast)
+                           max_length=max_length, fast=fast, cache=cache)
     if relaunched(nproc):
         return
     from lowrank.analysis.run import analyze as run_analysis

@@ -10,7 +10,7 @@ import torch
 from lowrank.analysis.decompose import Plan, base_vectors, delta_svd, top_vectors
 from lowrank.analysis.prefetch import prefetched
 from lowrank.analysis.subspaces import intruders_from
-from lowrank.gram import gram_svd, left_basis
+from lowrank.gram import gram_svd, left_basis, top_left_vectors
 
 
 def planted(m: int, n: int, spectrum: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -28,26 +28,40 @@ SPECTRA = {"flat": np.linspace(2.0, 1.0, 40), "decaying": 0.7 ** np.arange(40),
 
 @pytest.mark.parametrize("name", SPECTRA)
 @pytest.mark.parametrize("shape", [(40, 90), (90, 40)])
-def test_gram_route_is_within_its_stated_bound(name, shape):
+@pytest.mark.parametrize("keep", [5, 15])  # the CPU's three eigensolver calls: syevr's top 5, syevd's all 40
+def test_gram_route_is_within_its_stated_bound(name, shape, keep):
     spectrum = SPECTRA[name]
     M, U, V = planted(*shape, spectrum)
-    svd = gram_svd(M, keep=5)
+    svd = gram_svd(M, keep=keep)
+    assert svd.U.shape == (shape[0], keep) and svd.Vh.shape == (keep, shape[1])
     p = min(shape)
     bound = np.sqrt(10 * p * np.finfo(float).eps) * spectrum[0]  # sqrt(c p u) s_1
-    assert np.max(np.abs(svd.S.numpy() - spectrum)) <= bound
     large = spectrum > 1e-3 * spectrum[0]  # values above 1e-3 s_1: within c p u s_1^2 / s_i
-    assert np.all(np.abs(svd.S.numpy() - spectrum)[large] <= 10 * p * np.finfo(float).eps * spectrum[0] ** 2
-                  / spectrum[large])
+    for values in (svd.S.numpy(), gram_svd(M, keep=0).S.numpy()):  # with vectors, and values alone
+        assert np.max(np.abs(values - spectrum)) <= bound
+        assert np.all(np.abs(values - spectrum)[large] <= 10 * p * np.finfo(float).eps * spectrum[0] ** 2
+                      / spectrum[large])
     gaps = np.abs(np.diff(spectrum[:6]))
     if name != "flat" and gaps.min() > 0.01:  # well-separated top vectors are exact up to sign
-        np.testing.assert_allclose(np.abs(np.sum(svd.U.numpy() * U[:, :5], axis=0)), 1.0, atol=1e-9)
-        np.testing.assert_allclose(np.abs(np.sum(svd.Vh.numpy().T * V[:, :5], axis=0)), 1.0, atol=1e-9)
+        np.testing.assert_allclose(np.abs(np.sum(svd.U.numpy()[:, :5] * U[:, :5], axis=0)), 1.0, atol=1e-9)
+        np.testing.assert_allclose(np.abs(np.sum(svd.Vh.numpy()[:5].T * V[:, :5], axis=0)), 1.0, atol=1e-9)
     basis = left_basis(M)
     coordinates = basis.coordinates(torch.from_numpy(U[:, :5]))  # U^T u_i: +-1 at i for the top, distinct values
     if name == "decaying":
         np.testing.assert_allclose(np.abs(coordinates.numpy()[:5]), np.eye(5), atol=1e-9)
     if shape[0] <= shape[1]:
         np.testing.assert_allclose(basis.U.T @ basis.U, np.eye(p), atol=1e-10)  # an orthonormal frame
+
+
+def test_top_left_vectors_alone_equal_the_full_routes_and_float32_is_close():
+    M, U, _ = planted(90, 40, 0.7 ** np.arange(40), seed=4)
+    for X, reference in ((M, U[:, :6]), (M.T.contiguous(), None)):
+        top = top_left_vectors(X, 6)
+        reference = reference if reference is not None else gram_svd(X, 6).U.numpy()
+        np.testing.assert_allclose(np.abs(np.sum(top.numpy() * reference, axis=0)), 1.0, atol=1e-9)
+    single = top_left_vectors(M, 6, torch.float32)
+    assert single.dtype == torch.float32
+    np.testing.assert_allclose(np.abs(np.sum(single.double().numpy() * U[:, :6], axis=0)), 1.0, atol=1e-3)
 
 
 def test_gram_values_agree_with_dense_float64_svd_to_1e_5_of_the_largest():

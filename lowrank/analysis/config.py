@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -23,10 +24,11 @@ class AnalyzeConfig:
         base: the pre-trained model (folder, file or registry key) giving ``W0``; enables amplification and
             intruder dimensions (``base_metrics``).
         against: a second update (adapter or full model against the same ``base``) compared module by module.
-        dtype: ``"float32"`` (default): a full delta's spectrum from the eigenvalues of its float64 Gram matrix
-            (every value within ``sqrt(p u64) s_1``, about ``1e-7 s_1``; :mod:`lowrank.gram`), W0's and W1's
-            singular vectors (intruders, amplification) from float32 Gram matrices. ``"float64"``: dense float64
-            SVDs throughout (the slow reference, exact to ``u64 s_1``). Factored LoRA SVDs always run in float64.
+        dtype: ``"float32"`` (default): weights read in float32; a full delta's spectrum from the eigenvalues of
+            its float64 Gram matrix (every value within ``sqrt(p u64) s_1``, about ``1e-7 s_1``; :mod:`lowrank.gram`),
+            W0's and W1's singular vectors (intruders, amplification) from float64 Gram matrices too.
+            ``"float64"``: dense float64 SVDs throughout (the slow reference, exact to ``u64 s_1``). Factored LoRA
+            SVDs always run in float64.
         k: subspace dimension for phi and principal angles; None means the smaller LoRA rank of the two updates
             (``reference_rank`` when both are full deltas).
         reference_rank: the rank a full delta is judged at when no LoRA partner gives one. Default 16.
@@ -44,6 +46,8 @@ class AnalyzeConfig:
         fast: sketch full deltas instead of decomposing them exactly (:mod:`lowrank.sketch`): energy ranks become
             intervals certain to hold the exact ones, singular values the sketch's top ``l`` (lower bounds), W0's top
             values sketched for amplification, intruders not computed. LoRA updates stay exact. Default False.
+        cache: a folder where W0's decompositions are kept by content (:mod:`lowrank.analysis.basis_cache`); a
+            later analysis against the same base reads them. Default None (nothing kept).
     """
 
     checkpoint: str
@@ -63,6 +67,7 @@ class AnalyzeConfig:
     data: str | None = None
     max_length: int = 128
     fast: bool = False
+    cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -83,6 +88,8 @@ class AnalyzeConfig:
         cuda_ok = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
         if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not cuda_ok):
             raise LowrankError(f"device {self.device!r} is not available here (cpu, or cuda when a GPU is present)")
+        if self.cache is not None and os.path.exists(self.cache) and not os.path.isdir(self.cache):
+            raise LowrankError(f"--cache {self.cache}: exists and is not a folder")
         if self.modules is not None:
             try:
                 re.compile(self.modules)

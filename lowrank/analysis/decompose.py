@@ -1,11 +1,9 @@
-"""The dense decompositions one module's measures need, run side by side.
+"""The dense decompositions one module's measures need.
 
 A full delta with base metrics needs three: the spectrum of ``dW`` (all values, the top ``keep`` vectors), all of
 W0's left singular vectors and values (intruders compare against every one; amplification's baseline uses the
-top values), and W1's top ``k`` left singular vectors. They are independent, so they run on a pool of threads
-with torch single-threaded inside each: two single-threaded symmetric eigensolvers side by side keep two cores
-busy, where one multi-threaded call spends much of its time in memory-bound tridiagonalization (and on a loaded
-machine, in spinning threads).
+top values), and W1's top ``k`` left singular vectors. They run one after the other, each with all of the
+machine's BLAS threads (:mod:`lowrank.gram`); one at a time also bounds memory by one eigensolver's workspace.
 
 Routes (:mod:`lowrank.gram`): ``"float32"`` plan: dW from its float64 Gram matrix, W0 and W1 from theirs, in
 float64 (float32 would mix the vectors of small singular values, whose eigenvalue gaps are squared);
@@ -15,15 +13,14 @@ sketched (:mod:`lowrank.sketch`: energy ranks as intervals), W0's top values ske
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
 
 import torch
 
 from lowrank import spectra
-from lowrank.cpu import single_thread
-from lowrank.gram import LeftBasis, gram_svd, left_basis
+from lowrank.analysis.basis_cache import cached_basis
+from lowrank.gram import LeftBasis, gram_svd, left_basis, top_left_vectors
 from lowrank.sketch import OVERSAMPLE, Sketch, adaptive_sketch, sketch_svd
 
 
@@ -39,6 +36,7 @@ class Plan:
     intruder_k: int = 10
     fast: bool = False  # --fast: full deltas and W0 sketched (lowrank.sketch), seeded by ``seed``
     seed: int = 0
+    cache: Path | None = None  # --cache: W0's left bases kept there by content (lowrank.analysis.basis_cache)
 
     @property
     def dense(self) -> bool:
@@ -82,33 +80,17 @@ def base_top_values(W0: torch.Tensor, plan: Plan) -> torch.Tensor:
 
 
 def base_vectors(W0: torch.Tensor, plan: Plan) -> LeftBasis:
-    if plan.dense:
-        svd = spectra.dense_svd(W0, torch.float64)
-        return LeftBasis(svd.S, U=svd.U)
-    return left_basis(W0, torch.float64)
+    """Every left singular direction of W0 and its values; read from ``plan.cache`` when it holds them."""
+    def compute() -> LeftBasis:
+        if plan.dense:
+            svd = spectra.dense_svd(W0, torch.float64)
+            return LeftBasis(svd.S, U=svd.U)
+        return left_basis(W0, torch.float64)
+
+    return compute() if plan.cache is None else cached_basis(W0, plan.cache, "svd64" if plan.dense else "gram64",
+                                                               compute)
 
 
 def top_vectors(W1: torch.Tensor, plan: Plan) -> torch.Tensor:
     k = min(plan.intruder_k, *W1.shape)
-    return (spectra.dense_svd(W1, torch.float64).U if plan.dense else gram_svd(W1, k).U)[:, :k]
-
-
-class Pool:
-    """Runs independent decompositions side by side on the CPU, torch single-threaded while they run; one after
-    the other on a GPU (which parallelizes each call itself, and whose solvers' lazy initialization is not safe
-    to race)."""
-
-    def __init__(self, workers: int, device: torch.device = torch.device("cpu")):
-        self.workers = max(1, workers) if device.type == "cpu" else 1
-        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="lowrank-decompose")
-
-    def run(self, *jobs: Callable[[], object]) -> list:
-        """Results of ``jobs`` (called with no arguments), in order."""
-        if self.workers == 1:
-            return [job() for job in jobs]
-        with single_thread():
-            futures: list[Future] = [self.executor.submit(job) for job in jobs]
-            return [future.result() for future in futures]
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)
+    return spectra.dense_svd(W1, torch.float64).U[:, :k] if plan.dense else top_left_vectors(W1, k)

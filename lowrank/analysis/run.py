@@ -18,6 +18,7 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -32,7 +33,7 @@ from lowrank.checkpoints import find_name, open_checkpoint
 from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
 from lowrank.analysis.results import (SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis,
                                       Sufficiency, TrainedInFull)
-from lowrank.analysis.decompose import Plan, Pool
+from lowrank.analysis.decompose import Plan
 from lowrank.analysis.sharding import NotMain, gathered, merged, on_main, rank_device, shares
 from lowrank.analysis.sources import LoraSource, Update, open_source
 from lowrank.assets import resolve_model_path
@@ -250,7 +251,7 @@ def _adapter_fields(source) -> dict:
 
 
 class _Run:
-    """One rank's analysis: the settings, the decomposition pool, and the progress count of its share."""
+    """One rank's analysis: the settings and the progress count of its share."""
 
     def __init__(self, config: AnalyzeConfig, plan: Plan, progress: ProgressCallback | None, total: int,
                  signals: dict[str, Signals], model_verdict: str | None):
@@ -261,20 +262,16 @@ class _Run:
     def share(self, primary, other, mine: list[str], pairing: dict[str, str]) -> tuple[list, ...]:
         """Measure CHECKPOINT's modules ``mine`` and their ``--against`` partners (``pairing``, ``mine`` -> theirs),
         comparing each pair: (modules, comparisons, against modules, unchanged, against's unchanged)."""
-        self.pool = Pool(torch.get_num_threads(), self.plan.device)
-        try:
-            against_modules, frames = self.against(other, primary, pairing) if other else ([], {})
-            modules, comparisons = [], []
-            for update in primary.updates(set(mine), self.plan, self.pool):
-                ref = (other.ranks.get(pairing[update.name]) if update.name in pairing else None) \
-                    or self.config.reference_rank
-                modules.append(self.measure(update, ref, "checkpoint", self.signals.get(update.name)))
-                if pairing.get(update.name) in frames:
-                    comparisons.append(compare(update.name, pairing[update.name],
-                                               frame_of(update, self.config.grid_max), frames.pop(pairing[update.name]),
-                                               self.config.k, self.config.reference_rank))
-        finally:
-            self.pool.close()
+        against_modules, frames = self.against(other, primary, pairing) if other else ([], {})
+        modules, comparisons = [], []
+        for update in primary.updates(set(mine), self.plan):
+            ref = (other.ranks.get(pairing[update.name]) if update.name in pairing else None) \
+                or self.config.reference_rank
+            modules.append(self.measure(update, ref, "checkpoint", self.signals.get(update.name)))
+            if pairing.get(update.name) in frames:
+                comparisons.append(compare(update.name, pairing[update.name],
+                                           frame_of(update, self.config.grid_max), frames.pop(pairing[update.name]),
+                                           self.config.k, self.config.reference_rank))
         return modules, comparisons, against_modules, list(primary.unchanged), list(other.unchanged if other else ())
 
     def measure(self, update: Update, reference_rank: int, role: str, signals: Signals | None = None
@@ -290,7 +287,7 @@ class _Run:
         """Analyze the ``--against`` update's matched modules, keeping their top singular vectors."""
         theirs_to_mine = {theirs: mine for mine, theirs in pairing.items()}
         modules, frames = [], {}
-        for update in other.updates(set(theirs_to_mine), self.plan, self.pool):
+        for update in other.updates(set(theirs_to_mine), self.plan):
             ref = primary.ranks.get(theirs_to_mine[update.name]) or self.config.reference_rank
             modules.append(self.measure(update, ref, "against"))
             frames[update.name] = frame_of(update, self.config.grid_max)
@@ -311,7 +308,7 @@ def _plan(config: AnalyzeConfig, with_base: bool, primary, other, device: torch.
     ranks = [*primary.ranks.values(), *(other.ranks.values() if other else ())]
     keep = max(config.grid_max, config.reference_rank, *ranks) if with_base or other is not None else 0
     return Plan(DTYPES[config.dtype], device, with_base, keep, config.intruder_k, config.fast,
-                config.seed)
+                config.seed, Path(config.cache).expanduser() if config.cache else None)
 
 
 def _union(first, second) -> tuple[str, ...]:

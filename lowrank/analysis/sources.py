@@ -22,7 +22,7 @@ from lowrank.analysis.config import AnalyzeConfig
 from lowrank.analysis.prefetch import prefetched
 from lowrank.gram import LeftBasis
 from lowrank.analysis.results import DoraParts
-from lowrank.analysis.decompose import (BaseVectors, Plan, Pool, base_top_values, base_vectors, delta_spectrum,
+from lowrank.analysis.decompose import (BaseVectors, Plan, base_top_values, base_vectors, delta_spectrum,
                                         delta_svd, top_vectors)
 from lowrank.sketch import Sketch
 from lowrank.errors import LowrankError
@@ -68,17 +68,17 @@ class LoraSource:
         self.only_in_base: tuple[str, ...] = ()
         self.unchanged: list[str] = []
 
-    def updates(self, wanted: set[str], plan: Plan, pool: Pool) -> Iterator[Update]:
+    def updates(self, wanted: set[str], plan: Plan) -> Iterator[Update]:
         for module in self.adapter.modules.values():
             if module.name in wanted:
                 try:
-                    yield self._update(module, plan, pool)
+                    yield self._update(module, plan)
                 except LowrankError as error:
                     message = str(error)
                     raise LowrankError(message if str(self.path) in message else
                                        f"{self.path}: module {module.name}: {message}") from None
 
-    def _update(self, module: AdapterModule, plan: Plan, pool: Pool) -> Update:
+    def _update(self, module: AdapterModule, plan: Plan) -> Update:
         variant = self.config.variant
         B, A = (f.to(plan.device) for f in self.adapter.factors(module))  # exact for fp32/bf16/fp16 factors
         scale = self.adapter.scale(module)
@@ -96,7 +96,7 @@ class LoraSource:
         base = None
         if with_base:  # dW formed once, in the compute dtype
             w1 = w0 + (delta if delta is not None else (svd.U * svd.S).to(plan.dtype) @ svd.Vh.to(plan.dtype))
-            basis, u1 = pool.run(lambda: base_vectors(w0, plan), lambda: top_vectors(w1, plan))
+            basis, u1 = base_vectors(w0, plan), top_vectors(w1, plan)
             base = BaseVectors(basis, u1)
         return Update(module.name, "lora", module.layer_kind, module.rank, scale, svd,
                       w0 if with_base else None, base, variant, parts)
@@ -186,10 +186,10 @@ class FullSource:
         self.keep = keep
         self.unchanged: list[str] = []
 
-    def updates(self, wanted: set[str], plan: Plan, pool: Pool) -> Iterator[Update]:
+    def updates(self, wanted: set[str], plan: Plan) -> Iterator[Update]:
         """One module at a time: W1 and W0 read (the next module's on a background thread), dW formed (in place
-        when W0 and W1 are not needed), then dW's spectrum, and with base metrics W0's and W1's singular vectors,
-        decomposed side by side; peak memory is a few ``(out, in)`` matrices."""
+        when W0 and W1 are not needed), then dW's spectrum, and with base metrics W0's and W1's singular vectors;
+        peak memory is a few ``(out, in)`` matrices."""
         pairs = [(name, base_name) for name, base_name in self.pairs if name in wanted]
         read = ((name, self.tuned.weight(name, plan.dtype), self.base.weight(base_name, plan.dtype))
                 for name, base_name in pairs)
@@ -203,12 +203,11 @@ class FullSource:
                 continue
             base = None
             if plan.with_base and plan.fast:  # no W0/W1 vectors: intruders are not computed under --fast
-                (svd, sketch), s0 = pool.run(lambda: delta_spectrum(delta, plan), lambda: base_top_values(w0, plan))
+                (svd, sketch), s0 = delta_spectrum(delta, plan), base_top_values(w0, plan)
                 base = BaseVectors(LeftBasis(s0), w0.new_empty((w0.shape[0], 0)))
                 del w1
             elif plan.with_base:
-                svd, basis, u1 = pool.run(lambda: delta_svd(delta, plan), lambda: base_vectors(w0, plan),
-                                             lambda: top_vectors(w1, plan))
+                svd, basis, u1 = delta_svd(delta, plan), base_vectors(w0, plan), top_vectors(w1, plan)
                 base, sketch = BaseVectors(basis, u1), None
                 del w1
             else:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from lowrank.errors import LowrankError
-from lowrank.gram import LeftBasis, gram_svd, left_basis
+from lowrank.gram import LeftBasis, left_basis, top_left_vectors
 from lowrank.spectra import SVD, checked_int, checked_matrix, shapes_of, top_singular_values
 
 _ORTHO_ATOL = 1e-3  # how far U^T U may be from I (max abs entry) for "orthonormal columns"
@@ -246,7 +246,7 @@ def intruder_dimensions(W0: torch.Tensor, W1: torch.Tensor, k: int = 10, epsilon
     if W0.shape != W1.shape:
         raise LowrankError(f"W0 and W1 must have the same shape; got {shapes_of(W0, W1)}")
     checked_int(k, "k", 1, min(W0.shape))
-    return intruders_from(left_basis(W0, dtype), gram_svd(W1.to(W0.device), k, dtype).U, epsilon)
+    return intruders_from(left_basis(W0, dtype), top_left_vectors(W1.to(W0.device), k, dtype), epsilon)
 
 
 def intruders_from(basis: LeftBasis, u1: torch.Tensor, epsilon: float = 0.5) -> Intruders:
