@@ -32,9 +32,8 @@ DEMO_RUN := --steps 100 --batch-size 16 --max-length 48 --train-samples 1600 --e
 demo: install
 	$(LOWRANK) train --model minilm-l6 --data reuters-r8 --method lora --rank 8 --out $(DEMO)/lora-r8 $(DEMO_RUN)
 	$(LOWRANK) train --model minilm-l6 --data reuters-r8 --method full --out $(DEMO)/full $(DEMO_RUN)
-	$(LOWRANK) analyze $(DEMO)/lora-r8 --base minilm-l6 --against $(DEMO)/full \
-		--html $(DEMO)/report.html --json $(DEMO)/report.json
-	$(LOWRANK) analyze $(DEMO)/lora-r8 --base minilm-l6 --against $(DEMO)/full --data reuters-r8 --max-length 48
+	$(LOWRANK) analyze $(DEMO)/lora-r8 --base minilm-l6 --against $(DEMO)/full --data reuters-r8 --max-length 48 \
+		--html $(DEMO)/report.html --json $(DEMO)/report.json --print-report
 
 test: install
 	$(PY) -m pytest

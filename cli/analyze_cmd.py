@@ -64,6 +64,8 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--json", "json_path", metavar="FILE", help="Write the lowrank.analysis/1 JSON ('-': stdout, only it).")
 @click.option("--markdown", "markdown_path", metavar="FILE", help="Write the report as Markdown.")
 @click.option("--html", "html_path", metavar="FILE", help="Write one self-contained HTML report with plots.")
+@click.option("--print-report", is_flag=True, help="Print the terminal report too when writing files (it is "
+              "printed by default only when no file is written).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="float32: full-delta spectra from float64 Gram eigenvalues (within 1e-7 of s_1), base vectors "
                    "in float32; float64: dense float64 SVDs throughout (slow reference). LoRA: always float64.")
@@ -99,7 +101,7 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--device", help="Where the SVDs (and, with --data, the gradients) run: cpu or cuda "
               "[default: cuda when a GPU is present, else cpu]. On several processes cuda is each one's own GPU.")
 @nproc_option
-def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtype, k, reference_rank, grid_max,
+def analyze(checkpoint, base, against, json_path, markdown_path, html_path, print_report, dtype, k, reference_rank, grid_max,
             no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, data, max_length, seed,
             fast, cache, device, nproc) -> None:
     """Spectra, rank verdicts and subspace overlap of a LoRA adapter or a full fine-tune.
@@ -119,6 +121,8 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtyp
     for path, option, stdout_ok in ((json_path, "--json", True), (markdown_path, "--markdown", False),
                                     (html_path, "--html", False)):
         _check_output(path, option, stdout_ok)
+    if print_report and json_path == "-":
+        raise click.UsageError("--print-report with --json - would mix the terminal report into the JSON on stdout")
     config = AnalyzeConfig(checkpoint=checkpoint, base=base, against=against, dtype=dtype, k=k,
                            reference_rank=reference_rank, grid_max=grid_max, base_metrics=not no_base_metrics,
                            intruder_k=intruder_k, intruder_epsilon=intruder_epsilon, allow_pickle=allow_pickle,
@@ -136,10 +140,11 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, dtyp
     finally:
         progress.close()
     if report is not None:  # rank 0 (or the one process) reports; the others' measures are in it
-        _write_outputs(report, json_path, markdown_path, html_path)
+        _write_outputs(report, json_path, markdown_path, html_path, print_report)
 
 
-def _write_outputs(report, json_path: str | None, markdown_path: str | None, html_path: str | None) -> None:
+def _write_outputs(report, json_path: str | None, markdown_path: str | None, html_path: str | None,
+                   print_report: bool) -> None:
     from lowrank.outputs import write_text_atomic
 
     texts = {}
@@ -153,17 +158,16 @@ def _write_outputs(report, json_path: str | None, markdown_path: str | None, htm
         from lowrank.render.html import render as to_html
 
         texts[html_path] = to_html(report)
-    if not texts:
-        from rich.console import Console
-
-        from lowrank.render.terminal import render as to_terminal
-
-        console = Console(width=min(Console().width, REPORT_WIDTH) if sys.stdout.isatty() else REPORT_WIDTH)
-        to_terminal(report, console)
-        return
     for path, text in texts.items():
         if path == "-":
             click.echo(text, nl=False)
         else:
             write_text_atomic(path, text)
             click.echo(f"wrote {path}", err=True)
+    if print_report or not texts:
+        from rich.console import Console
+
+        from lowrank.render.terminal import render as to_terminal
+
+        console = Console(width=min(Console().width, REPORT_WIDTH) if sys.stdout.isatty() else REPORT_WIDTH)
+        to_terminal(report, console)

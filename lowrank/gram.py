@@ -14,10 +14,11 @@ about ``u s_1^2 / (s_i gap_i)``, so the top ones, where the gaps are, are exact 
 
 Where the work runs: on a GPU, torch (a gemm for ``G``, cusolver's syevd). On the CPU, LAPACK through scipy with
 its BLAS threads: ``G`` by syrk (one triangle, half a gemm's flops), all eigenvalues by syevd without vectors,
-all vectors by syevd, and only the top ``k`` vectors by syevr (MRRR: the tridiagonal reduction plus ``k`` vectors,
-no full back-transformation). Measured on 2 cores for a 2048 x 5632 float64 matrix: syrk 0.61 s against torch's
-gemm 0.77 s; the 2048 x 2048 eigenproblem 0.48 s values only, 1.30 s all vectors, 0.48 s the top 10 vectors,
-against torch's 0.75 s and 1.83 s (benchmarks/bench_gram_routes.py).
+all vectors by syevd, only the top ``k`` vectors by syevr (MRRR: the tridiagonal reduction plus ``k`` vectors, no
+full back-transformation), and all values with the top ``k`` vectors from one reduction (sytrd, sterf, stemr). Measured on 2 cores for a 2048 x 5632 float64 matrix (benchmarks/bench_gram_routes.py):
+syrk 0.49 s against torch's gemm 0.74 s; the 2048 x 2048 eigenproblem 0.47 s values only, 1.40 s all vectors,
+0.57 s the top 10 vectors, against torch's (MKL) 0.75 s, 1.55 s and 1.91 s. scipy's LAPACK calls hold the GIL, so
+they run one after the other, each on every core.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from lowrank.errors import LowrankError
 from lowrank.spectra import SVD, checked_int, checked_matrix
 
 
@@ -134,10 +136,39 @@ def _eigen(G: torch.Tensor, top: int, values: bool = True) -> tuple[torch.Tensor
     if 4 * top > p:  # most vectors: syevd with all of them
         vals, vectors = scipy.linalg.eigh(A, lower=True, driver="evd", check_finite=False)
         return torch.from_numpy(vals), torch.from_numpy(vectors[:, -top:][:, ::-1].copy())
+    if values:
+        vals, vectors = _values_and_top(A, top)
+        return torch.from_numpy(vals), torch.from_numpy(vectors[:, ::-1].copy())
     vectors = scipy.linalg.eigh(A, lower=True, driver="evr", subset_by_index=[p - top, p - 1],
                                 check_finite=False)[1]
-    vals = scipy.linalg.eigh(A, lower=True, eigvals_only=True, driver="evd", check_finite=False) if values else None
-    return (torch.from_numpy(vals) if values else None), torch.from_numpy(vectors[:, ::-1].copy())
+    return None, torch.from_numpy(vectors[:, ::-1].copy())
+
+
+def _values_and_top(A: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """All eigenvalues (ascending) and the eigenvectors of the ``top`` largest (ascending) of the symmetric ``A``
+    (lower triangle read), from one tridiagonal reduction ``A = Q T Q^T`` (sytrd): values of T by sterf, its top
+    vectors by stemr (MRRR), carried back by Q's reflectors (ormqr on ``A[1:, :-1]``, as LAPACK's ormtr does for a
+    lower triangle). syevd's values plus syevr's vectors reduce A twice: 1.03 s against 0.72 s at p = 2048."""
+    p = A.shape[0]
+    sytrd, sytrd_lwork, sterf, stemr, ormqr = scipy.linalg.get_lapack_funcs(
+        ("sytrd", "sytrd_lwork", "sterf", "stemr", "ormqr"), (A,))
+    reduced, diagonal, off, tau, info = sytrd(A, lower=1, lwork=int(sytrd_lwork(p, lower=1)[0]))
+    _lapack_ok("sytrd", info)
+    vals, info = sterf(diagonal, off)
+    _lapack_ok("sterf", info)
+    found, _, Z, info = stemr(diagonal, np.r_[off, 0.0], 3, 0.0, 0.0, p - top + 1, p)  # range 3: by index
+    _lapack_ok("stemr", info if found == top else -1)
+    Z = np.asfortranarray(Z[:, :top])
+    reflectors = reduced[1:, :-1]
+    work = int(ormqr("L", "N", reflectors, tau, Z[1:], -1)[1][0])
+    Z[1:], _, info = ormqr("L", "N", reflectors, tau, np.asfortranarray(Z[1:]), work)
+    _lapack_ok("ormqr", info)
+    return vals, Z
+
+
+def _lapack_ok(routine: str, info: int) -> None:
+    if info != 0:
+        raise LowrankError(f"LAPACK {routine} failed (info {info}) on a Gram matrix")
 
 
 _NUMPY = {torch.float64: np.float64, torch.float32: np.float32}

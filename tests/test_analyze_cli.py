@@ -49,6 +49,16 @@ def test_terminal_report_by_default(workspace):
     assert "Summary" in result.stdout and "self_attn.q_proj" in result.stdout
 
 
+def test_print_report_adds_the_terminal_report_to_written_files(workspace, tmp_path):
+    plain = _run(str(workspace / "adapter"), "--base", str(workspace / "base"))
+    result = _run(str(workspace / "adapter"), "--base", str(workspace / "base"), "--json", str(tmp_path / "r.json"),
+                  "--print-report")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == plain.stdout and json.loads((tmp_path / "r.json").read_text())["modules"]
+    refused = _run(str(workspace / "adapter"), "--json", "-", "--print-report")
+    assert refused.exit_code == 2 and "Error: --print-report with --json -" in refused.output
+
+
 def test_json_dash_writes_only_json_to_stdout(workspace):
     result = _run(str(workspace / "adapter"), "--json", "-")
     assert result.exit_code == 0, result.output
