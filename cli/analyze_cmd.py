@@ -112,7 +112,8 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, prin
 
     On several processes (--nproc N, or torchrun --nproc-per-node N -m lowrank_cli analyze ...) the modules are
     shared out: each process decomposes its own (on its own GPU with cuda), process 0 gathers them and writes the
-    same report one process would; only it prints or writes. --data's gradients run once, on process 0.
+    same report one process would (to the last bit when the processes have as many CPU threads as one); only it
+    prints or writes. --data's gradients run once, on process 0.
     """
     from lowrank import distributed
     from lowrank.analysis.config import AnalyzeConfig
