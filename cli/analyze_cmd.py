@@ -68,7 +68,8 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
               "printed by default only when no file is written).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="float32: full-delta spectra from float64 Gram eigenvalues (within 1e-7 of s_1), base vectors "
-                   "in float32; float64: dense float64 SVDs throughout (slow reference). LoRA: always float64.")
+                   "from float64 Gram eigenvectors; float64: dense float64 SVDs throughout (slow reference). "
+                   "LoRA: always float64.")
 @click.option("--k", "k", type=click.IntRange(min=1), help="Subspace dimension for phi and angles "
               "[default: the smaller LoRA rank of the two updates, else --reference-rank].")
 @click.option("--reference-rank", type=click.IntRange(min=1), default=16, show_default=True,
@@ -101,8 +102,8 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--device", help="Where the SVDs (and, with --data, the gradients) run: cpu or cuda "
               "[default: cuda when a GPU is present, else cpu]. On several processes cuda is each one's own GPU.")
 @nproc_option
-def analyze(checkpoint, base, against, json_path, markdown_path, html_path, print_report, dtype, k, reference_rank, grid_max,
-            no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, data, max_length, seed,
+def analyze(checkpoint, base, against, json_path, markdown_path, html_path, print_report, dtype, k, reference_rank,
+            grid_max, no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, data, max_length, seed,
             fast, cache, device, nproc) -> None:
     """Spectra, rank verdicts and subspace overlap of a LoRA adapter or a full fine-tune.
 

@@ -15,11 +15,11 @@ about ``u s_1^2 / (s_i gap_i)``, so the top ones, where the gaps are, are exact 
 Where the work runs: on a GPU, torch (a gemm for ``G``, cusolver's syevd). On the CPU, LAPACK through scipy with
 its BLAS threads: ``G`` by syrk (one triangle, half a gemm's flops), all eigenvalues by syevd without vectors,
 all vectors by syevd, only the top ``k`` vectors by syevr (MRRR: the tridiagonal reduction plus ``k`` vectors, no
-full back-transformation), and all values with the top ``k`` vectors from one reduction (sytrd, sterf, stemr). Measured on 2 cores for a 2048 x 5632 float64 matrix (benchmarks/bench_gram_routes.py):
-syrk 0.55 s against torch's gemm 0.74 s; the 2048 x 2048 eigenproblem 0.51 s values only, 1.36 s all vectors,
-0.56 s all values with the top 64 vectors, 0.64 s the top 10 vectors, against torch's (MKL) 0.63 s values only and
-1.61-2.23 s with every vector. scipy's LAPACK calls hold the GIL, so
-they run one after the other, each on every core.
+full back-transformation), and all values with the top ``k`` vectors from one reduction (sytrd, sterf, stemr).
+Measured on 2 cores for a 2048 x 5632 float64 matrix (benchmarks/bench_gram_routes.py): syrk 0.55 s against
+torch's gemm 0.74 s; the 2048 x 2048 eigenproblem 0.51 s values only, 1.36 s all vectors, 0.56 s all values with
+the top 64 vectors, 0.64 s the top 10 vectors, against torch's (MKL) 0.63 s values only and 1.61-2.23 s with every
+vector. scipy's LAPACK calls hold the GIL, so they run one after the other, each on every core.
 """
 
 from __future__ import annotations

@@ -5,24 +5,23 @@ An entry is ``DIR/<key>.safetensors`` holding the basis's float64 tensors (``S``
 W0, whose ``U = W0 V / S`` stays implicit), where ``key`` is the SHA-256 of W0's bytes as analyzed (compute dtype,
 row-major), its shape and dtype, and the route (Gram or dense SVD). Entries are exact copies, so a report made
 from the cache equals one made without it. Sizes: ``8 min(m, n) (min(m, n) + 1)`` bytes a module, 34 MB for a
-2048-wide one, 134 MB for a 4096-wide one. Entries are written to a temporary file and renamed into place; an
+2048-wide one, 134 MB for a 4096-wide one. Entries appear whole or not at all (:mod:`lowrank.outputs`); an
 entry that cannot be read, or does not fit W0, is computed again and replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from lowrank.errors import LowrankError
 from lowrank.gram import LeftBasis
+from lowrank.outputs import write_bytes_atomic
 
 VERSION = "left-basis-1"  # changes when what an entry holds, or how it is computed, changes
 
@@ -72,14 +71,7 @@ def _write(path: Path, basis: LeftBasis) -> None:
     tensors.update({"U": basis.U} if basis.U is not None else {"V": basis.V})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".entry-", suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, temporary)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        write_bytes_atomic(path, save({name: t.detach().cpu().contiguous() for name, t in tensors.items()}))
     except OSError as error:
         raise LowrankError(f"--cache {path.parent}: cannot write the decomposition cache: "
                            f"{error.strerror or error}") from None

@@ -150,12 +150,12 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
 
 def sync_gradients(engine: nn.Module, sync: bool):
     """A context for one micro-batch: gradients reduced across ranks only when ``sync`` (the step's last)."""
-    from torch.distributed.fsdp import FSDPModule
-
     if sync:
         return contextlib.nullcontext()
     if hasattr(engine, "no_sync"):  # DistributedDataParallel
         return engine.no_sync()
+    from torch.distributed.fsdp import FSDPModule
+
     if isinstance(engine, FSDPModule):  # the root is always sharded last (:func:`wrap`)
         return _fsdp_no_sync(engine)
     return contextlib.nullcontext()
