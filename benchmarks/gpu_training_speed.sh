@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU half of reports/training_speed.md, in one call on the device machine (OUT: where results go).
-# Needs .carry/ from examples/gpu_assets.py (MiniLM-L6 + reuters-r8.csv.gz) and the old code in .carry/before
-# (cp -r of lowrank/ and cli/ from a checkout of cebfcc5). PARTS picks: steps-gpt2, steps-llama, train.
+# Needs .carry/ from examples/gpu_assets.py (MiniLM-L6 + reuters-r8.csv.gz) and the old code in .carry/cebfcc5
+# (git archive cebfcc5 lowrank cli | tar -x -C .carry/cebfcc5). PARTS picks: steps-gpt2, steps-llama, check, train.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; PARTS=${PARTS:-"steps-gpt2 steps-llama train"}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -18,12 +18,20 @@ for part in $PARTS; do
     train)
       mkdir -p /tmp/data && gunzip -c .carry/reuters-r8.csv.gz > /tmp/data/reuters-r8.csv
       common=(--model .carry/minilm-l6 --data /tmp/data/reuters-r8.csv)
-      { echo "LoRA r=8 (defaults):"
-        BEFORE=.carry/before timeout 150 benchmarks/train_before_after.sh /tmp/ab-lora -- "${common[@]}" --method lora
-        echo "full (defaults):"
-        ONLY=${FULL_ONLY:-after} BEFORE=.carry/before timeout 150 benchmarks/train_before_after.sh /tmp/ab-full -- "${common[@]}" --method full
+      export BEFORE=${BEFORE:-.carry/cebfcc5}
+      { for method in lora full; do
+          echo "$method (defaults; before = $BEFORE, after = this tree with CUDA graphs):"
+          timeout 200 benchmarks/train_before_after.sh /tmp/ab-$method -- "${common[@]}" --method $method
+          echo "$method, this tree with --no-cuda-graphs:"
+          ONLY=after timeout 100 benchmarks/train_before_after.sh /tmp/ab-$method-eager -- "${common[@]}" \
+            --method $method --no-cuda-graphs
+        done
         [ -n "${COMPILE:-}" ] && echo "LoRA, --compile:" && \
           ONLY=after timeout 150 benchmarks/train_before_after.sh /tmp/ab-compile -- "${common[@]}" --method lora --compile
       } 2>&1 | tee "$OUT/train_minilm_r8.txt" ;;
+    check)
+      mkdir -p /tmp/data && gunzip -c .carry/reuters-r8.csv.gz > /tmp/data/reuters-r8.csv
+      timeout 200 python3 benchmarks/check_graphed_step.py --model .carry/minilm-l6 --data /tmp/data/reuters-r8.csv \
+        2>&1 | grep -v -i warn | tee "$OUT/check_graphed.txt" ;;
   esac
 done

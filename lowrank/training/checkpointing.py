@@ -11,7 +11,7 @@ loses the trained weights) holds no optimizer state: no step is left to take.
 
 Settings that change the result: every :class:`TrainConfig` field except :data:`NOT_RESULT` (where the output goes,
 how often it is checkpointed or evaluated, what to do at a non-finite step: a run that stops at one has taken none;
-DDP or FSDP, which give the same result), plus the device type actually used and a SHA-256 fingerprint of the
+DDP or FSDP, which give the same result; CUDA graphs or eager steps, which differ only in dropout draws), plus the device type actually used and a SHA-256 fingerprint of the
 training examples (so a changed data file, tokenizer or max length is caught even under the same path). The number
 of processes is not one of them: a run may resume on another.
 """
@@ -32,7 +32,7 @@ from lowrank.training import faults, parallel
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
-NOT_RESULT = ("out", "overwrite", "resume", "save_every", "eval_every", "nonfinite", "parallel")
+NOT_RESULT = ("out", "overwrite", "resume", "save_every", "eval_every", "nonfinite", "parallel", "cuda_graphs")
 
 
 def state_path(out: Path) -> Path:

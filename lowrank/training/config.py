@@ -31,7 +31,7 @@ class TrainConfig:
     checkpoint is kept) or ``"skip"`` the step (lowrank.training.guard). ``parallel``: on several processes
     (torchrun), ``"ddp"`` or ``"fsdp"`` (lowrank.training.parallel); ``batch_size`` is then the global batch.
     ``compile`` runs the model through torch.compile (pays off on long runs only: compiling takes tens of
-    seconds)."""
+    seconds). ``cuda_graphs``: on one GPU, replay each step from a CUDA graph (lowrank.training.graphed)."""
 
     model: str
     data: str
@@ -63,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = True
     compile: bool = False
+    cuda_graphs: bool = True
     device: str = "auto"
     overwrite: bool = False
     resume: bool = False

@@ -32,6 +32,11 @@ def fire(point: str, value=None, **context):
     return value
 
 
+def installed(point: str) -> bool:
+    """Whether a hook is installed at ``point``."""
+    return bool(_HOOKS.get(point))
+
+
 def install(point: str, hook: Callable) -> None:
     """Add ``hook(value, **context) -> value`` at ``point`` (one of :data:`POINTS`)."""
     if point not in POINTS:

@@ -2,7 +2,8 @@
 
 AdamW; the learning rate rises linearly over the first ``warmup_ratio`` of the steps, then falls linearly to zero;
 gradients are clipped to ``grad_clip`` and accumulated over ``grad_accum`` micro-batches; bf16 autocast on CUDA,
-fused AdamW, and ``compile`` runs the model through torch.compile. The host never synchronizes inside a step
+fused AdamW, and ``compile`` runs the model through torch.compile; on one GPU each step is replayed from a CUDA
+graph (lowrank.training.graphed). The host never synchronizes inside a step
 (batches are gathered from a pre-padded table, pinned and copied without blocking; losses are read in groups).
 Batches come in an order fixed by (seed, epoch), so a run resumed from a checkpoint ends with exactly the weights
 of an uninterrupted one. On several processes (torchrun; lowrank.training.parallel) each rank computes its shard
@@ -32,7 +33,7 @@ from lowrank.training.evaluate import (autocast, evaluate, loss_and_logits, targ
                                        to_device)
 from lowrank.outputs import check_output_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
-from lowrank.training import checkpointing, parallel
+from lowrank.training import checkpointing, graphed, parallel
 from lowrank.training.checkpointing import CHECKPOINT, STATE_FILE
 from lowrank.training.config import TrainConfig
 from lowrank.training.guard import STAGING, RunGuard
@@ -100,31 +101,27 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
 
     The host never waits on the device inside a step: each step's loss stays a device scalar until a read, every
     ``LOSS_READ_EVERY`` steps and before an evaluation or a checkpoint, fills ``history`` (one synchronization)."""
-    optimizer, device, world = setup.optimizer, setup.device, setup.world
+    optimizer, world = setup.optimizer, setup.world
     warmup = round(config.warmup_ratio * setup.total_steps)
     stream = _micro_batches(setup, config, start * config.grad_accum)
     setup.model.train()
     seconds, tokens, pending, last = 0.0, 0, [], ""
     began = time.perf_counter()
+    graphs = graphed.GraphedSteps(setup, config) if graphed.usable(config, setup) else None
     for step in range(start, setup.total_steps):
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor(step, setup.total_steps, warmup)
-        step_loss = torch.zeros((), device=device)
-        for micro in range(config.grad_accum):
+        if graphs is not None:  # the optimizer steps inside the graph
             host = setup.train.collate(next(stream))
-            tokens += throughput_units(host)
-            batch, weight = _local_batch(host, world, device)
-            with parallel.sync_gradients(setup.engine, micro == config.grad_accum - 1):
-                with autocast(device, config.bf16):
-                    loss = guard.loss(loss_and_logits(setup.engine, batch)[0], step + 1) * weight / config.grad_accum
-                (loss * world.size).backward()  # DDP / FSDP average over the ranks: the sum of the shards' parts
-            step_loss += loss.detach()
-        distributed.all_sum(step_loss)
-        grad_norm = parallel.plain(torch.nn.utils.clip_grad_norm_(setup.trainable, config.grad_clip))
+            units, (step_loss, grad_norm) = throughput_units(host), graphs.step(host)
+        else:
+            step_loss, grad_norm, units = _eager_step(config, setup, stream, guard, step)
+        tokens += units
         skipped = guard.skip(step + 1, step_loss, grad_norm)  # reads the device only with --on-nonfinite skip
-        if not skipped:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if graphs is None:
+            if not skipped:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         done = step + 1
         pending.append((done, optimizer.param_groups[0]["lr"], None if skipped else step_loss))
         evaluate_now = bool(config.eval_every) and done % config.eval_every == 0 and done < setup.total_steps
@@ -146,6 +143,24 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
                f"{last} · {tokens / max(seconds + time.perf_counter() - began, 1e-9):,.0f} {_unit(setup)[:3]}/s")
         guard.after_step(done)
     return seconds, tokens
+
+
+def _eager_step(config: TrainConfig, setup: Setup, stream, guard: RunGuard,
+                step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Forward and backward over the step's ``grad_accum`` micro-batches; return the step's loss, the clipped
+    gradient norm (device scalars) and the throughput units seen. The optimizer step is the caller's."""
+    world, device, step_loss, units = setup.world, setup.device, torch.zeros((), device=setup.device), 0
+    for micro in range(config.grad_accum):
+        host = setup.train.collate(next(stream))
+        units += throughput_units(host)
+        batch, weight = _local_batch(host, world, device)
+        with parallel.sync_gradients(setup.engine, micro == config.grad_accum - 1):
+            with autocast(device, config.bf16):
+                loss = guard.loss(loss_and_logits(setup.engine, batch)[0], step + 1) * weight / config.grad_accum
+            (loss * world.size).backward()  # DDP / FSDP average over the ranks: the sum of the shards' parts
+        step_loss += loss.detach()
+    distributed.all_sum(step_loss)
+    return step_loss, parallel.plain(torch.nn.utils.clip_grad_norm_(setup.trainable, config.grad_clip)), units
 
 
 def _local_batch(host: dict[str, torch.Tensor], world: distributed.World,

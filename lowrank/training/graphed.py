@@ -1,0 +1,118 @@
+"""Training steps replayed from CUDA graphs, one graph per batch shape.
+
+A small model's step is mostly host time: MiniLM-L6 at 32 x 128 launches about 400 kernels, 20 ms of host time
+against 2.2 ms on an H200 (reports/training_speed.md). A CUDA graph launches the whole step at once: forward,
+backward, gradient clipping, AdamW and the zeroing of the gradients.
+
+Shapes: text batches are padded to a multiple of :data:`WIDTH_STEP` tokens, so a run sees few shapes (``max_length
+/ WIDTH_STEP`` widths, and the shorter last batch of an epoch). The first batch of a shape runs eagerly (a real
+step, which also warms up the kernels' lazy state), the second is captured and then replayed, and every later one
+is replayed: per step the host copies the batch into the graph's static inputs, writes each parameter group's
+learning rate into a device scalar (fused AdamW reads a tensor rate) and launches the graph.
+
+Everything a graph touches lives at fixed addresses: parameters, optimizer state, gradients (zeroed inside the
+graph rather than freed) and the static inputs. The graphs share one memory pool; nothing in it outlives a replay
+but each graph's output, the step's (loss, gradient norm), which is copied out after each replay.
+
+Padding adds masked key positions only (attention weight 0, no target), so a padded batch's loss is the unpadded
+one's up to the order of floating-point sums. Dropout draws differ from an eager run's, as between any two seeds
+of the random stream.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lowrank.data.batches import IGNORE_INDEX
+from lowrank.training import faults
+from lowrank.training.evaluate import autocast, loss_and_logits, to_device
+
+WIDTH_STEP = 16  # text batches are padded to a multiple of this many tokens
+
+
+def usable(config, setup) -> bool:
+    """Graphs replace the loop's eager step on one CUDA process, one micro-batch a step, non-finite steps stopping
+    the run (skipping one needs its values on the host before the update), without torch.compile and without fault
+    hooks (tests)."""
+    return (config.cuda_graphs and setup.device.type == "cuda" and not setup.world.distributed
+            and config.grad_accum == 1 and config.nonfinite == "stop" and not config.compile
+            and not faults.installed("loss"))
+
+
+def padded(batch: dict[str, torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
+    """A host text batch with its token dimension padded up to a multiple of :data:`WIDTH_STEP`: ids with
+    ``pad_id``, the attention mask with 0, 2-D (language-modelling) labels with the ignored index. Other batches
+    are returned as they are."""
+    if "input_ids" not in batch:
+        return batch
+    extra = -batch["input_ids"].shape[1] % WIDTH_STEP
+    if not extra:
+        return batch
+    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+    return {key: F.pad(value, (0, extra), value=fill[key]) if value.ndim == 2 else value
+            for key, value in batch.items()}
+
+
+class GraphedSteps:
+    """``step(host_batch)`` does one optimizer step and returns a (2,) device tensor: (loss, gradient norm)."""
+
+    def __init__(self, setup, config):
+        self.model, self.optimizer, self.trainable = setup.model, setup.optimizer, setup.trainable
+        self.device, self.bf16, self.grad_clip = setup.device, config.bf16, config.grad_clip
+        self.pad_id = getattr(setup.train, "pad_id", 0)
+        self.rates = [torch.zeros((), device=self.device) for _ in self.optimizer.param_groups]
+        self.pool = torch.cuda.graph_pool_handle()
+        self.side = torch.cuda.Stream(self.device)
+        self.graphs: dict[tuple, tuple | None] = {}  # shape -> (graph, static inputs, static output); None: warm
+
+    def step(self, host: dict[str, torch.Tensor]) -> torch.Tensor:
+        host = padded(host, self.pad_id)
+        shape = tuple((key, tuple(value.shape)) for key, value in host.items())
+        if shape not in self.graphs:
+            self.graphs[shape] = None
+            return self._eager(to_device(host, self.device))
+        if self.graphs[shape] is None:
+            self.graphs[shape] = self._capture(host)
+        graph, inputs, output = self.graphs[shape]
+        for key, value in host.items():
+            inputs[key].copy_(value.pin_memory(), non_blocking=True)
+        for rate, group in zip(self.rates, self.optimizer.param_groups):
+            rate.fill_(group["lr"])
+        graph.replay()
+        return output.clone()
+
+    def _body(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with autocast(self.device, self.bf16):
+            loss = loss_and_logits(self.model, batch)[0]
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=False)  # the graphs accumulate into these same gradient tensors
+        return torch.stack([loss.detach().float(), norm.float()])
+
+    def _eager(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One step run as it is, on a side stream (as graph capture wants its warm-up)."""
+        current = torch.cuda.current_stream(self.device)
+        self.side.wait_stream(current)
+        with torch.cuda.stream(self.side):
+            output = self._body(batch)
+        current.wait_stream(self.side)
+        output.record_stream(current)
+        return output
+
+    def _capture(self, host: dict[str, torch.Tensor]) -> tuple:
+        """Record one step on static inputs shaped as ``host``; the group rates are device scalars meanwhile."""
+        inputs = {key: torch.empty_like(value, device=self.device) for key, value in host.items()}
+        graph = torch.cuda.CUDAGraph()
+        groups = self.optimizer.param_groups
+        kept = [(group["lr"], group["capturable"]) for group in groups]
+        for group, rate in zip(groups, self.rates):
+            group["lr"], group["capturable"] = rate, True
+        try:
+            with torch.cuda.graph(graph, pool=self.pool):
+                output = self._body(inputs)
+        finally:
+            for group, (rate, capturable) in zip(groups, kept):
+                group["lr"], group["capturable"] = rate, capturable
+        return graph, inputs, output

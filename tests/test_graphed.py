@@ -1,0 +1,74 @@
+"""CUDA-graph steps (lowrank.training.graphed): the padding that keeps a run's batch shapes few leaves the loss and
+the gradients of the unpadded batch, and the eager step is what runs where graphs cannot (here: the CPU). The
+graphs themselves need a GPU: benchmarks/check_graphed_step.py compares them with eager steps there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lowrank.data.batches import IGNORE_INDEX
+from lowrank.tiny_models import tiny_model
+from lowrank.training import faults
+from lowrank.training.config import TrainConfig
+from lowrank.training.evaluate import loss_and_logits
+from lowrank.training.graphed import WIDTH_STEP, padded, usable
+from lowrank.training.setup import prepare
+
+
+def _batch(task: str, lengths: list[int], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(sum(lengths))
+    width = max(lengths)
+    ids = torch.randint(5, 1000, (len(lengths), width), generator=generator)
+    mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
+    ids = ids.masked_fill(mask == 0, pad_id)
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX) if task == "lm" else torch.tensor([0, 2, 1][:len(lengths)])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def test_padding_rounds_the_width_up_and_fills_what_is_ignored():
+    batch = _batch("lm", [21, 9], pad_id=7)
+    out = padded(batch, pad_id=7)
+    assert out["input_ids"].shape == (2, 32) and 32 % WIDTH_STEP == 0
+    assert torch.equal(out["input_ids"][:, :21], batch["input_ids"]) and (out["input_ids"][:, 21:] == 7).all()
+    assert out["attention_mask"][:, 21:].eq(0).all() and out["labels"][:, 21:].eq(IGNORE_INDEX).all()
+    full = _batch("lm", [32, 32])
+    assert padded(full, 0) is full
+    images = {"x": torch.zeros(3, 5), "labels": torch.zeros(3, dtype=torch.long)}
+    assert padded(images, 0) is images
+
+
+@pytest.mark.parametrize("family,task", [("bert", "classification"), ("llama", "lm"), ("gpt2", "lm")])
+def test_padded_batch_has_the_unpadded_loss_and_gradients(family, task):
+    model = tiny_model(family, "causal-lm" if task == "lm" else task).double()
+    model.eval()  # no dropout: both passes see the same network
+    batch = _batch(task, [13, 5, 10])
+    wider = padded(batch, 0)
+    assert wider["input_ids"].shape[1] == 16
+    results = []
+    for b in (batch, wider):
+        model.zero_grad()
+        loss = loss_and_logits(model, b)[0]
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (loss, grads), (loss_padded, grads_padded) = results
+    # float64 weights; the loss is taken in float32 (loss_and_logits), so agreement is to float32 rounding, while
+    # a padded position that leaked into attention or the targets moves the loss by about 1e-2
+    torch.testing.assert_close(loss_padded, loss, rtol=1e-6, atol=1e-6)
+    assert len(grads) == len(grads_padded) > 0
+    for g, h in zip(grads, grads_padded):
+        torch.testing.assert_close(h, g, rtol=1e-5, atol=1e-7)
+
+
+def test_graphs_are_used_only_where_they_apply(tiny_bert_folder, tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("text,label\n" + "\n".join(f"the market rose {i} points,{'ab'[i % 2]}" for i in range(12)))
+    config = TrainConfig(model=str(tiny_bert_folder), data=str(csv), method="lora", out=tmp_path / "o", device="cpu")
+    setup = prepare(config)
+    assert not usable(config, setup)  # a CPU run steps eagerly
+    setup.device = torch.device("cuda")
+    assert usable(config, setup)
+    for change in ({"grad_accum": 2}, {"nonfinite": "skip"}, {"compile": True}, {"cuda_graphs": False}):
+        assert not usable(TrainConfig(**{**config.__dict__, **change}), setup), change
+    with faults.injected("loss", lambda loss, step: loss):
+        assert not usable(config, setup)
