@@ -3,7 +3,8 @@
 # ROUNDS times with the same arguments; prints tokens/s, training seconds, wall seconds and accuracy of each run.
 #   BEFORE=/tmp/before benchmarks/train_before_after.sh OUT -- --model minilm-l6 --data reuters-r8 --method lora ...
 # (make BEFORE with: git worktree add /tmp/before cebfcc5). PYTHON defaults to python3; ONLY=after or ONLY=before
-# runs one side (for options the other does not know).
+# runs one side (for options the other does not know). Python runs with -P: without it `-m` puts the working
+# directory first on sys.path, and run from this repo's root the BEFORE side would import this tree's lowrank.
 set -euo pipefail
 OUT=$(mkdir -p "$1" && cd "$1" && pwd); shift; [ "$1" = "--" ] && shift
 AFTER=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,7 +14,7 @@ mkdir -p "$OUT"
 run() {  # name root
   local root; root=$(cd "$2" && pwd); local pkg="$OUT/pkg-$1"; mkdir -p "$pkg"; ln -sfn "$root/cli" "$pkg/lowrank_cli"
   local t0=$(date +%s.%N)
-  PYTHONPATH="$root:$pkg" $PY -m lowrank_cli.main train "${ARGS[@]}" --out "$OUT/run-$1" --overwrite --quiet >/dev/null 2>"$OUT/$1.log" \
+  PYTHONPATH="$root:$pkg" $PY -P -m lowrank_cli.main train "${ARGS[@]}" --out "$OUT/run-$1" --overwrite --quiet >/dev/null 2>"$OUT/$1.log" \
     || { cat "$OUT/$1.log"; return 1; }
   $PY - "$OUT/run-$1/metrics.json" "$1" "$t0" "$(date +%s.%N)" <<'PY'
 import json, sys
