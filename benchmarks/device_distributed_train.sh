@@ -10,7 +10,8 @@
 # batch, must end together.
 # Needs .carry/ with smollm2-tokenizer/ and reuters-r8.csv.gz (examples/gpu_assets.py; the tokenizer files from the
 # smollm2-135m asset). Prints the table and writes it to $OUT/distributed_train.txt. RUNS="method:mode:gpus:batch ..."
-# replaces the default list of runs (its first 1-GPU run per method is the efficiency baseline).
+# replaces the default list of runs (its first 1-GPU run per method is the efficiency baseline); EXTRA="..." adds
+# options to every run (e.g. --no-cuda-graphs).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; STEPS=${STEPS:-40}; PER_GPU=${PER_GPU:-16}; SHAPES=${SHAPES:-"smollm2-135m llama-1b"}
 GPUS=$(nvidia-smi -L | wc -l)
@@ -27,6 +28,7 @@ runs=(lora:ddp:1:$B1 full:ddp:1:$B1)  # one GPU: no wrapper; then DDP and FSDP2 
 [ "$GPUS" -gt 1 ] && runs=(lora:ddp:1:$B1 lora:ddp:1:$BN lora:ddp:$GPUS:$BN full:ddp:1:$B1
                            full:ddp:$GPUS:$BN full:fsdp:$GPUS:$BN)
 [ -n "${RUNS:-}" ] && read -r -a runs <<< "$RUNS"
+read -r -a more <<< "${EXTRA:-}"
 declare -A single
 for shape in $SHAPES; do
   python3 benchmarks/shaped_llama.py "$shape" .carry/smollm2-tokenizer "/tmp/models/$shape" | tail -1
@@ -36,7 +38,7 @@ for shape in $SHAPES; do
     extra=(); [ "$method" = lora ] && extra=(--rank 16 --targets all-linear)
     (cd /tmp && timeout 900 python3 -m lowrank_cli train --model "/tmp/models/$shape" --data /tmp/data/reuters-r8.csv \
       --task lm --method "$method" "${extra[@]}" --parallel "$mode" --nproc "$n" --steps "$STEPS" --epochs 100 \
-      --batch-size "$batch" --max-length 1024 --eval-samples 64 --out "$dir" --overwrite --quiet) \
+      --batch-size "$batch" --max-length 1024 --eval-samples 64 --out "$dir" --overwrite --quiet "${more[@]}") \
       > "$dir.log" 2>&1 || { echo "$shape $method $mode $n failed:"; tail -3 "$dir.log"; continue; }
     read -r tps ppl < <(python3 -c "import json; m = json.load(open('$dir/metrics.json')); print(m['tokens_per_second'], m['final']['perplexity'])")
     [ "$n" = 1 ] && [ -z "${single[$shape-$method]:-}" ] && single[$shape-$method]=$tps
