@@ -26,23 +26,34 @@ def _batch(task: str, lengths: list[int], pad_id: int = 0) -> dict[str, torch.Te
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def test_padding_rounds_the_width_up_and_fills_what_is_ignored():
-    batch = _batch("lm", [21, 9], pad_id=7)
+def test_padding_rounds_the_width_up_and_masks_what_it_adds():
+    batch = _batch("classification", [21, 9, 4], pad_id=7)
     out = padded(batch, pad_id=7)
-    assert out["input_ids"].shape == (2, 32) and 32 % WIDTH_STEP == 0
+    assert out["input_ids"].shape == (3, 32) and 32 % WIDTH_STEP == 0
     assert torch.equal(out["input_ids"][:, :21], batch["input_ids"]) and (out["input_ids"][:, 21:] == 7).all()
-    assert out["attention_mask"][:, 21:].eq(0).all() and out["labels"][:, 21:].eq(IGNORE_INDEX).all()
-    full = _batch("lm", [32, 32])
+    assert torch.equal(out["attention_mask"][:, :21], batch["attention_mask"])
+    assert out["attention_mask"][:, 21:].eq(0).all() and torch.equal(out["labels"], batch["labels"])
+    full = _batch("classification", [32, 30, 1])
     assert padded(full, 0) is full
+    blocks = _batch("lm", [40, 40])  # language-modelling blocks run without a mask: never padded
+    assert padded(blocks, 0) is blocks
     images = {"x": torch.zeros(3, 5), "labels": torch.zeros(3, dtype=torch.long)}
     assert padded(images, 0) is images
 
 
-@pytest.mark.parametrize("family,task", [("bert", "classification"), ("llama", "lm"), ("gpt2", "lm")])
-def test_padded_batch_has_the_unpadded_loss_and_gradients(family, task):
-    model = tiny_model(family, "causal-lm" if task == "lm" else task).double()
-    model.eval()  # no dropout: both passes see the same network
-    batch = _batch(task, [13, 5, 10])
+def test_language_modelling_blocks_run_without_their_all_ones_mask():
+    model = tiny_model("llama", "causal-lm").double()
+    batch = _batch("lm", [24, 24, 24])
+    loss = loss_and_logits(model, batch)[0]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten())
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
+def test_padded_batch_has_the_unpadded_loss_and_gradients(family):
+    model = tiny_model(family, "classification").double()  # eval mode: no dropout, both passes see one network
+    batch = _batch("classification", [13, 5, 10])
     wider = padded(batch, 0)
     assert wider["input_ids"].shape[1] == 16
     results = []
@@ -53,7 +64,7 @@ def test_padded_batch_has_the_unpadded_loss_and_gradients(family, task):
         results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
     (loss, grads), (loss_padded, grads_padded) = results
     # float64 weights; the loss is taken in float32 (loss_and_logits), so agreement is to float32 rounding, while
-    # a padded position that leaked into attention or the targets moves the loss by about 1e-2
+    # a padded position that leaked into attention moves the loss by about 1e-2
     torch.testing.assert_close(loss_padded, loss, rtol=1e-6, atol=1e-6)
     assert len(grads) == len(grads_padded) > 0
     for g, h in zip(grads, grads_padded):

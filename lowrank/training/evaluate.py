@@ -63,12 +63,16 @@ def loss_and_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
     """Mean loss over the batch (a device scalar: nothing is read back) and the logits.
 
     An image batch ``{"x", "labels"}`` goes to ``model(x)`` (an MLP, which returns logits); a text batch
-    ``{"input_ids", "attention_mask", "labels"}`` to a Hugging Face model (``.logits``)."""
+    ``{"input_ids", "attention_mask", "labels"}`` to a Hugging Face model (``.logits``). Language-modelling blocks
+    are whole (lowrank.data.batches.tokenize_lm), so they go without their all-ones mask: the model then needs no
+    look at the mask's values to choose SDPA's causal flash kernel (a host synchronization in an eager step, and in
+    a captured CUDA graph a materialized mask, which rules that kernel out)."""
+    labels = batch["labels"]
     if "x" in batch:
         logits = model(batch["x"])
     else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"]
+        mask = None if labels.ndim == 2 else batch["attention_mask"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=mask).logits
     if logits.ndim == 3:  # causal LM: predict token t+1 from tokens <= t
         shifted, targets = logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
         return F.cross_entropy(shifted.float(), targets, ignore_index=IGNORE_INDEX), logits

@@ -4,8 +4,9 @@ A small model's step is mostly host time: MiniLM-L6 at 32 x 128 launches about 4
 against 2.2 ms on an H200 (reports/training_speed.md). A CUDA graph launches the whole step at once: forward,
 backward, gradient clipping, AdamW and the zeroing of the gradients.
 
-Shapes: text batches are padded to a multiple of :data:`WIDTH_STEP` tokens, so a run sees few shapes (``max_length
-/ WIDTH_STEP`` widths, and the shorter last batch of an epoch). The first batch of a shape runs eagerly (a real
+Shapes: classification batches are padded to a multiple of :data:`WIDTH_STEP` tokens, so a run sees few shapes
+(``max_length / WIDTH_STEP`` widths, and the shorter last batch of an epoch); language-modelling blocks all have one
+width already. The first batch of a shape runs eagerly (a real
 step, which also warms up the kernels' lazy state), the second is captured and then replayed, and every later one
 is replayed: per step the host copies the batch into the graph's static inputs, writes each parameter group's
 learning rate into a device scalar (fused AdamW reads a tensor rate) and launches the graph.
@@ -24,7 +25,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lowrank.data.batches import IGNORE_INDEX
 from lowrank.training import faults
 from lowrank.training.evaluate import autocast, loss_and_logits, to_device
 
@@ -41,17 +41,16 @@ def usable(config, setup) -> bool:
 
 
 def padded(batch: dict[str, torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
-    """A host text batch with its token dimension padded up to a multiple of :data:`WIDTH_STEP`: ids with
-    ``pad_id``, the attention mask with 0, 2-D (language-modelling) labels with the ignored index. Other batches
-    are returned as they are."""
-    if "input_ids" not in batch:
+    """A host classification batch with its token dimension padded up to a multiple of :data:`WIDTH_STEP` (ids
+    with ``pad_id``, the attention mask with 0). Other batches are returned as they are: language-modelling blocks
+    are never padded (lowrank.training.evaluate.loss_and_logits runs them without a mask), images have no tokens."""
+    if "input_ids" not in batch or batch["labels"].ndim != 1:
         return batch
     extra = -batch["input_ids"].shape[1] % WIDTH_STEP
     if not extra:
         return batch
-    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE_INDEX}
-    return {key: F.pad(value, (0, extra), value=fill[key]) if value.ndim == 2 else value
-            for key, value in batch.items()}
+    fill = {"input_ids": pad_id, "attention_mask": 0}
+    return {key: F.pad(value, (0, extra), value=fill[key]) if key in fill else value for key, value in batch.items()}
 
 
 class GraphedSteps:
