@@ -8,11 +8,11 @@ Shapes: classification batches are padded to a multiple of :data:`WIDTH_STEP` to
 (``max_length / WIDTH_STEP`` widths, and the shorter last batch of an epoch); language-modelling blocks all have one
 width already. Each shape's first batch runs eagerly (a real step, which also warms up the kernels' lazy state),
 its second eagerly and timed, its third is captured, then replayed and timed. The faster of the two runs that
-shape's later steps: a graph wins where the host is the bottleneck (MiniLM-L6 on an H200: 5-6x), while a step that
-keeps the device busy gains nothing from one and was measured slower replayed (full fine-tuning of a
-SmolLM2-135M-shaped model at 16 x 1024 tokens: 0.89x). A replay: the host copies the batch into the graph's static
-inputs, writes each parameter group's learning rate into a device scalar (fused AdamW reads a tensor rate) and
-launches the graph.
+shape's later steps. A graph wins where the host is the bottleneck (MiniLM-L6 on an H200: 3-6x a step). A step
+that keeps the device busy gains nothing from one, and was measured slower replayed (full fine-tuning of a
+SmolLM2-135M-shaped model at 16 x 1024 tokens: 0.89x). A replay: the host copies the batch into the graph's
+static inputs, writes each parameter group's learning rate into a device scalar (fused AdamW reads a tensor rate)
+and launches the graph.
 
 Everything a graph touches lives at fixed addresses: parameters, optimizer state, gradients (zeroed inside the
 graph rather than freed) and the static inputs. The graphs share one memory pool; nothing in it outlives a replay
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from lowrank.training import faults
 from lowrank.training.evaluate import autocast, loss_and_logits, to_device
 
-WIDTH_STEP = 16  # text batches are padded to a multiple of this many tokens
+WIDTH_STEP = 16  # classification batches are padded to a multiple of this many tokens
 
 
 def usable(config, setup) -> bool:
