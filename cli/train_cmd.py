@@ -73,8 +73,8 @@ from lowrank_cli.progress import rich_progress
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout, init, lora_file, epochs, steps, batch_size,
           grad_accum, max_length, lr, head_lr, warmup_ratio, weight_decay, grad_clip, eval_every, eval_samples,
-          train_samples, save_every, seed, bf16, compile_model, cuda_graphs, device, overwrite, resume, nonfinite, parallel, nproc,
-          quiet) -> None:
+          train_samples, save_every, seed, bf16, compile_model, cuda_graphs, device, overwrite, resume, nonfinite,
+          parallel, nproc, quiet) -> None:
     """Train a LoRA adapter (peft format) or fully fine-tune (Hugging Face folder); metrics go to OUT/metrics.json.
     Under torchrun (or with --nproc) every process trains its shard of each batch; rank 0 writes."""
     if relaunched(nproc):
@@ -85,8 +85,8 @@ def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout,
         grad_accum=grad_accum, max_length=max_length, lr=lr, head_lr=head_lr, warmup_ratio=warmup_ratio,
         weight_decay=weight_decay,
         grad_clip=grad_clip, eval_every=eval_every, eval_samples=eval_samples, max_train_samples=train_samples,
-        save_every=save_every, seed=seed, bf16=bf16, compile=compile_model, cuda_graphs=cuda_graphs, device=device, overwrite=overwrite, resume=resume,
-        nonfinite=nonfinite, parallel=parallel)
+        save_every=save_every, seed=seed, bf16=bf16, compile=compile_model, cuda_graphs=cuda_graphs, device=device,
+        overwrite=overwrite, resume=resume, nonfinite=nonfinite, parallel=parallel)
     if lora_file is not None:
         config = replace(config, **read_lora_file(lora_file))
     with rich_progress(enabled=not quiet and is_main()) as progress:
