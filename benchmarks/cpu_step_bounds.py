@@ -5,9 +5,11 @@
 1. GEMM rates, GFLOP/s, on the demo's shapes (16 x 48 = 768 tokens, MiniLM-L6's 384 and 1536 widths), for the
    three products of a linear layer's step in each memory layout: forward x W^T, input gradient dy W, weight
    gradient dy^T x; torch (this build's BLAS) beside numpy (its own BLAS). Medians of 30 calls after 2 warm-ups.
-2. The step with the model's dropout and without (every nn.Dropout set to p = 0, which BERT's attention also
-   reads), LoRA r=8 and full fine-tuning at the demo's settings, mean of 20 steps after 3 warm-ups: what a free
-   dropout would save at most.
+2. The training step (model in training mode) at the demo's settings, LoRA r=8 and full fine-tuning, three ways
+   built side by side in one process and stepped in turn on the same batches: torch's dropout (what
+   ``lowrank.cpu_dropout.install`` replaces), lowrank's CPU dropout (what `lowrank train` runs), and no dropout
+   (every nn.Dropout at p = 0, which BERT's attention also reads): what a free dropout would save at most.
+   Medians of 20 steps after 3 warm-ups.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import torch
 from lowrank.training.config import TrainConfig
 from lowrank.training.guard import RunGuard
 from lowrank.training.loop import _eager_step, _micro_batches
+from lowrank.training import setup as setup_module
 from lowrank.training.setup import prepare
 
 TOKENS = 768
+WAYS = {"torch": "torch's dropout", "cpu": "lowrank's CPU dropout", "none": "no dropout"}
 
 
 def _median_seconds(run, calls: int = 30) -> float:
@@ -51,32 +55,48 @@ def gemm_rates() -> None:
             print(f"{k:>5d} x {n:<5d} {name:>20s} {rate_torch:11.1f} {rate_numpy:11.1f}")
 
 
-def step_seconds(method: str, dropout: bool, steps: int = 20) -> float:
+def _variant(method: str, way: str):
+    """(config, setup, batch stream) of one way: 'torch' (torch's dropout), 'cpu' (lowrank's), 'none' (p = 0)."""
     config = TrainConfig(model="minilm-l6", data="reuters-r8", method=method, out="/tmp/cpu-step-bounds",
                          max_steps=200, batch_size=16, max_length=48, max_train_samples=1600, device="cpu")
-    setup = prepare(config)
-    if not dropout:
+    install = setup_module.cpu_dropout.install
+    if way == "torch":
+        setup_module.cpu_dropout.install = lambda model: model
+    try:
+        setup = prepare(config)
+    finally:
+        setup_module.cpu_dropout.install = install
+    if way == "none":
         for module in setup.model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
-    stream = _micro_batches(setup, config, 0)
-    with RunGuard(config.out) as guard:
+    setup.model.train()
+    return config, setup, _micro_batches(setup, config, 0)
+
+
+def step_seconds(method: str, steps: int = 20) -> dict[str, float]:
+    """Median step seconds of each way, stepped in turn (so drifts in the machine's speed hit all alike)."""
+    ways = {way: _variant(method, way) for way in WAYS}
+    times = {way: [] for way in WAYS}
+    with RunGuard("/tmp/cpu-step-bounds") as guard:
         for step in range(steps + 3):
-            if step == 3:
+            for way, (config, setup, stream) in ways.items():
                 began = time.perf_counter()
-            _eager_step(config, setup, stream, guard, step)
-            setup.optimizer.step()
-            setup.optimizer.zero_grad(set_to_none=True)
-    return (time.perf_counter() - began) / steps
+                _eager_step(config, setup, stream, guard, step)
+                setup.optimizer.step()
+                setup.optimizer.zero_grad(set_to_none=True)
+                if step >= 3:
+                    times[way].append(time.perf_counter() - began)
+    return {way: statistics.median(seconds) for way, seconds in times.items()}
 
 
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}")
     gemm_rates()
     for method in ("lora", "full"):
-        with_dropout, without = step_seconds(method, True), step_seconds(method, False)
-        print(f"{method}: step {with_dropout * 1e3:.0f} ms with dropout, {without * 1e3:.0f} ms without "
-              f"({with_dropout / without:.2f}x)")
+        seconds = step_seconds(method)
+        print(f"{method}: step " + ", ".join(f"{seconds[way] * 1e3:.0f} ms {WAYS[way]}" for way in WAYS) +
+              f"; torch's dropout / lowrank's: {seconds['torch'] / seconds['cpu']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import torch
 
+from lowrank import cpu_dropout
+
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """autocast's dtype when autocast is enabled for ``x``'s device type, else ``x.dtype``."""
@@ -48,7 +50,8 @@ class LoraLinearFunction(torch.autograd.Function):
             W, A, B = weight.to(dtype), lora_A.to(dtype), lora_B.to(dtype)
             mask = None
             if dropout > 0 and training:
-                dropped, mask = torch.ops.aten.native_dropout(X, dropout, True)
+                dropped, mask = cpu_dropout.drop_with_mask(X, dropout) if X.device.type == "cpu" else \
+                    torch.ops.aten.native_dropout(X, dropout, True)
                 u = dropped @ A.T
                 del dropped
             else:
