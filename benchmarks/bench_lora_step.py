@@ -9,6 +9,7 @@ FLOP floor per token: full 6N, LoRA 4N (no weight gradients), N = weights in lin
 attention 6 * layers * seq * d (causal) for both; floor time = FLOPs / the bf16 GEMM rate measured here.
 
   python benchmarks/bench_lora_step.py --shape gpt2-medium --ranks 8,16,64 --targets attention,all-linear
+  python benchmarks/bench_lora_step.py --shape tinyllama --ranks 16 --targets all-linear --cuda-graphs
   python benchmarks/bench_lora_step.py --shape smollm2-135m --device cpu --batch 2 --seq 256 --ranks 16 --steps 3
 """
 
@@ -68,24 +69,45 @@ def adapt(model, family: str, method: str, r: int, which: str):
     return model
 
 
-def step_times(model, device: str, batch: int, seq: int, steps: int, vocab: int, compile_model: bool):
+def step_times(model, device: str, batch: int, seq: int, steps: int, vocab: int, compile_model: bool,
+               graphs: bool = False):
+    """Median seconds of one step (forward, backward, AdamW, zeroing the gradients) after 3 warm-ups, the trainable
+    count and the last loss. ``graphs``: the step is captured once in a CUDA graph (capturable fused AdamW,
+    gradients zeroed in place) and each timed step is one replay, so the host's launch time drops out of every
+    method alike."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device == "cuda")
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device == "cuda", capturable=graphs)
     if compile_model:
         model.compile()
     ids = torch.randint(0, vocab, (batch, seq), device=device, generator=torch.Generator(device).manual_seed(1))
-    times, losses = [], []
-    for index in range(steps + 3):  # 3 warm-up steps
-        _sync(device)
-        began = time.perf_counter()
+
+    def one_step() -> torch.Tensor:
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=not graphs)
+        return loss.detach()
+
+    if graphs:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            warm = [one_step() for _ in range(3)]
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = one_step()
+        run, losses = (lambda: graph.replay() or captured), warm
+    else:
+        run, losses = one_step, []
+    times = []
+    for index in range(steps + (0 if graphs else 3)):  # eager: 3 warm-up steps
         _sync(device)
-        if index >= 3:
+        began = time.perf_counter()
+        losses.append(run().clone())
+        _sync(device)
+        if graphs or index >= 3:
             times.append(time.perf_counter() - began)
-        losses.append(loss.detach())
     return statistics.median(times), sum(p.numel() for p in params), float(losses[-1])
 
 
@@ -121,7 +143,7 @@ def floor_flops(model, family: str, batch: int, seq: int) -> tuple[float, float]
 def run(args) -> None:
     dtype = getattr(torch, args.dtype)
     rate = gemm_rate(args.device, dtype)
-    print(f"# {args.shape} {args.dtype} batch {args.batch}x{args.seq} on "
+    print(f"# {args.shape} {args.dtype} batch {args.batch}x{args.seq}{' CUDA graphs' if args.cuda_graphs else ''} on "
           f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}; GEMM {rate / 1e12:.1f} TFLOP/s")
     header = f"{'method':13s} {'targets':10s} {'r':>3s} {'step s':>8s} {'tok/s':>9s} {'peak GB':>8s} " \
              f"{'x full':>6s} {'x peft':>6s} {'x floor':>7s} {'trainable':>11s} {'loss':>7s}"
@@ -138,7 +160,7 @@ def run(args) -> None:
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         seconds, count, loss = step_times(trained, args.device, args.batch, args.seq, args.steps,
-                                          model.config.vocab_size, args.compile)
+                                          model.config.vocab_size, args.compile, args.cuda_graphs)
         peak = torch.cuda.max_memory_allocated() / 1e9 if args.device == "cuda" else float("nan")
         full_time = seconds if method == "full" else full_time
         if method == "peft":
@@ -188,6 +210,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model (all methods)")
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay each method's step from a CUDA graph")
     parser.add_argument("--profile", default="", help="folder for profiles of full and lowrank all-linear r=16")
     parser.add_argument("--profile-rows", type=int, default=25)
     run(parser.parse_args())

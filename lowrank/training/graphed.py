@@ -8,9 +8,10 @@ Shapes: classification batches are padded to a multiple of :data:`WIDTH_STEP` to
 (``max_length / WIDTH_STEP`` widths, and the shorter last batch of an epoch); language-modelling blocks all have one
 width already. Each shape's first batch runs eagerly (a real step, which also warms up the kernels' lazy state),
 its second eagerly and timed, its third is captured, then replayed and timed. The faster of the two runs that
-shape's later steps. A graph wins where the host is the bottleneck (MiniLM-L6 on an H200: 3-6x a step). A step
-that keeps the device busy gains nothing from one, and was measured slower replayed (full fine-tuning of a
-SmolLM2-135M-shaped model at 16 x 1024 tokens: 0.89x). A replay: the host copies the batch into the graph's
+shape's later steps. Once a shape has replayed :data:`CLEAR_WIN` times faster than it ran eagerly, later shapes
+skip the timed eager step: each is captured at its second batch. A graph wins where the host is the bottleneck
+(MiniLM-L6 on an H200: 3-6x a step). A step that keeps the device busy gains nothing from one, and was measured
+slower replayed (full fine-tuning of a SmolLM2-135M-shaped model at 16 x 1024 tokens: 0.89x). A replay: the host copies the batch into the graph's
 static inputs, writes each parameter group's learning rate into a device scalar (fused AdamW reads a tensor rate)
 and launches the graph.
 
@@ -34,6 +35,7 @@ from lowrank.training import faults
 from lowrank.training.evaluate import autocast, loss_and_logits, to_device
 
 WIDTH_STEP = 16  # classification batches are padded to a multiple of this many tokens
+CLEAR_WIN = 2.0  # a replay this many times faster than the eager step: later shapes are not timed eagerly
 
 
 def usable(config, setup) -> bool:
@@ -71,6 +73,7 @@ class GraphedSteps:
         self.seen: dict[tuple, int] = {}  # batch shape -> steps taken at it
         self.eager_seconds: dict[tuple, float] = {}
         self.graphs: dict[tuple, tuple | None] = {}  # shape -> (graph, static inputs, output); None: stays eager
+        self.graphs_win_clearly = False  # the last shape timed both ways replayed CLEAR_WIN x faster
 
     def step(self, host: dict[str, torch.Tensor]) -> torch.Tensor:
         host = padded(host, self.pad_id)
@@ -78,17 +81,20 @@ class GraphedSteps:
         seen = self.seen[shape] = self.seen.get(shape, 0) + 1
         if seen == 1:
             return self._eager(host)
-        if seen == 2:
+        if shape in self.graphs:
+            graph = self.graphs[shape]
+            return self._eager(host) if graph is None else self._replay(host, graph)
+        if seen == 2 and not self.graphs_win_clearly:
             self.eager_seconds[shape], output = self._timed(self._eager, host)
             return output
-        if seen == 3:
-            self.graphs[shape] = self._capture(host)
-            seconds, output = self._timed(self._replay, host, self.graphs[shape])
-            if seconds > self.eager_seconds[shape]:
-                self.graphs[shape] = None
-            return output
-        graph = self.graphs[shape]
-        return self._eager(host) if graph is None else self._replay(host, graph)
+        self.graphs[shape] = self._capture(host)
+        if shape not in self.eager_seconds:
+            return self._replay(host, self.graphs[shape])
+        seconds, output = self._timed(self._replay, host, self.graphs[shape])
+        if seconds > self.eager_seconds[shape]:
+            self.graphs[shape] = None
+        self.graphs_win_clearly = self.eager_seconds[shape] >= CLEAR_WIN * seconds
+        return output
 
     def _timed(self, run, *args) -> tuple[float, torch.Tensor]:
         torch.cuda.synchronize(self.device)

@@ -16,7 +16,7 @@ from lowrank.data.batches import ImageSet, TokenizedSet, tokenize_classification
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP, is_mlp_spec
-from lowrank.training import checks, parallel
+from lowrank.training import checks, parallel, pooled
 from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR, TrainConfig
 from lowrank.training.images import is_image_model, load_image_task
 
@@ -61,6 +61,8 @@ def prepare(config: TrainConfig, world: World = SINGLE) -> Setup:
         raise LowrankError("--parallel fsdp shards transformer blocks; train an MLP with --parallel ddp")
     device = world.device(config.device)
     model.to(device)
+    if not image:
+        pooled.install(model, task)  # a BERT classifier's last layer at the position its head reads
     if device.type == "cpu" and not image:
         cpu_dropout.install(model)  # the same dropout, its masks drawn 5x faster (training only)
     counts = sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
