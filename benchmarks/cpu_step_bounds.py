@@ -5,9 +5,10 @@
 1. GEMM rates, GFLOP/s, on the demo's shapes (16 x 48 = 768 tokens, MiniLM-L6's 384 and 1536 widths), for the
    three products of a linear layer's step in each memory layout: forward x W^T, input gradient dy W, weight
    gradient dy^T x; torch (this build's BLAS) beside numpy (its own BLAS). Medians of 30 calls after 2 warm-ups.
-2. The training step (model in training mode) at the demo's settings, LoRA r=8 and full fine-tuning, three ways
-   built side by side in one process and stepped in turn on the same batches: torch's dropout (what
-   ``lowrank.cpu_dropout.install`` replaces), lowrank's CPU dropout (what `lowrank train` runs), and no dropout
+2. The training step (model in training mode) at the demo's settings, LoRA r=8 and full fine-tuning, four ways
+   built side by side in one process and stepped in turn on the same batches: neither of the two CPU savings
+   (torch's dropout, the whole last layer), lowrank's CPU dropout alone (``lowrank.cpu_dropout``), that and the
+   last layer at position 0 (``lowrank.training.pooled``: what `lowrank train` runs), and that without dropout
    (every nn.Dropout at p = 0, which BERT's attention also reads): what a free dropout would save at most.
    Medians of 20 steps after 3 warm-ups.
 """
@@ -27,7 +28,8 @@ from lowrank.training import setup as setup_module
 from lowrank.training.setup import prepare
 
 TOKENS = 768
-WAYS = {"torch": "torch's dropout", "cpu": "lowrank's CPU dropout", "none": "no dropout"}
+WAYS = {"neither": "torch's dropout, whole last layer", "dropout": "CPU dropout",
+        "both": "CPU dropout + pooled last layer", "no dropout": "pooled last layer, no dropout"}
 
 
 def _median_seconds(run, calls: int = 30) -> float:
@@ -56,17 +58,19 @@ def gemm_rates() -> None:
 
 
 def _variant(method: str, way: str):
-    """(config, setup, batch stream) of one way: 'torch' (torch's dropout), 'cpu' (lowrank's), 'none' (p = 0)."""
+    """(config, setup, batch stream) of one way of :data:`WAYS`."""
     config = TrainConfig(model="minilm-l6", data="reuters-r8", method=method, out="/tmp/cpu-step-bounds",
                          max_steps=200, batch_size=16, max_length=48, max_train_samples=1600, device="cpu")
-    install = setup_module.cpu_dropout.install
-    if way == "torch":
+    kept = setup_module.cpu_dropout.install, setup_module.pooled.install
+    if way == "neither":
         setup_module.cpu_dropout.install = lambda model: model
+    if way in ("neither", "dropout"):
+        setup_module.pooled.install = lambda model, task: model
     try:
         setup = prepare(config)
     finally:
-        setup_module.cpu_dropout.install = install
-    if way == "none":
+        setup_module.cpu_dropout.install, setup_module.pooled.install = kept
+    if way == "no dropout":
         for module in setup.model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
@@ -96,7 +100,7 @@ def main() -> None:
     for method in ("lora", "full"):
         seconds = step_seconds(method)
         print(f"{method}: step " + ", ".join(f"{seconds[way] * 1e3:.0f} ms {WAYS[way]}" for way in WAYS) +
-              f"; torch's dropout / lowrank's: {seconds['torch'] / seconds['cpu']:.2f}x")
+              f"; neither / both: {seconds['neither'] / seconds['both']:.2f}x")
 
 
 if __name__ == "__main__":
