@@ -82,9 +82,8 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
               **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A Hugging Face attention function (query, key, value: batch x heads x length x head size; ``attention_mask``
     additive, batch x 1 x queries x keys, causality included; ``dropout`` as the model asks, 0 when evaluating).
-    With dropout:
-    ``drop(softmax(q k^T * scaling + mask)) @ v`` with :func:`keep_mask`'s masks; otherwise scaled-dot-product
-    attention. Returns (batch x length x heads x head size, the probabilities or None)."""
+    With dropout, ``drop(softmax(q k^T * scaling + mask)) @ v`` with :func:`keep_mask`'s masks; otherwise
+    scaled-dot-product attention. Returns (batch x length x heads x head size, the probabilities or None)."""
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     if dropout == 0.0 or query.device.type != "cpu":
