@@ -55,7 +55,7 @@ def test_padded_batch_has_the_unpadded_loss_and_gradients(family):
     model = tiny_model(family, "classification").double()  # eval mode: no dropout, both passes see one network
     batch = _batch("classification", [13, 5, 10])
     wider = padded(batch, 0)
-    assert wider["input_ids"].shape[1] == 16
+    assert wider["input_ids"].shape[1] == WIDTH_STEP  # 13 tokens, rounded up
     results = []
     for b in (batch, wider):
         model.zero_grad()
