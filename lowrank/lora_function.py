@@ -8,14 +8,15 @@ Forward, with N = prod(x.shape[:-1]) rows and X the (N, in) view of x:
     H = b + X W^T                     one GEMM (addmm), bias in its epilogue
     H += u (s B)^T                    one GEMM accumulating into H (beta = 1, alpha = s): no full-size add or scale
 Backward, from G = dL/dH (N, out):
-    v  = s G B                        (N, r), small
+    v  = s G B                        (N, r), small, computed as its transpose (B^T G^T)
     dX = G W + D'(v A)                one GEMM, then one accumulating GEMM (D' = the dropout mask when p > 0)
     dA = v^T D(X)                     (r, in)
-    dB = s G^T u                      (out, r)
+    dB = s G^T u                      (out, r), computed as (u^T G)^T
     dW = G^T X, db = sum G            only when the base weight / bias require grad (never under LoRA training)
-Saved for backward: X and u (and a one-byte dropout mask when p > 0; D(X) is rebuilt from X and the mask), and
-W, A, B as cast to the compute dtype (the parameters themselves when no cast was needed; under autocast a cast
-weight, as autocast's own linear keeps); nothing full-size else, no copy of X for dropout when p = 0.
+Saved for backward: X and u (and the dropout mask when p > 0: one byte an element on CUDA, the scaled float mask
+of lowrank.cpu_dropout on the CPU; D(X) is rebuilt from X and the mask), and W, A, B as cast to the compute dtype
+(the parameters themselves when no cast was needed; under autocast a cast weight, as autocast's own linear keeps);
+nothing full-size else, no copy of X for dropout when p = 0.
 
 Precision: the product runs in the compute dtype, which is autocast's dtype when autocast is on for x's device,
 else x's dtype. W, b, A and B are cast to it (a no-op when they already match; A and B are small). Gradients of A
@@ -37,6 +38,14 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
     return x.dtype
+
+
+def _redrop(t: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
+    """D applied again with the forward's mask: the CPU's scaled float mask (lowrank.cpu_dropout) or CUDA's bool
+    mask from ``native_dropout``."""
+    if mask.is_floating_point():
+        return t * mask
+    return torch.ops.aten.native_dropout_backward(t, mask, 1.0 / (1.0 - p))
 
 
 class LoraLinearFunction(torch.autograd.Function):
@@ -73,18 +82,14 @@ class LoraLinearFunction(torch.autograd.Function):
         dx = dW = db = dA = dB = None
         with torch.autocast(grad.device.type, enabled=False):
             G = grad.reshape(-1, grad.shape[-1]).to(dtype)
-            v = (G @ B).mul_(s)
+            vt = (B.T @ G.T).mul_(s)  # v^T: (r, N) products run twice as fast as (N, r) ones on the CPU's BLAS
             if need_x:
-                if mask is None:
-                    dX = (G @ W).addmm_(v, A)
-                else:
-                    dX = (G @ W).add_(torch.ops.aten.native_dropout_backward((v @ A), mask, 1.0 / (1.0 - ctx.dropout)))
+                dX = (G @ W).addmm_(vt.T, A) if mask is None else (G @ W).add_(_redrop(vt.T @ A, mask, ctx.dropout))
                 dx = dX.reshape(ctx.x_shape).to(ctx.x_dtype)
             if need_a:
-                dropped = X if mask is None else X * mask * (1.0 / (1.0 - ctx.dropout))
-                dA = (v.T @ dropped).to(a_dtype)
+                dA = (vt @ (X if mask is None else _redrop(X, mask, ctx.dropout))).to(a_dtype)
             if need_bb:
-                dB = (G.T @ u).mul_(s).to(bb_dtype)
+                dB = (u.T @ G).mul_(s).T.to(bb_dtype)  # (u^T G)^T, for the same reason
             if need_w:
                 dW = (G.T @ X).to(w_dtype)
             if need_b and ctx.has_bias:

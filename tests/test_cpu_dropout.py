@@ -1,6 +1,7 @@
 """CPU dropout (lowrank.cpu_dropout): its masks are Bernoulli(1 - p) draws, independent and seeded; dropping and its
-gradient are x * keep / (1 - p); the attention it installs is the float64 formula with the same mask, causal where
-the model is, and scaled-dot-product attention when nothing is dropped; a model trained with it saves as before."""
+gradient are x * keep / (1 - p), through one scaled mask; the attention it installs is the float64 formula with the
+same mask, causal where the model is, and scaled-dot-product attention when nothing is dropped; a model trained with
+it saves as before."""
 
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ def test_masks_follow_the_seed_and_differ_between_draws():
 def test_dropping_and_its_gradient_scale_the_kept_elements():
     x = torch.randn(6, 11, dtype=torch.float64, requires_grad=True)
     torch.manual_seed(5)
-    y, keep = cpu_dropout.drop_with_mask(x, 0.25)
+    y, mask = cpu_dropout.drop_with_mask(x, 0.25)
+    torch.manual_seed(5)
+    keep = cpu_dropout.keep_mask(x.shape, 0.25)  # the same draw, as bools
+    assert mask.dtype == torch.float64 and torch.equal(mask, keep.double() * (1 / 0.75))
     torch.testing.assert_close(y, x * keep * (1 / 0.75), rtol=0, atol=0)
     upstream = torch.randn_like(y)
     (grad,) = torch.autograd.grad(y, x, upstream)
