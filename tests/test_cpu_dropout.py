@@ -126,3 +126,13 @@ def test_a_saved_model_names_no_lowrank_attention(tmp_path):
     model.save_pretrained(tmp_path)
     assert cpu_dropout.ATTENTION not in (tmp_path / "config.json").read_text()
     assert "attn_implementation" not in json.loads((tmp_path / "config.json").read_text())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_a_low_precision_mask_keeps_the_same_elements(dtype):
+    torch.manual_seed(6)
+    mask = cpu_dropout.scaled_mask((4096,), 0.1, dtype)  # lanes next to the threshold must not round across it
+    torch.manual_seed(6)
+    keep = cpu_dropout.keep_mask((4096,), 0.1)
+    assert mask.dtype == dtype and torch.equal(mask > 0, keep)
+    assert torch.equal(mask[keep], torch.full_like(mask[keep], 1 / 0.9))
