@@ -1,6 +1,7 @@
-"""How much faster could the demo's CPU training step get? Two bounds, measured in one process.
+"""How much faster could the demo's CPU training step get? Two bounds and the parts, measured in one process.
 
-    python benchmarks/cpu_step_bounds.py
+    python benchmarks/cpu_step_bounds.py          (all three)
+    python benchmarks/cpu_step_bounds.py parts    (3 only)
 
 1. GEMM rates, GFLOP/s, on the demo's shapes (16 x 48 = 768 tokens, MiniLM-L6's 384 and 1536 widths), for the
    three products of a linear layer's step in each memory layout: forward x W^T, input gradient dy W, weight
@@ -11,11 +12,18 @@
    last layer at position 0 (``lowrank.training.pooled``: what `lowrank train` runs), and that without dropout
    (every nn.Dropout at p = 0, which BERT's attention also reads): what a free dropout would save at most.
    Medians of 20 steps after 3 warm-ups.
+3. The parts lowrank changed, each beside what it replaced, on the demo's shapes (medians of 30 calls, taken in
+   turn): random words for one attention layer's dropout mask (torch's ``random_`` against
+   ``lowrank.cpu_dropout``'s SFC64); applying it (``native_dropout_backward`` with bools against one product with the
+   scaled mask); all of it, drawn and applied forward and backward; the LoRA backward's two small
+   products in their two layouts; and a LoRA layer's forward and backward (``lora_linear``) beside a frozen
+   linear's.
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -57,6 +65,65 @@ def gemm_rates() -> None:
             print(f"{k:>5d} x {n:<5d} {name:>20s} {rate_torch:11.1f} {rate_numpy:11.1f}")
 
 
+def _median_seconds_each(runs: dict, calls: int = 30) -> dict[str, float]:
+    """Median seconds of each callable, called in turn (so drifts in the machine's speed hit all alike)."""
+    for run in runs.values():
+        run(), run()
+    times = {name: [] for name in runs}
+    for _ in range(calls):
+        for name, run in runs.items():
+            began = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - began)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
+
+
+def _bool_dropout(x: torch.Tensor, p: float) -> None:
+    """The previous CPU dropout: torch's random words, a bool mask, ``native_dropout_backward`` each way."""
+    words = torch.empty(-(-x.numel() // 4), dtype=torch.int64).random_(-(2**63), None)
+    keep = (words.view(torch.int16)[: x.numel()] >= round(p * 65536) - 32768).view(x.shape)
+    torch.ops.aten.native_dropout_backward(x, keep, 1 / (1 - p))  # forward
+    torch.ops.aten.native_dropout_backward(x, keep, 1 / (1 - p))  # backward
+
+
+def _scaled_dropout(x: torch.Tensor, p: float) -> None:
+    """lowrank.cpu_dropout's: one scaled mask, one product each way."""
+    from lowrank import cpu_dropout
+
+    mask = cpu_dropout.scaled_mask(x.shape, p, x.dtype)
+    x * mask, x * mask
+
+
+def part_times() -> None:
+    from lowrank import cpu_dropout
+    from lowrank.lora_function import lora_linear
+
+    p, shape = 0.1, (16, 12, 48, 48)  # one MiniLM-L6 layer's attention probabilities at the demo's batch
+    words, probs = 442_368 // cpu_dropout.LANES, torch.rand(shape)
+    keep, scaled = cpu_dropout.keep_mask(shape, p), cpu_dropout.scaled_mask(shape, p, torch.float32)
+    rows, width, r = TOKENS, 384, 8
+    X, G, A, B, W, b = (torch.randn(*s) for s in [(rows, width), (rows, width), (r, width), (width, r),
+                                                   (width, width), (width,)])
+    u = X @ A.T
+    x, A_, B_ = X.clone().requires_grad_(), A.clone().requires_grad_(), B.clone().requires_grad_()
+    pairs = {
+        "dropout words": {"torch random_": lambda: torch.empty(words, dtype=torch.int64).random_(-(2**63), None),
+                          "SFC64 (lowrank)": lambda: cpu_dropout._lanes(442_368)},
+        "dropout, all": {"bool mask, torch": lambda: _bool_dropout(probs, p),
+                         "scaled mask (lowrank)": lambda: _scaled_dropout(probs, p)},
+        "dropout apply": {"native_dropout_backward": lambda: torch.ops.aten.native_dropout_backward(probs, keep,
+                                                                                                   1 / (1 - p)),
+                          "x * scaled mask (lowrank)": lambda: probs * scaled},
+        "LoRA v = G B": {"G @ B": lambda: G @ B, "(B^T G^T)^T (lowrank)": lambda: (B.T @ G.T).T},
+        "LoRA dB = G^T u": {"G^T @ u": lambda: G.T @ u, "(u^T G)^T (lowrank)": lambda: (u.T @ G).T},
+        "layer fwd+bwd": {"F.linear, frozen": lambda: torch.nn.functional.linear(x, W, b).backward(G),
+                          "lora_linear r=8": lambda: lora_linear(x, W, b, A_, B_, 2.0).backward(G)},
+    }
+    for part, runs in pairs.items():
+        seconds = _median_seconds_each(runs)
+        print(f"{part:>16s}: " + ", ".join(f"{name} {value * 1e3:.3f} ms" for name, value in seconds.items()))
+
+
 def _variant(method: str, way: str):
     """(config, setup, batch stream) of one way of :data:`WAYS`."""
     config = TrainConfig(model="minilm-l6", data="reuters-r8", method=method, out="/tmp/cpu-step-bounds",
@@ -96,11 +163,14 @@ def step_seconds(method: str, steps: int = 20) -> dict[str, float]:
 
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}")
+    if sys.argv[1:] == ["parts"]:
+        return part_times()
     gemm_rates()
     for method in ("lora", "full"):
         seconds = step_seconds(method)
         print(f"{method}: step " + ", ".join(f"{seconds[way] * 1e3:.0f} ms {WAYS[way]}" for way in WAYS) +
               f"; neither / both: {seconds['neither'] / seconds['both']:.2f}x")
+    part_times()
 
 
 if __name__ == "__main__":
