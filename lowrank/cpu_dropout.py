@@ -11,9 +11,10 @@ that layer's attention, and dropout keeps scaled-dot-product attention on its sl
 
 The scaled mask m is made in three cheap passes (the lanes as floats, compared in place, scaled) and dropping is one
 float product each way: reading a bool mask costs torch a conversion copy and two products
-(``native_dropout_backward``, 0.57 ms against 0.08 ms on that layer). The words come from numpy's SFC64 generator,
-2-3x faster than torch's Mersenne Twister here, seeded by one draw from torch's default generator, so
-``torch.manual_seed`` (and a checkpoint's saved random state) fixes every mask.
+(``native_dropout_backward``, 0.44-0.47 ms against 0.10 ms on that layer). The words come from numpy's SFC64
+generator (0.36-0.52 ms against torch's 0.60-0.81 ms for that layer's), seeded by one draw from torch's default
+generator, so ``torch.manual_seed`` (and a checkpoint's saved random state) fixes every mask. Figures:
+``python benchmarks/cpu_step_bounds.py parts``.
 
 :func:`install` puts this into a Hugging Face model for CPU training: every ``nn.Dropout`` becomes a
 :class:`CpuDropout` (same ``p``, which models also read for their attention), and attention that drops
