@@ -35,6 +35,7 @@ LANES = 4  # 16-bit lanes per random 64-bit word
 ATTENTION = "lowrank_cpu_dropout"
 
 
+@torch.compiler.disable  # numpy's generator runs eagerly; traced with dynamic shapes, its int16 view broke
 def _lanes(count: int) -> torch.Tensor:
     """``count`` uniform int16 lanes: SFC64 words, seeded by one int64 from torch's default generator."""
     seed = int(torch.empty((), dtype=torch.int64).random_(0, None))

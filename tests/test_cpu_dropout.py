@@ -136,3 +136,15 @@ def test_a_low_precision_mask_keeps_the_same_elements(dtype):
     keep = cpu_dropout.keep_mask((4096,), 0.1)
     assert mask.dtype == dtype and torch.equal(mask > 0, keep)
     assert torch.equal(mask[keep], torch.full_like(mask[keep], 1 / 0.9))
+
+
+def test_dropping_compiles_and_keeps_its_masks():
+    x = torch.randn(4, 12, 48, 48, requires_grad=True)  # `lowrank train --compile` on the CPU traces this
+    compiled = torch.compile(lambda t: cpu_dropout.drop(t, 0.1), backend="aot_eager", dynamic=True)
+    torch.manual_seed(8)
+    y = compiled(x)
+    torch.manual_seed(8)
+    keep = cpu_dropout.keep_mask(x.shape, 0.1)
+    torch.testing.assert_close(y, x * keep / 0.9, rtol=1e-6, atol=0)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, keep / 0.9 * torch.ones_like(x), rtol=1e-6, atol=0)
