@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
@@ -29,6 +30,8 @@ import time
 import numpy as np
 import torch
 
+from lowrank import cpu_dropout
+from lowrank.lora_function import lora_linear
 from lowrank.training.config import TrainConfig
 from lowrank.training.guard import RunGuard
 from lowrank.training.loop import _eager_step, _micro_batches
@@ -80,26 +83,21 @@ def _median_seconds_each(runs: dict, calls: int = 30) -> dict[str, float]:
 
 def _bool_dropout(x: torch.Tensor, p: float) -> None:
     """The previous CPU dropout: torch's random words, a bool mask, ``native_dropout_backward`` each way."""
-    words = torch.empty(-(-x.numel() // 4), dtype=torch.int64).random_(-(2**63), None)
-    keep = (words.view(torch.int16)[: x.numel()] >= round(p * 65536) - 32768).view(x.shape)
+    words = torch.empty(-(-x.numel() // cpu_dropout.LANES), dtype=torch.int64).random_(-(2**63), None)
+    keep = (words.view(torch.int16)[: x.numel()] >= cpu_dropout._threshold(p)).view(x.shape)
     torch.ops.aten.native_dropout_backward(x, keep, 1 / (1 - p))  # forward
     torch.ops.aten.native_dropout_backward(x, keep, 1 / (1 - p))  # backward
 
 
 def _scaled_dropout(x: torch.Tensor, p: float) -> None:
     """lowrank.cpu_dropout's: one scaled mask, one product each way."""
-    from lowrank import cpu_dropout
-
     mask = cpu_dropout.scaled_mask(x.shape, p, x.dtype)
     x * mask, x * mask
 
 
 def part_times() -> None:
-    from lowrank import cpu_dropout
-    from lowrank.lora_function import lora_linear
-
     p, shape = 0.1, (16, 12, 48, 48)  # one MiniLM-L6 layer's attention probabilities at the demo's batch
-    words, probs = 442_368 // cpu_dropout.LANES, torch.rand(shape)
+    count, probs = math.prod(shape), torch.rand(shape)
     keep, scaled = cpu_dropout.keep_mask(shape, p), cpu_dropout.scaled_mask(shape, p, torch.float32)
     rows, width, r = TOKENS, 384, 8
     X, G, A, B, W, b = (torch.randn(*s) for s in [(rows, width), (rows, width), (r, width), (width, r),
@@ -107,8 +105,9 @@ def part_times() -> None:
     u = X @ A.T
     x, A_, B_ = X.clone().requires_grad_(), A.clone().requires_grad_(), B.clone().requires_grad_()
     pairs = {
-        "dropout words": {"torch random_": lambda: torch.empty(words, dtype=torch.int64).random_(-(2**63), None),
-                          "SFC64 (lowrank)": lambda: cpu_dropout._lanes(442_368)},
+        "dropout words": {"torch random_": lambda: torch.empty(count // cpu_dropout.LANES,
+                                                               dtype=torch.int64).random_(-(2**63), None),
+                          "SFC64 (lowrank)": lambda: cpu_dropout._lanes(count)},
         "dropout, all": {"bool mask, torch": lambda: _bool_dropout(probs, p),
                          "scaled mask (lowrank)": lambda: _scaled_dropout(probs, p)},
         "dropout apply": {"native_dropout_backward": lambda: torch.ops.aten.native_dropout_backward(probs, keep,

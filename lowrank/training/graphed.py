@@ -11,9 +11,9 @@ its second eagerly and timed, its third is captured, then replayed and timed. Th
 shape's later steps. Once a shape has replayed :data:`CLEAR_WIN` times faster than it ran eagerly, later shapes
 skip the timed eager step: each is captured at its second batch. A graph wins where the host is the bottleneck
 (MiniLM-L6 on an H200: 3-6x a step). A step that keeps the device busy gains nothing from one, and was measured
-slower replayed (full fine-tuning of a SmolLM2-135M-shaped model at 16 x 1024 tokens: 0.89x). A replay: the host copies the batch into the graph's
-static inputs, writes each parameter group's learning rate into a device scalar (fused AdamW reads a tensor rate)
-and launches the graph.
+slower replayed (full fine-tuning of a SmolLM2-135M-shaped model at 16 x 1024 tokens: 0.89x). A replay: the host
+copies the batch into the graph's static inputs, writes each parameter group's learning rate into a device scalar
+(fused AdamW reads a tensor rate) and launches the graph.
 
 Everything a graph touches lives at fixed addresses: parameters, optimizer state, gradients (zeroed inside the
 graph rather than freed) and the static inputs. The graphs share one memory pool; nothing in it outlives a replay
