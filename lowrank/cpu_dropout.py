@@ -59,25 +59,11 @@ def scaled_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtyp
     return keep.to(dtype).mul_(1.0 / (1.0 - p))
 
 
-class _Masked(torch.autograd.Function):
-    """y = x * m and dx = dy * m: one product each way; only the mask is saved."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(mask)
-        return x * mask
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (mask,) = ctx.saved_tensors
-        return grad * mask, None
-
-
 def drop_with_mask(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Training dropout of ``x`` with probability ``p`` (0 < p < 1): (x * m, m), m = :func:`scaled_mask`;
-    differentiable in x."""
+    differentiable in x. The mask needs no gradient, so autograd saves only m and its backward is dy * m."""
     mask = scaled_mask(x.shape, p, x.dtype)
-    return _Masked.apply(x, mask), mask
+    return x * mask, mask
 
 
 def drop(x: torch.Tensor, p: float) -> torch.Tensor:

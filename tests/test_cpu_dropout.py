@@ -47,6 +47,7 @@ def test_dropping_and_its_gradient_scale_the_kept_elements():
     keep = cpu_dropout.keep_mask(x.shape, 0.25)  # the same draw, as bools
     assert mask.dtype == torch.float64 and torch.equal(mask, keep.double() * (1 / 0.75))
     torch.testing.assert_close(y, x * keep * (1 / 0.75), rtol=0, atol=0)
+    assert y.grad_fn._saved_self is None and y.grad_fn._saved_other is mask  # backward keeps the mask, not x
     upstream = torch.randn_like(y)
     (grad,) = torch.autograd.grad(y, x, upstream)
     torch.testing.assert_close(grad, upstream * keep * (1 / 0.75), rtol=0, atol=0)
