@@ -1,7 +1,8 @@
 """How much faster could the demo's CPU training step get? Two bounds and the parts, measured in one process.
 
-    python benchmarks/cpu_step_bounds.py          (all three)
+    python benchmarks/cpu_step_bounds.py          (1 to 3)
     python benchmarks/cpu_step_bounds.py parts    (3 only)
+    python benchmarks/cpu_step_bounds.py threads  (4 only)
 
 1. GEMM rates, GFLOP/s, on the demo's shapes (16 x 48 = 768 tokens, MiniLM-L6's 384 and 1536 widths), for the
    three products of a linear layer's step in each memory layout: forward x W^T, input gradient dy W, weight
@@ -18,6 +19,9 @@
    scaled mask); all of it, drawn and applied forward and backward; the LoRA backward's two small
    products in their two layouts; and a LoRA layer's forward and backward (``lora_linear``) beside a frozen
    linear's.
+4. Where the LoRA step's time goes on one thread and on two, in one process (settings in turn, 8 profiled steps
+   each, twice): wall time, the ops' own time (torch.profiler's self time, summed), the rest (Python, the autograd
+   engine, numpy's random words), and each large op's speedup from the second thread.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import math
 import statistics
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from lowrank import cpu_dropout
 from lowrank.lora_function import lora_linear
@@ -160,10 +166,44 @@ def step_seconds(method: str, steps: int = 20) -> dict[str, float]:
     return {way: statistics.median(seconds) for way, seconds in times.items()}
 
 
+def thread_scaling(steps: int = 8) -> None:
+    """Print wall, op and other milliseconds a LoRA step on 1 and 2 threads, and the largest ops' speedups."""
+    config, setup, stream = _variant("lora", "both")
+    per = {1: Counter(), 2: Counter()}
+    with RunGuard("/tmp/cpu-step-bounds") as guard:
+        def step(index: int) -> None:
+            _eager_step(config, setup, stream, guard, index)
+            setup.optimizer.step()
+            setup.optimizer.zero_grad(set_to_none=True)
+
+        for index in range(4):
+            step(index)
+        for threads in (2, 1, 2, 1):
+            torch.set_num_threads(threads)
+            step(0)
+            began = time.perf_counter()
+            with profile(activities=[ProfilerActivity.CPU]) as profiler:
+                for index in range(steps):
+                    step(index)
+            per[threads]["wall"] += (time.perf_counter() - began) / steps / 2 * 1e3
+            for event in profiler.key_averages():
+                per[threads][event.key] += event.self_cpu_time_total / steps / 2 / 1e3
+    torch.set_num_threads(2)
+    for threads, times in per.items():
+        ops = sum(value for key, value in times.items() if key != "wall")
+        rest = times["wall"] - ops
+        print(f"{threads} thread(s): {times['wall']:.0f} ms a step, ops {ops:.0f} ms, the rest {rest:.0f} ms")
+    print(f"{'op':>44s} {'1 thread':>9s} {'2 threads':>10s} {'speedup':>8s}")
+    for key, one in sorted(per[1].items(), key=lambda item: -item[1])[1:13]:
+        print(f"{key[:44]:>44s} {one:9.1f} {per[2][key]:10.1f} {one / max(per[2][key], 1e-9):8.2f}")
+
+
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}")
     if sys.argv[1:] == ["parts"]:
         return part_times()
+    if sys.argv[1:] == ["threads"]:
+        return thread_scaling()
     gemm_rates()
     for method in ("lora", "full"):
         seconds = step_seconds(method)
