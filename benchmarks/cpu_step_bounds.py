@@ -150,6 +150,13 @@ def _variant(method: str, way: str):
     return config, setup, _micro_batches(setup, config, 0)
 
 
+def _train_step(config, setup, stream, guard: RunGuard, index: int) -> None:
+    """One optimizer step, as `lowrank train` takes it eagerly."""
+    _eager_step(config, setup, stream, guard, index)
+    setup.optimizer.step()
+    setup.optimizer.zero_grad(set_to_none=True)
+
+
 def step_seconds(method: str, steps: int = 20) -> dict[str, float]:
     """Median step seconds of each way, stepped in turn (so drifts in the machine's speed hit all alike)."""
     ways = {way: _variant(method, way) for way in WAYS}
@@ -158,9 +165,7 @@ def step_seconds(method: str, steps: int = 20) -> dict[str, float]:
         for step in range(steps + 3):
             for way, (config, setup, stream) in ways.items():
                 began = time.perf_counter()
-                _eager_step(config, setup, stream, guard, step)
-                setup.optimizer.step()
-                setup.optimizer.zero_grad(set_to_none=True)
+                _train_step(config, setup, stream, guard, step)
                 if step >= 3:
                     times[way].append(time.perf_counter() - began)
     return {way: statistics.median(seconds) for way, seconds in times.items()}
@@ -169,33 +174,28 @@ def step_seconds(method: str, steps: int = 20) -> dict[str, float]:
 def thread_scaling(steps: int = 8) -> None:
     """Print wall, op and other milliseconds a LoRA step on 1 and 2 threads, and the largest ops' speedups."""
     config, setup, stream = _variant("lora", "both")
-    per = {1: Counter(), 2: Counter()}
+    wall, ops, kept = {1: 0.0, 2: 0.0}, {1: Counter(), 2: Counter()}, torch.get_num_threads()
     with RunGuard("/tmp/cpu-step-bounds") as guard:
-        def step(index: int) -> None:
-            _eager_step(config, setup, stream, guard, index)
-            setup.optimizer.step()
-            setup.optimizer.zero_grad(set_to_none=True)
-
         for index in range(4):
-            step(index)
+            _train_step(config, setup, stream, guard, index)
         for threads in (2, 1, 2, 1):
             torch.set_num_threads(threads)
-            step(0)
+            _train_step(config, setup, stream, guard, 0)
             began = time.perf_counter()
             with profile(activities=[ProfilerActivity.CPU]) as profiler:
                 for index in range(steps):
-                    step(index)
-            per[threads]["wall"] += (time.perf_counter() - began) / steps / 2 * 1e3
+                    _train_step(config, setup, stream, guard, index)
+            wall[threads] += (time.perf_counter() - began) / steps / 2 * 1e3
             for event in profiler.key_averages():
-                per[threads][event.key] += event.self_cpu_time_total / steps / 2 / 1e3
-    torch.set_num_threads(2)
-    for threads, times in per.items():
-        ops = sum(value for key, value in times.items() if key != "wall")
-        rest = times["wall"] - ops
-        print(f"{threads} thread(s): {times['wall']:.0f} ms a step, ops {ops:.0f} ms, the rest {rest:.0f} ms")
+                ops[threads][event.key] += event.self_cpu_time_total / steps / 2 / 1e3
+    torch.set_num_threads(kept)
+    for threads in (1, 2):
+        in_ops = sum(ops[threads].values())
+        print(f"{threads} thread(s): {wall[threads]:.0f} ms a step, ops {in_ops:.0f} ms, "
+              f"the rest {wall[threads] - in_ops:.0f} ms")
     print(f"{'op':>44s} {'1 thread':>9s} {'2 threads':>10s} {'speedup':>8s}")
-    for key, one in sorted(per[1].items(), key=lambda item: -item[1])[1:13]:
-        print(f"{key[:44]:>44s} {one:9.1f} {per[2][key]:10.1f} {one / max(per[2][key], 1e-9):8.2f}")
+    for key, one in ops[1].most_common(12):
+        print(f"{key[:44]:>44s} {one:9.1f} {ops[2][key]:10.1f} {one / max(ops[2][key], 1e-9):8.2f}")
 
 
 def main() -> None:
