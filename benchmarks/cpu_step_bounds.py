@@ -3,6 +3,7 @@
     python benchmarks/cpu_step_bounds.py          (1 to 3)
     python benchmarks/cpu_step_bounds.py parts    (3 only)
     python benchmarks/cpu_step_bounds.py threads  (4 only)
+    python benchmarks/cpu_step_bounds.py last-layer [STEPS]  (5 only; STEPS defaults to 60)
 
 1. GEMM rates, GFLOP/s, on the demo's shapes (16 x 48 = 768 tokens, MiniLM-L6's 384 and 1536 widths), for the
    three products of a linear layer's step in each memory layout: forward x W^T, input gradient dy W, weight
@@ -22,6 +23,10 @@
 4. Where the LoRA step's time goes on one thread and on two, in one process (settings in turn, 8 profiled steps
    each, twice): wall time, the ops' own time (torch.profiler's self time, summed), the rest (Python, the autograd
    engine, numpy's random words), and each large op's speedup from the second thread.
+5. The LoRA step with the pooled last layer's keys and values projected at every position (as before) against
+   its attention through effective weights (``lowrank.training.pooled``), two setups from the same weights stepped
+   in turn, the order alternating, on the same batches: the medians, the median of the pairs' ratios, the ratio of
+   the sums.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import math
 import statistics
 import sys
 import time
+import types
 from collections import Counter
 
 import numpy as np
@@ -41,7 +47,7 @@ from lowrank.lora_function import lora_linear
 from lowrank.training.config import TrainConfig
 from lowrank.training.guard import RunGuard
 from lowrank.training.loop import _eager_step, _micro_batches
-from lowrank.training import setup as setup_module
+from lowrank.training import pooled, setup as setup_module
 from lowrank.training.setup import prepare
 
 TOKENS = 768
@@ -198,12 +204,37 @@ def thread_scaling(steps: int = 8) -> None:
         print(f"{key[:44]:>44s} {one:9.1f} {ops[2][key]:10.1f} {one / max(ops[2][key], 1e-9):8.2f}")
 
 
+def last_layer(steps: int = 60) -> None:
+    """Print step medians and ratios of the last layer's two attentions (see 5. above)."""
+    ways = {"projected": _variant("lora", "both"), "effective": _variant("lora", "both")}
+    ways["effective"][1].model.load_state_dict(ways["projected"][1].model.state_dict())
+    layer = ways["projected"][1].model.bert.encoder.layer[-1]
+    layer.forward = types.MethodType(lambda self, h, mask=None, *a, **k: pooled._projected_forward(self, h, mask),
+                                     layer)
+    times = {way: [] for way in ways}
+    with RunGuard("/tmp/cpu-step-bounds") as guard:
+        for step in range(steps + 3):
+            for way in (list(ways) if step % 2 == 0 else list(reversed(ways))):
+                config, setup, stream = ways[way]
+                began = time.perf_counter()
+                _train_step(config, setup, stream, guard, step)
+                if step >= 3:
+                    times[way].append(time.perf_counter() - began)
+    before, after = times["projected"], times["effective"]
+    print(f"last layer, keys and values projected: {statistics.median(before) * 1e3:.1f} ms a step; through "
+          f"effective weights: {statistics.median(after) * 1e3:.1f} ms ({steps} steps each); "
+          f"medians {statistics.median(before) / statistics.median(after):.3f}x, median pair "
+          f"{statistics.median(b / a for b, a in zip(before, after)):.3f}x, sums {sum(before) / sum(after):.3f}x")
+
+
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {np.__version__}")
     if sys.argv[1:] == ["parts"]:
         return part_times()
     if sys.argv[1:] == ["threads"]:
         return thread_scaling()
+    if sys.argv[1:2] == ["last-layer"]:
+        return last_layer(*map(int, sys.argv[2:3]))
     gemm_rates()
     for method in ("lora", "full"):
         seconds = step_seconds(method)
