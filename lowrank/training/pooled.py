@@ -82,7 +82,7 @@ def _first_position_forward(self, hidden_states: torch.Tensor, attention_mask: t
     context = torch.einsum("bhw,hew->bhe", torch.bmm(probs, hidden_states), value[0].view(heads, size, width))
     if value[1] is not None:
         context = context + probs.sum(-1, keepdim=True) * value[1].view(heads, size)
-    attended = self.attention.output(context.reshape(batch, 1, width), first)
+    attended = self.attention.output(context.reshape(batch, 1, -1), first)
     return self.output(self.intermediate(attended), attended)
 
 
