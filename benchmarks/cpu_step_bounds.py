@@ -163,17 +163,24 @@ def _train_step(config, setup, stream, guard: RunGuard, index: int) -> None:
     setup.optimizer.zero_grad(set_to_none=True)
 
 
-def step_seconds(method: str, steps: int = 20) -> dict[str, float]:
-    """Median step seconds of each way, stepped in turn (so drifts in the machine's speed hit all alike)."""
-    ways = {way: _variant(method, way) for way in WAYS}
-    times = {way: [] for way in WAYS}
+def _steps_in_turn(ways: dict, steps: int) -> dict[str, list[float]]:
+    """Seconds of each way's steps after 3 warm-ups, the ways stepped in turn, the order reversed every other step
+    (so drifts in the machine's speed hit all alike)."""
+    times = {way: [] for way in ways}
     with RunGuard("/tmp/cpu-step-bounds") as guard:
         for step in range(steps + 3):
-            for way, (config, setup, stream) in ways.items():
+            for way in (list(ways) if step % 2 == 0 else list(reversed(ways))):
+                config, setup, stream = ways[way]
                 began = time.perf_counter()
                 _train_step(config, setup, stream, guard, step)
                 if step >= 3:
                     times[way].append(time.perf_counter() - began)
+    return times
+
+
+def step_seconds(method: str, steps: int = 20) -> dict[str, float]:
+    """Median step seconds of each way, stepped in turn."""
+    times = _steps_in_turn({way: _variant(method, way) for way in WAYS}, steps)
     return {way: statistics.median(seconds) for way, seconds in times.items()}
 
 
@@ -211,15 +218,7 @@ def last_layer(steps: int = 60) -> None:
     layer = ways["projected"][1].model.bert.encoder.layer[-1]
     layer.forward = types.MethodType(lambda self, h, mask=None, *a, **k: pooled._projected_forward(self, h, mask),
                                      layer)
-    times = {way: [] for way in ways}
-    with RunGuard("/tmp/cpu-step-bounds") as guard:
-        for step in range(steps + 3):
-            for way in (list(ways) if step % 2 == 0 else list(reversed(ways))):
-                config, setup, stream = ways[way]
-                began = time.perf_counter()
-                _train_step(config, setup, stream, guard, step)
-                if step >= 3:
-                    times[way].append(time.perf_counter() - began)
+    times = _steps_in_turn(ways, steps)
     before, after = times["projected"], times["effective"]
     print(f"last layer, keys and values projected: {statistics.median(before) * 1e3:.1f} ms a step; through "
           f"effective weights: {statistics.median(after) * 1e3:.1f} ms ({steps} steps each); "

@@ -72,7 +72,7 @@ def test_the_first_position_gives_the_whole_layers_logits_and_gradients(family, 
     assert compared == sum(p.requires_grad for p in whole.parameters())
 
 
-def _train_and_compare(first: torch.nn.Module) -> list[tuple]:
+def _train_and_compare(first: torch.nn.Module) -> list[torch.Size]:
     """Train-mode logits and gradients of ``first`` against its last layer's keys and values projected at every
     position, from the same random state (the dropout masks come in the same order, of the same sizes); returns
     the input shapes the last layer's key projection saw in ``first``'s own forward."""
