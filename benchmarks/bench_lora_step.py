@@ -1,28 +1,36 @@
 """One training step of full fine-tuning, peft LoRA and lowrank LoRA on the same model shape, batch and seed, in
-one process: median step time, tokens/s, peak memory, the ratios, and the distance to the FLOP floor.
+one process: median step time, tokens/s, peak memory, the ratios, and the distance to the FLOP floor. Peak memory
+is the allocator's peak on CUDA and the process's resident set on the CPU (sampled every 5 ms while the method is
+built and stepped, after freed heap is handed back to the OS).
 
 Models are random-init from configs (no download): gpt2-medium (Conv1D), tinyllama (1.1B shape), gpt2-small,
-smollm2-135m. Weights in --dtype (bf16 by default, no autocast), AdamW (fused on CUDA) for every method, loss =
-next-token cross-entropy on random ids. LoRA alpha = 2r, no dropout. Variants: ``lowrank`` keeps float32 factors
-(its policy), ``lowrank-bf16`` casts them to bf16 (all-linear r=16), ``peft`` is peft 0.21's defaults (float32 adapters).
+smollm2-135m. Weights in --dtype (bf16 by default, no autocast), fused AdamW for every method (as `lowrank train`
+uses it, on the GPU and the CPU), loss = next-token cross-entropy on random ids. LoRA alpha = 2r, no dropout.
+Variants: ``lowrank`` keeps float32 factors (its policy), ``lowrank-bf16`` casts them to bf16 (all-linear r=16,
+bf16 weights only), ``peft`` is peft 0.21's defaults (float32 adapters).
 FLOP floor per token: full 6N, LoRA 4N (no weight gradients), N = weights in linear layers and the LM head, plus
-attention 6 * layers * seq * d (causal) for both; floor time = FLOPs / the bf16 GEMM rate measured here.
+attention 6 * layers * seq * d (causal) for both; floor time = FLOPs / the GEMM rate in --dtype measured here.
 
   python benchmarks/bench_lora_step.py --shape gpt2-medium --ranks 8,16,64 --targets attention,all-linear
   python benchmarks/bench_lora_step.py --shape tinyllama --ranks 16 --targets all-linear --cuda-graphs
-  python benchmarks/bench_lora_step.py --shape smollm2-135m --device cpu --batch 2 --seq 256 --ranks 16 --steps 3
+  python benchmarks/bench_lora_step.py --shape smollm2-135m --device cpu --batch 2 --seq 256 --ranks 16 --steps 5 \
+      --dtype float32
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import os
 import statistics
+import threading
 import time
 
 import torch
 
 from lowrank import lora
+from lowrank.cpu import release_freed_memory
 
 SHAPES = {
     "gpt2-medium": ("gpt2", dict(n_embd=1024, n_layer=24, n_head=16, n_positions=1024, vocab_size=50257)),
@@ -76,7 +84,7 @@ def step_times(model, device: str, batch: int, seq: int, steps: int, vocab: int,
     gradients zeroed in place) and each timed step is one replay, so the host's launch time drops out of every
     method alike."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device == "cuda", capturable=graphs)
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True, capturable=graphs)
     if compile_model:
         model.compile()
     ids = torch.randint(0, vocab, (batch, seq), device=device, generator=torch.Generator(device).manual_seed(1))
@@ -109,6 +117,34 @@ def step_times(model, device: str, batch: int, seq: int, steps: int, vocab: int,
         if graphs or index >= 3:
             times.append(time.perf_counter() - began)
     return statistics.median(times), sum(p.numel() for p in params), float(losses[-1])
+
+
+@contextlib.contextmanager
+def peak_memory(device: str):
+    """Yield a one-element list that holds, after the block, its peak memory in bytes: CUDA's allocator peak, or on
+    the CPU the largest resident set of this process seen by a thread reading /proc/self/statm every 5 ms."""
+    peak = [0]
+    if device == "cuda":
+        yield peak
+        peak[0] = torch.cuda.max_memory_allocated()
+        return
+    page, done = os.sysconf("SC_PAGE_SIZE"), threading.Event()
+
+    def sample() -> None:
+        with open("/proc/self/statm") as statm:
+            while True:
+                statm.seek(0)
+                peak[0] = max(peak[0], int(statm.read().split()[1]) * page)
+                if done.wait(0.005):
+                    return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
 
 
 def _sync(device: str) -> None:
@@ -151,17 +187,19 @@ def run(args) -> None:
     full_time, peft_time = None, {}
     configs = [("full", "-", 0)] + [(m, t, r) for t in args.targets.split(",") for r in map(int, args.ranks.split(","))
                                     for m in args.methods.split(",")]
-    if "all-linear" in args.targets and "16" in args.ranks.split(","):
+    if "all-linear" in args.targets and "16" in args.ranks.split(",") and dtype == torch.bfloat16:
         configs.append(("lowrank-bf16", "all-linear", 16))  # the precision policy's alternative
     for method, which, r in configs:
-        model, family = build(args.shape, args.device, dtype)
-        full_flops, lora_flops = floor_flops(model, family, args.batch, args.seq)
-        trained = adapt(model, family, method, r, which)
-        if args.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        seconds, count, loss = step_times(trained, args.device, args.batch, args.seq, args.steps,
-                                          model.config.vocab_size, args.compile, args.cuda_graphs)
-        peak = torch.cuda.max_memory_allocated() / 1e9 if args.device == "cuda" else float("nan")
+        release_freed_memory()
+        with peak_memory(args.device) as peak:
+            model, family = build(args.shape, args.device, dtype)
+            full_flops, lora_flops = floor_flops(model, family, args.batch, args.seq)
+            trained = adapt(model, family, method, r, which)
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            seconds, count, loss = step_times(trained, args.device, args.batch, args.seq, args.steps,
+                                              model.config.vocab_size, args.compile, args.cuda_graphs)
+        peak = peak[0] / 1e9
         full_time = seconds if method == "full" else full_time
         if method == "peft":
             peft_time[(which, r)] = seconds
@@ -183,8 +221,7 @@ def profile(model, args, vocab: int, name: str) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     ids = torch.randint(0, vocab, (args.batch, args.seq), device=args.device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
-                                  fused=args.device == "cuda")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     with torch_profile(activities=activities) as prof:
         for _ in range(2):
