@@ -1,7 +1,7 @@
 """One training step of full fine-tuning, peft LoRA and lowrank LoRA on the same model shape, batch and seed, in
 one process: median step time, tokens/s, peak memory, the ratios, and the distance to the FLOP floor. Peak memory
 is the allocator's peak on CUDA and the process's resident set on the CPU (sampled every 5 ms while the method is
-built and stepped, after freed heap is handed back to the OS).
+stepped, after freed heap is handed back to the OS), both with the model in memory.
 
 Models are random-init from configs (no download): gpt2-medium (Conv1D), tinyllama (1.1B shape), gpt2-small,
 smollm2-135m. Weights in --dtype (bf16 by default, no autocast), fused AdamW for every method (as `lowrank train`
@@ -125,6 +125,7 @@ def peak_memory(device: str):
     the CPU the largest resident set of this process seen by a thread reading /proc/self/statm every 5 ms."""
     peak = [0]
     if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
         yield peak
         peak[0] = torch.cuda.max_memory_allocated()
         return
@@ -191,12 +192,10 @@ def run(args) -> None:
         configs.append(("lowrank-bf16", "all-linear", 16))  # the precision policy's alternative
     for method, which, r in configs:
         release_freed_memory()
+        model, family = build(args.shape, args.device, dtype)
+        full_flops, lora_flops = floor_flops(model, family, args.batch, args.seq)
+        trained = adapt(model, family, method, r, which)
         with peak_memory(args.device) as peak:
-            model, family = build(args.shape, args.device, dtype)
-            full_flops, lora_flops = floor_flops(model, family, args.batch, args.seq)
-            trained = adapt(model, family, method, r, which)
-            if args.device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
             seconds, count, loss = step_times(trained, args.device, args.batch, args.seq, args.steps,
                                               model.config.vocab_size, args.compile, args.cuda_graphs)
         peak = peak[0] / 1e9
