@@ -13,9 +13,7 @@ The scaled mask m is made in three cheap passes (the lanes as floats, compared i
 float product each way: reading a bool mask costs torch a conversion copy and two products
 (``native_dropout_backward``, 0.44-0.47 ms against 0.10 ms on that layer). The words come from numpy's SFC64
 generator (0.36-0.52 ms against torch's 0.60-0.81 ms for that layer's), seeded by one draw from torch's default
-generator, so ``torch.manual_seed`` (and a checkpoint's saved random state) fixes every mask. Inside
-:func:`own_words` a thread draws from a generator of its own instead, so threads that drop at once
-(lowrank.training.threaded) draw the same masks whatever order they run in. Figures:
+generator, so ``torch.manual_seed`` (and a checkpoint's saved random state) fixes every mask. Figures:
 ``python benchmarks/cpu_step_bounds.py parts``.
 
 :func:`install` puts this into a Hugging Face model for CPU training: every ``nn.Dropout`` becomes a
@@ -26,10 +24,7 @@ probabilities runs as ``drop(softmax(q k^T * scaling + mask)) @ v`` under the at
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -38,27 +33,13 @@ from torch import nn
 
 LANES = 4  # 16-bit lanes per random 64-bit word
 ATTENTION = "lowrank_cpu_dropout"
-_THREAD = threading.local()  # .words: the calling thread's own SFC64 generator, inside own_words
-
-
-@contextlib.contextmanager
-def own_words(seed: int) -> Iterator[None]:
-    """Inside the block, this thread's masks come from one SFC64 generator seeded by ``seed``."""
-    _THREAD.words = np.random.SFC64(seed)
-    try:
-        yield
-    finally:
-        del _THREAD.words
 
 
 @torch.compiler.disable  # numpy's generator runs eagerly; traced with dynamic shapes, its int16 view broke
 def _lanes(count: int) -> torch.Tensor:
-    """``count`` uniform int16 lanes: SFC64 words from the thread's own generator (:func:`own_words`), else from
-    one seeded by an int64 drawn from torch's default generator."""
-    generator = getattr(_THREAD, "words", None)
-    if generator is None:
-        generator = np.random.SFC64(int(torch.empty((), dtype=torch.int64).random_(0, None)))
-    words = generator.random_raw(-(-count // LANES)).view(np.int16)
+    """``count`` uniform int16 lanes: SFC64 words, seeded by one int64 from torch's default generator."""
+    seed = int(torch.empty((), dtype=torch.int64).random_(0, None))
+    words = np.random.SFC64(seed).random_raw(-(-count // LANES)).view(np.int16)
     return torch.from_numpy(words)[:count]
 
 

@@ -3,8 +3,7 @@
 AdamW; the learning rate rises linearly over the first ``warmup_ratio`` of the steps, then falls linearly to zero;
 gradients are clipped to ``grad_clip`` and accumulated over ``grad_accum`` micro-batches; bf16 autocast on CUDA,
 fused AdamW, and ``compile`` runs the model through torch.compile; on one GPU each step is replayed from a CUDA
-graph (lowrank.training.graphed); on a CPU with several threads a LoRA step's micro-batches are split over them
-(lowrank.training.threaded). The host never synchronizes inside a step
+graph (lowrank.training.graphed). The host never synchronizes inside a step
 (batches are gathered from a pre-padded table, pinned and copied without blocking; losses are read in groups).
 Batches come in an order fixed by (seed, epoch), so a run resumed from a checkpoint ends with exactly the weights
 of an uninterrupted one. On several processes (torchrun; lowrank.training.parallel) each rank computes its shard
@@ -34,7 +33,7 @@ from lowrank.training.evaluate import (autocast, evaluate, loss_and_logits, targ
                                        to_device)
 from lowrank.outputs import check_output_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
-from lowrank.training import checkpointing, graphed, parallel, threaded
+from lowrank.training import checkpointing, graphed, parallel
 from lowrank.training.checkpointing import CHECKPOINT, STATE_FILE
 from lowrank.training.config import TrainConfig
 from lowrank.training.guard import STAGING, RunGuard
@@ -71,8 +70,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
         guard.attach(setup, settings, start if state else None)
         evaluation = lambda: _evaluate(setup, config)  # noqa: E731
         history = state["history"] if state else [{"step": 0, **guard.evaluate(evaluation, 0, [])}]
-        with threaded.shards_for(config, setup) as shards:
-            seconds, tokens = _loop(config, setup, out, history, start, progress, guard, shards)
+        seconds, tokens = _loop(config, setup, out, history, start, progress, guard)
         if guard.saved != setup.total_steps:
             guard.save(setup.total_steps, history, final=True)  # the weights outlive a failing evaluation
         final = guard.evaluate(evaluation, setup.total_steps, history)
@@ -98,9 +96,8 @@ def _micro_batches(setup: Setup, config: TrainConfig, skip: int):
 
 
 def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: int,
-          progress: ProgressCallback | None, guard: RunGuard, shards: threaded.Shards | None) -> tuple[float, int]:
-    """Train steps ``start`` .. ``total_steps`` (each micro-batch split over ``shards``' threads when given);
-    return (seconds spent training, throughput units seen).
+          progress: ProgressCallback | None, guard: RunGuard) -> tuple[float, int]:
+    """Train steps ``start`` .. ``total_steps``; return (seconds spent training, throughput units seen).
 
     The host never waits on the device inside a step: each step's loss stays a device scalar until a read, every
     ``LOSS_READ_EVERY`` steps and before an evaluation or a checkpoint, fills ``history`` (one synchronization)."""
@@ -118,7 +115,7 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
             host = setup.train.collate(next(stream))
             units, (step_loss, grad_norm) = throughput_units(host), graphs.step(host)
         else:
-            step_loss, grad_norm, units = _eager_step(config, setup, stream, guard, step, shards)
+            step_loss, grad_norm, units = _eager_step(config, setup, stream, guard, step)
         tokens += units
         skipped = guard.skip(step + 1, step_loss, grad_norm)  # reads the device only with --on-nonfinite skip
         if graphs is None:
@@ -148,20 +145,15 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
     return seconds, tokens
 
 
-def _eager_step(config: TrainConfig, setup: Setup, stream, guard: RunGuard, step: int,
-                shards: threaded.Shards | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Forward and backward over the step's ``grad_accum`` micro-batches (each split over ``shards``' threads when
-    given); return the step's loss, the clipped gradient norm (device scalars) and the throughput units seen. The
-    optimizer step is the caller's."""
+def _eager_step(config: TrainConfig, setup: Setup, stream, guard: RunGuard,
+                step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Forward and backward over the step's ``grad_accum`` micro-batches; return the step's loss, the clipped
+    gradient norm (device scalars) and the throughput units seen. The optimizer step is the caller's."""
     world, device, step_loss, units = setup.world, setup.device, torch.zeros((), device=setup.device), 0
     for micro in range(config.grad_accum):
         host = setup.train.collate(next(stream))
         units += throughput_units(host)
         batch, weight = _local_batch(host, world, device)
-        if shards is not None:  # one CPU process: no autocast, no ranks
-            step_loss += shards.backward(setup.engine, setup.trainable, batch,
-                                         lambda loss: guard.loss(loss, step + 1) / config.grad_accum)
-            continue
         with parallel.sync_gradients(setup.engine, micro == config.grad_accum - 1):
             with autocast(device, config.bf16):
                 loss = guard.loss(loss_and_logits(setup.engine, batch)[0], step + 1) * weight / config.grad_accum
