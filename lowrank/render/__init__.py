@@ -54,6 +54,16 @@ def energy_text(module: ModuleAnalysis, level: str) -> str:
     return str(module.energy_rank[level])
 
 
+def amplification_text(module: ModuleAnalysis) -> str:
+    """The amplification factor ||dW||_F / ||U_r^T W0 V_r||_F (Hu et al. sec. 7), or ``"-"`` without a base."""
+    return number(module.amplification.factor, 1) if module.amplification else "-"
+
+
+def intruders_text(module: ModuleAnalysis) -> str:
+    """``"count/k"``: intruder directions among the top k singular vectors, or ``"-"`` without a base."""
+    return f"{module.intruders.count}/{module.intruders.k}" if module.intruders else "-"
+
+
 def source_line(report: AnalysisReport) -> list[tuple[str, str, str]]:
     """``(label, path, what it is)`` triples naming what was analyzed."""
     what = KIND_TEXT[report.checkpoint_kind]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from html import escape
 
-from lowrank.render import (VERDICT_CLASS, by_type, comparisons_by_type, energy_text, layer_text, number,
-                            rank_column, recommendation_config, reader_notes, side_notes, source_line)
+from lowrank.render import (VERDICT_CLASS, amplification_text, by_type, comparisons_by_type, energy_text,
+                            intruders_text, layer_text, number, rank_column, recommendation_config, reader_notes,
+                            side_notes, source_line)
 from lowrank.render import plots
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
@@ -126,8 +127,8 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> str:
                number(m.stable_rank, 1), f"{100 * m.energy_at_rank:.1f}%" if full else number(m.tail_ratio),
                _verdict(m.verdict), str(m.suggested_rank)]
         if with_base:
-            row += [number(m.amplification.factor, 1) if m.amplification else "-",
-                    f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
+            row += [amplification_text(m),
+                    intruders_text(m)]
         if judged:
             row += ([number(m.sufficiency.signal_to_noise, 1), number(m.sufficiency.doubling_gain, 4)]
                     if m.sufficiency else ["-", "-"])
@@ -156,6 +157,6 @@ def _comparisons(report: AnalysisReport) -> str:
     parts.append(_table(["module", "r", "k90", "k99", "eff. rank", "energy at r", "verdict", "intruders"],
                         [[escape(m.name), rank_column(m), energy_text(m, "0.9"), energy_text(m, "0.99"),
                           number(m.effective_rank, 1), f"{100 * m.energy_at_rank:.1f}%", _verdict(m.verdict),
-                          f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
+                          intruders_text(m)]
                          for m in report.against_modules], left=(0, 6)))
     return "\n".join(parts)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from lowrank.render import (by_type, comparisons_by_type, energy_text, layer_text, number, rank_column,
-                            recommendation_config, reader_notes, side_notes, source_line)
+from lowrank.render import (amplification_text, by_type, comparisons_by_type, energy_text, intruders_text,
+                            layer_text, number, rank_column, recommendation_config, reader_notes, side_notes,
+                            source_line)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 
@@ -67,8 +68,8 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> list[str]:
                number(m.stable_rank, 1), f"{100 * m.energy_at_rank:.1f}%" if full else number(m.tail_ratio),
                m.verdict, str(m.suggested_rank)]
         if with_base:
-            row += [number(m.amplification.factor, 1) if m.amplification else "-",
-                    f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
+            row += [amplification_text(m),
+                    intruders_text(m)]
         if judged:
             row += ([number(m.sufficiency.signal_to_noise, 1), number(m.sufficiency.doubling_gain, 4)]
                     if m.sufficiency else ["-", "-"])
@@ -92,5 +93,5 @@ def _comparisons(report: AnalysisReport) -> list[str]:
     lines += _table(["module", "r", "k90", "k99", "eff. rank", "energy at r", "verdict", "intruders"],
                     [[f"`{m.name}`", rank_column(m), energy_text(m, "0.9"), energy_text(m, "0.99"),
                       number(m.effective_rank, 1), f"{100 * m.energy_at_rank:.1f}%", m.verdict,
-                      f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"] for m in report.against_modules])
+                      intruders_text(m)] for m in report.against_modules])
     return lines

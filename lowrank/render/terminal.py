@@ -13,8 +13,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from lowrank.render import (by_type, comparisons_by_type, energy_text, layer_text, number, rank_column,
-                            reader_notes, recommendation_config, side_notes, source_line)
+from lowrank.render import (amplification_text, by_type, comparisons_by_type, energy_text, intruders_text,
+                            layer_text, number, rank_column, reader_notes, recommendation_config, side_notes,
+                            source_line)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 STYLE = {"raise r": "yellow", "adequate": "green", "lower r": "cyan", "not judged": "dim"}
@@ -99,8 +100,8 @@ def _module_table(kind: str, rows: list[tuple[int | None, ModuleAnalysis]]) -> T
                  number(m.effective_rank, 1), number(m.stable_rank, 1), last,
                  Text(m.verdict, style=STYLE[m.verdict]), str(m.suggested_rank)]
         if with_base:
-            cells += [number(m.amplification.factor, 1) if m.amplification else "-",
-                      f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-"]
+            cells += [amplification_text(m),
+                      intruders_text(m)]
         if judged:
             cells.append(number(m.sufficiency.signal_to_noise, 1) if m.sufficiency else "-")
         table.add_row(*cells)
@@ -127,7 +128,7 @@ def _against_table(report: AnalysisReport) -> Table:
         table.add_row(_clip(m.name, 42), rank_column(m), energy_text(m, "0.9"), energy_text(m, "0.99"),
                       number(m.effective_rank, 1), f"{100 * m.energy_at_rank:.0f}%",
                       Text(m.verdict, style=STYLE[m.verdict]),
-                      f"{m.intruders.count}/{m.intruders.k}" if m.intruders else "-")
+                      intruders_text(m))
     return table
 
 
