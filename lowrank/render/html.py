@@ -127,8 +127,7 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> str:
                number(m.stable_rank, 1), f"{100 * m.energy_at_rank:.1f}%" if full else number(m.tail_ratio),
                _verdict(m.verdict), str(m.suggested_rank)]
         if with_base:
-            row += [amplification_text(m),
-                    intruders_text(m)]
+            row += [amplification_text(m), intruders_text(m)]
         if judged:
             row += ([number(m.sufficiency.signal_to_noise, 1), number(m.sufficiency.doubling_gain, 4)]
                     if m.sufficiency else ["-", "-"])

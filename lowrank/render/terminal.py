@@ -100,8 +100,7 @@ def _module_table(kind: str, rows: list[tuple[int | None, ModuleAnalysis]]) -> T
                  number(m.effective_rank, 1), number(m.stable_rank, 1), last,
                  Text(m.verdict, style=STYLE[m.verdict]), str(m.suggested_rank)]
         if with_base:
-            cells += [amplification_text(m),
-                      intruders_text(m)]
+            cells += [amplification_text(m), intruders_text(m)]
         if judged:
             cells.append(number(m.sufficiency.signal_to_noise, 1) if m.sufficiency else "-")
         table.add_row(*cells)
