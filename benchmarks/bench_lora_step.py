@@ -195,10 +195,10 @@ def run(args) -> None:
         model, family = build(args.shape, args.device, dtype)
         full_flops, lora_flops = floor_flops(model, family, args.batch, args.seq)
         trained = adapt(model, family, method, r, which)
-        with peak_memory(args.device) as peak:
+        with peak_memory(args.device) as peak_bytes:
             seconds, count, loss = step_times(trained, args.device, args.batch, args.seq, args.steps,
                                               model.config.vocab_size, args.compile, args.cuda_graphs)
-        peak = peak[0] / 1e9
+        peak = peak_bytes[0] / 1e9
         full_time = seconds if method == "full" else full_time
         if method == "peft":
             peft_time[(which, r)] = seconds
