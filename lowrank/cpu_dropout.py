@@ -97,7 +97,7 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     scores = (query @ key.transpose(-1, -2)).mul_(query.shape[-1] ** -0.5 if scaling is None else scaling)
     if attention_mask is not None:
-        scores = scores + attention_mask[..., : key.shape[-2]]
+        scores.add_(attention_mask[..., : key.shape[-2]])  # in place: the product's backward needs q and k only
     low = scores.dtype in (torch.float16, torch.bfloat16)
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype) if low else F.softmax(scores, dim=-1)
     probs = drop(probs, dropout)

@@ -27,6 +27,8 @@ run in bf16 beside the base GEMM, instead of casting x to float32 as peft does.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from lowrank import cpu_dropout
@@ -38,6 +40,12 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
     return x.dtype
+
+
+def _autocast_off(device: str):
+    """A block without autocast for ``device``: torch's context when autocast is on there, else nothing to enter
+    (the common case, which then costs no context switch on each call)."""
+    return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else contextlib.nullcontext()
 
 
 def _redrop(t: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
@@ -54,7 +62,7 @@ class LoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling: float, dropout: float, training: bool):
         dtype = compute_dtype(x)
-        with torch.autocast(x.device.type, enabled=False):
+        with _autocast_off(x.device.type):
             X = x.reshape(-1, x.shape[-1]).to(dtype)
             W, A, B = weight.to(dtype), lora_A.to(dtype), lora_B.to(dtype)
             mask = None
@@ -80,7 +88,7 @@ class LoraLinearFunction(torch.autograd.Function):
         w_dtype, b_dtype, a_dtype, bb_dtype = ctx.dtypes
         need_x, need_w, need_b, need_a, need_bb = ctx.needs_input_grad[:5]
         dx = dW = db = dA = dB = None
-        with torch.autocast(grad.device.type, enabled=False):
+        with _autocast_off(grad.device.type):
             G = grad.reshape(-1, grad.shape[-1]).to(dtype)
             vt = (B.T @ G.T).mul_(s)  # v^T: (r, N) products run twice as fast as (N, r) ones on the CPU's BLAS
             if need_x:

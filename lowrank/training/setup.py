@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lowrank import assets, cpu_dropout, lora
+from lowrank import assets, cpu, cpu_dropout, lora
 from lowrank.distributed import SINGLE, World
 from lowrank.data.batches import ImageSet, TokenizedSet, tokenize_classification, tokenize_lm
 from lowrank.data.text import TextDataset, load_text_dataset
@@ -61,6 +61,8 @@ def prepare(config: TrainConfig, world: World = SINGLE) -> Setup:
         raise LowrankError("--parallel fsdp shards transformer blocks; train an MLP with --parallel ddp")
     device = world.device(config.device)
     model.to(device)
+    if device.type == "cpu":
+        cpu.keep_freed_memory()  # the next step's tensors reuse the last step's pages
     if not image:
         pooled.install(model, task)  # a BERT classifier's last layer at the position its head reads
         if device.type == "cpu":
