@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,28 @@ def child(go: int, give: int, ready: int, leader: bool, times_path: str, argv: l
         Path(times_path).write_text(json.dumps(steps))
 
 
+def _fail(processes: dict[str, subprocess.Popen], out: Path, index: int, side: str) -> None:
+    for process in processes.values():
+        process.kill()
+    raise SystemExit(f"{side} failed: see {out / f'{index}-{side}.log'}")
+
+
+def _wait_until_ready(ready_read: int, processes: dict[str, subprocess.Popen], out: Path, index: int) -> None:
+    """Return once every process has reached step 0; stop all of them if one ends before that."""
+    ready = 0
+    while ready < len(processes):
+        if select.select([ready_read], [], [], 1.0)[0]:
+            signals = os.read(ready_read, len(processes))
+            ready += len(signals)
+            if signals:
+                continue
+            for process in processes.values():  # end of file: every process has ended
+                process.wait()
+        for side, process in processes.items():
+            if process.poll() is not None:
+                _fail(processes, out, index, side)
+
+
 def _pair_run(roots: dict[str, Path], out: Path, index: int, leader: str, args: list[str]) -> dict[str, dict]:
     """One lockstep run of the two sides; returns per side its step seconds and tokens."""
     go = {side: os.pipe() for side in roots}
@@ -89,21 +112,19 @@ def _pair_run(roots: dict[str, Path], out: Path, index: int, leader: str, args: 
         command = [sys.executable, "-P", __file__, "--child", *map(str, fds), str(int(side == leader)),
                    str(out / f"times-{index}-{side}.json"), "--", "train", *args,
                    "--out", str(out / f"run-{index}-{side}"), "--overwrite", "--quiet"]
-        log = open(out / f"{index}-{side}.log", "w")
-        processes[side] = subprocess.Popen(command, env=env, pass_fds=fds, stdout=log, stderr=subprocess.STDOUT)
+        with open(out / f"{index}-{side}.log", "w") as log:
+            processes[side] = subprocess.Popen(command, env=env, pass_fds=fds, stdout=log, stderr=subprocess.STDOUT)
     for read_end, write_end in go.values():
         os.close(read_end)
     os.close(ready_write)
-    for _ in roots:  # both processes wait at step 0
-        if os.read(ready_read, 1) != b"r":
-            break
+    _wait_until_ready(ready_read, processes, out, index)
     os.write(go[leader][1], TURN)
     for end in [ready_read] + [write_end for _, write_end in go.values()]:
         os.close(end)
     results = {}
     for side, process in processes.items():
         if process.wait() != 0:
-            raise SystemExit(f"{side} failed: see {out / f'{index}-{side}.log'}")
+            _fail(processes, out, index, side)
         metrics = json.loads((out / f"run-{index}-{side}" / "metrics.json").read_text())
         seconds = json.loads((out / f"times-{index}-{side}.json").read_text())
         tokens = round(metrics["tokens_per_second"] * metrics["train_seconds"])
@@ -113,8 +134,7 @@ def _pair_run(roots: dict[str, Path], out: Path, index: int, leader: str, args: 
 
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--child"]:
-        go, give, ready, leader, times_path, dash, *rest = argv[1:]
-        assert dash == "--"
+        go, give, ready, leader, times_path, _, *rest = argv[1:]  # ... TIMES -- train ARGS
         return child(int(go), int(give), int(ready), leader == "1", times_path, rest)
     split = argv.index("--")
     head, args = argv[:split], argv[split + 1:]
