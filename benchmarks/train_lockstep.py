@@ -102,11 +102,10 @@ def _pair_run(roots: dict[str, Path], out: Path, index: int, leader: str, args: 
     other = dict(zip(roots, reversed(list(roots))))
     processes = {}
     for side, root in roots.items():
-        pkg = out / f"pkg-{index}-{side}"
-        pkg.mkdir(parents=True, exist_ok=True)
-        link = pkg / "lowrank_cli"
-        if not link.exists():
-            link.symlink_to(root / "cli")
+        pkg = out / f"pkg-{side}"  # the checkout's cli/ importable as lowrank_cli
+        if not (pkg / "lowrank_cli").exists():
+            pkg.mkdir(parents=True, exist_ok=True)
+            (pkg / "lowrank_cli").symlink_to(root / "cli")
         fds = (go[side][0], go[other[side]][1], ready_write)
         env = {**os.environ, "PYTHONPATH": f"{root}:{pkg}"}
         command = [sys.executable, "-P", __file__, "--child", *map(str, fds), str(int(side == leader)),

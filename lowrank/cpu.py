@@ -23,14 +23,15 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _libc(name: str):
+def _libc():
     try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
         return None
 
 
-_MALLOC_TRIM, _MALLOPT = _libc("malloc_trim"), _libc("mallopt")
+_LIBC = _libc()
+_MALLOC_TRIM, _MALLOPT = getattr(_LIBC, "malloc_trim", None), getattr(_LIBC, "mallopt", None)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
