@@ -27,7 +27,7 @@ from lowrank_cli.progress import rich_progress
 @click.option("--task", type=click.Choice(["auto", "classification", "lm"]), default="auto", show_default=True,
               help="auto: language modelling for causal LMs, else classification.")
 @click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank r.")
-@click.option("--alpha", type=float, help="LoRA alpha; the update is scaled by alpha/r. [default: the rank]")
+@click.option("--alpha", type=float, help="LoRA alpha; the update is scaled by alpha/r. [default: 8, so that the default learning rate suits every rank]")
 @click.option("--targets", default="auto", show_default=True,
               help="Module suffixes (query,value), 're:<regex>', or all-linear; auto: attention query and value "
               "(MLP: every hidden layer, the last layer trained in full).")
@@ -93,6 +93,9 @@ def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout,
         metrics = run_training(config, progress)
     if is_main():
         _summary(metrics, out)
+        if metrics["collapsed"]:
+            click.echo(f"Warning: the run collapsed: {metrics['collapsed']}; lower the learning rate (--lr)",
+                       err=True)
 
 
 def _summary(metrics: dict, out: Path) -> None:

@@ -28,11 +28,13 @@ BATCH_SIZE = 32
 
 @dataclass
 class Sample:
-    """A model, its LoRA layers, and the sample (a TokenizedSet or ImageSet whose batches ``loss_of`` reads)."""
+    """A model, its LoRA layers, and the sample (a TokenizedSet or ImageSet whose batches ``loss_of`` reads);
+    ``heldout``: examples of the data's test split, when asked for."""
 
     model: nn.Module
     layers: dict[str, lora.LoraLayer]
     data: object
+    heldout: object = None
 
     @property
     def examples(self) -> int:
@@ -49,31 +51,37 @@ class Sample:
         return self.batches(0, half), self.batches(half, 2 * half)
 
 
-def _text_sample(dataset: TextDataset, tokenizer, task: str, examples: int, max_length: int, seed: int):
+def _text_sample(dataset: TextDataset, tokenizer, task: str, examples: int, max_length: int, seed: int,
+                 split: str = "train"):
+    texts, labels = ((dataset.train_texts, dataset.train_labels) if split == "train"
+                     else (dataset.test_texts, dataset.test_labels))
     if task == "lm":
-        stream = tokenize_lm(tokenizer, dataset.train_texts[: max(1, examples * 8)], max_length)
+        stream = tokenize_lm(tokenizer, texts[: max(1, examples * 8)], max_length)
         data = TokenizedSet(stream.input_ids[:examples], (), stream.pad_id)
     else:
-        chosen = sorted(epoch_order(len(dataset.train_texts), seed, 0)[:examples])
-        data = tokenize_classification(tokenizer, tuple(dataset.train_texts[i] for i in chosen),
-                                       tuple(dataset.train_labels[i] for i in chosen), max_length)
+        chosen = sorted(epoch_order(len(texts), seed, 0)[:examples])
+        data = tokenize_classification(tokenizer, tuple(texts[i] for i in chosen), tuple(labels[i] for i in chosen),
+                                       max_length)
     if len(data) == 0:
         raise LowrankError(f"data {dataset.name} gives no training examples at max length {max_length}")
     return data
 
 
-def _image(model: str, data: str, seed: int, examples: int, adapter: str | None) -> tuple[nn.Module, object]:
-    network, train_set, _ = load_image_task(model, data, seed=seed, adapter=adapter)
+def _image(model: str, data: str, seed: int, examples: int, adapter: str | None,
+           heldout: int = 0) -> tuple[nn.Module, object, object]:
+    network, train_set, test_set = load_image_task(model, data, seed=seed, adapter=adapter)
     chosen = sorted(epoch_order(len(train_set), seed, 0)[:examples])
-    return network, train_set.subset(chosen)
+    kept = sorted(epoch_order(len(test_set), seed, 0)[:heldout]) if heldout else None
+    return network, train_set.subset(chosen), test_set.subset(kept) if kept else None
 
 
-def trained(adapter: str, base: str, data: str, examples: int, max_length: int, seed: int) -> Sample:
-    """The base with ``adapter`` loaded. Raises LowrankError when the adapter's head does not fit the data's labels
-    or its modules the model."""
+def trained(adapter: str, base: str, data: str, examples: int, max_length: int, seed: int,
+            heldout: int = 0) -> Sample:
+    """The base with ``adapter`` loaded, ``examples`` training examples and ``heldout`` test examples. Raises
+    LowrankError when the adapter's head does not fit the data's labels or its modules the model."""
     if is_image_model(base):
-        model, sample = _image(base, data, seed, examples, adapter)
-        return Sample(model, lora.lora_layers(model), sample)
+        model, sample, test = _image(base, data, seed, examples, adapter, heldout)
+        return Sample(model, lora.lora_layers(model), sample, test)
     dataset = load_text_dataset(data)
     config = adapters.read_adapter_config(adapter)
     causal = config.task_type == "CAUSAL_LM" or (config.task_type is None and assets.is_causal_lm(base))
@@ -91,8 +99,10 @@ def trained(adapter: str, base: str, data: str, examples: int, max_length: int, 
             raise
         raise LowrankError(f"{error} (does --data {dataset.name}, with {dataset.num_labels} labels, fit the "
                            "adapter's classifier head?)") from None
-    sample = _text_sample(dataset, tokenizer, "lm" if causal else "classification", examples, max_length, seed)
-    return Sample(model, lora.lora_layers(model), sample)
+    task = "lm" if causal else "classification"
+    sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed)
+    test = _text_sample(dataset, tokenizer, task, heldout, max_length, seed, "test") if heldout else None
+    return Sample(model, lora.lora_layers(model), sample, test)
 
 
 def initial(model_name: str, data: str, targets: str, examples: int, max_length: int, seed: int) -> Sample:
@@ -100,7 +110,7 @@ def initial(model_name: str, data: str, targets: str, examples: int, max_length:
     drawn from ``seed``."""
     torch.manual_seed(seed)
     if is_image_model(model_name):
-        model, sample = _image(model_name, data, seed, examples, None)
+        model, sample, _ = _image(model_name, data, seed, examples, None)
         task = "classification"
     else:
         dataset = load_text_dataset(data)

@@ -42,18 +42,16 @@ def gradient_signal(config: TrainConfig, examples: int, max_rank: int) -> tuple[
     return signals, time.perf_counter() - began
 
 
-def probe_signal(config: TrainConfig, probe_rank: int, probe_steps: int,
-                 planned_rank: int) -> tuple[list[ModuleSignal], float]:
+def probe_signal(config: TrainConfig, probe_rank: int, probe_steps: int) -> tuple[list[ModuleSignal], float]:
     """Singular values of each module's update after a ``probe_steps``-step LoRA run at rank ``probe_rank``.
 
-    The probe's alpha is the planned rank (scale ``planned_rank / probe_rank``): with Adam the step of ``s B A``
-    grows with ``s * r``, so this keeps the probe's update as fast as the planned run's at the same learning rate
-    (at scale 1 a rank-64 run diverged at the rate that suits rank 8 on R52 and 20 Newsgroups).
+    The probe keeps the planned run's alpha: with Adam the step of ``s B A = (alpha / r) B A`` is about the same at
+    every rank for a fixed alpha, so the probe's update moves as fast as the planned run's at the same learning rate.
     """
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lowrank-probe-") as folder:
         out = Path(folder) / "probe"
-        train(replace(config, method="lora", rank=probe_rank, alpha=float(planned_rank), max_steps=probe_steps,
+        train(replace(config, method="lora", rank=probe_rank, max_steps=probe_steps,
                       out=out, overwrite=True,
                       resume=False, eval_samples=1, eval_every=None, save_every=None))
         signals = []

@@ -3,8 +3,8 @@
 A signal (:mod:`lowrank.advice.signals`: the gradient at initialization, or a short high-rank LoRA probe) gives
 each target module a spectrum; :func:`lowrank.advice.allocate.allocate` spends the budget where the spectrum is
 largest per parameter. The budget is ``--budget`` parameters, or what rank ``--rank`` on every module costs. The
-result is a peft ``LoraConfig`` fragment (``r`` = the most common rank, ``rank_pattern`` for the others, an
-``alpha_pattern`` keeping every module's scale ``alpha / r`` = 1 as lowrank trains by default) that
+result is a peft ``LoraConfig`` fragment (``r`` = the most common rank, ``rank_pattern`` for the others, and
+lowrank's default alpha, so every module's scale is ``alpha / r_module`` as lowrank trains by default) that
 ``peft.LoraConfig(**fields)`` and ``lowrank train --config`` accept.
 """
 
@@ -23,11 +23,10 @@ from lowrank.data.text import load_text_dataset
 from lowrank.errors import LowrankError
 from lowrank.training.images import is_image_model
 from lowrank.spectra import energy_rank, next_power_of_two
-from lowrank.training.config import TrainConfig
+from lowrank.training.config import DEFAULT_ALPHA, TrainConfig
 from lowrank.training.setup import total_steps
 
 SIGNALS = ("gradient", "probe")
-PROBE_ALPHA = 8  # the probe's alpha with --budget (with --rank R it is R)
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def suggest(config: SuggestConfig) -> Suggestion:
     else:
         steps = _probe_steps(config, total_steps(config.train, training_examples(config.train.model,
                                                                                 config.train.data)))
-        signals, seconds = probe_signal(config.train, config.probe_rank, steps, config.rank or PROBE_ALPHA)
+        signals, seconds = probe_signal(config.train, config.probe_rank, steps)
     budget = config.budget if config.budget is not None else uniform_cost(signals, config.rank)
     ranks = allocate(signals, budget, config.max_rank)
     spent = sum(ranks[m.name] * m.cost for m in signals)
@@ -132,7 +131,7 @@ def _choice(module: ModuleSignal, rank: int) -> ModuleChoice:
 def peft_fields(ranks: dict[str, int], targets: str, names: list[str]) -> dict:
     """``{r, lora_alpha, target_modules, rank_pattern, alpha_pattern}`` for ``peft.LoraConfig(**...)``: ``r`` the
     most common rank (ties: the larger), patterns keyed by full module path (peft matches ``(.*\\.)?key$``),
-    ``alpha = rank`` everywhere (scale 1)."""
+    ``lora_alpha`` lowrank's default (:data:`DEFAULT_ALPHA`) for every module."""
     counts = Counter(ranks.values())
     r = max(counts, key=lambda k: (counts[k], k))
     pattern = {name: k for name, k in ranks.items() if k != r}
@@ -140,5 +139,5 @@ def peft_fields(ranks: dict[str, int], targets: str, names: list[str]) -> dict:
         target_modules = names
     else:
         target_modules = [t.strip() for t in targets.split(",") if t.strip()]
-    return {"r": r, "lora_alpha": r, "target_modules": target_modules, "rank_pattern": pattern,
-            "alpha_pattern": dict(pattern)}
+    return {"r": r, "lora_alpha": DEFAULT_ALPHA, "target_modules": target_modules, "rank_pattern": pattern,
+            "alpha_pattern": {}}

@@ -27,12 +27,14 @@ from collections import Counter
 from dataclasses import dataclass
 
 from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, suggested_rank
+from lowrank.advice.trained_point import CONSTANT_TOLERANCE, STILL_FALLING_DROP, STILL_FALLING_SE
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
-from lowrank.analysis.results import (VERDICTS, ModelSufficiency, ModuleAnalysis, Recommendation, Summary, Threshold,
-                             TypeSummary)
+from lowrank.analysis.results import (STATES, VERDICTS, ModelSufficiency, ModuleAnalysis, Recommendation, Summary,
+                                      Threshold, TypeSummary)
 
 OVERPROVISIONED_FRACTION = 0.5
+STATE_ADVICE = {"collapsed": "lower the learning rate", "not converged": "train longer"}
 FULL_SUFFICIENT_ENERGY = 0.9
 
 THRESHOLDS = (
@@ -44,6 +46,19 @@ THRESHOLDS = (
     Threshold("lower_below", LOWER_BELOW,
               "LoRA with --data: lower r when that ratio is below this (what lies outside is noise, and less than "
               "the noise floor); calibrated so that no calibration adapter whose halved rank scored worse got it."),
+    Threshold("still_falling_drop", STILL_FALLING_DROP,
+              "LoRA with --data, before any rank verdict: not converged (no rank advice) when more than this share "
+              "of the run's training-loss decrease came in the last fifth of its learning rate spent (from the "
+              "adapter folder's metrics.json), and by more than still_falling_se standard errors. A loss falling in "
+              "step with the learning rate gives 0.25-0.27, an exponential approach 0.15 after 1.5 time constants; "
+              "measured: 0.03-0.07 on five 3-epoch Reuters R8 runs, 0.23 on MiniLM-L6 stopped at 100 steps."),
+    Threshold("still_falling_se", STILL_FALLING_SE,
+              "Not converged also needs that last drop to exceed this many standard errors of the per-step scatter "
+              "(Welch), so that batch-to-batch noise in a short run does not read as a falling loss."),
+    Threshold("collapse_tolerance", CONSTANT_TOLERANCE,
+              "LoRA with --data, first: collapsed (no rank advice) when the held-out loss is non-finite, within this "
+              "fraction of the class frequencies' entropy or above it, at or below the majority class's accuracy, "
+              "or (language modelling) no lower than the base model's."),
     Threshold("full_sufficient_energy", FULL_SUFFICIENT_ENERGY,
               "Full deltas: a rank-r LoRA can hold at most the top-r energy fraction (Eckart-Young); below 90% "
               "raise r to k90 (rounded up to a power of two); k99 <= r/2 means lower r."),
@@ -68,6 +83,9 @@ def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Sig
     in the evidence as the update's shape.
     """
     shape = f"shape: k90 = {k90}, k99 = {k99} of r = {r}, s_r/s_1 = {tail:.2f}"
+    if model_verdict in STATES:
+        return Verdict("not judged", r, f"{shape}; the adapter is {model_verdict}, so no rank is judged (see the "
+                                        "data verdict)")
     if signals is None or model_verdict is None:
         return Verdict("not judged", r, f"{shape}; the spectrum alone cannot tell whether more rank would help "
                                         "(pass --data)")
@@ -155,6 +173,10 @@ def _headline(modules: tuple[ModuleAnalysis, ...], verdicts: dict, rec: Recommen
     k90 = statistics.median(m.energy_rank["0.9"] for m in modules)
     ranks = sorted({m.reference_rank for m in modules})
     rank_text = f"r = {ranks[0]}" if len(ranks) == 1 else f"r = {ranks[0]}..{ranks[-1]}"
+    if data is not None and data.verdict in STATES:
+        return (f"Data verdict: {data.verdict}: {STATE_ADVICE[data.verdict]} ({data.state_evidence}). No rank "
+                f"advice: rank is judged at a trained point; suggested r = {data.suggested_r}, unchanged. "
+                f"{len(modules)} LoRA modules at {rank_text}, median energy rank k90 = {k90:g}.")
     if verdicts["not judged"] == len(modules):
         return (f"{len(modules)} LoRA modules at {rank_text}, median energy rank k90 = {k90:g}. This describes the "
                 "update's shape only: whether more rank would help needs data (lowrank analyze ... --base MODEL "

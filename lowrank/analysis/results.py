@@ -13,6 +13,8 @@ from lowrank.analysis.subspaces import Amplification, Intruders
 
 SCHEMA = "lowrank.analysis/1"
 VERDICTS = ("raise r", "adequate", "lower r", "not judged")
+STATES = ("not converged", "collapsed")  # model-level verdicts of an adapter that is not at a trained point
+MODEL_VERDICTS = ("raise r", "adequate", "lower r", *STATES)
 
 
 def _plain(value):
@@ -81,26 +83,47 @@ class Sufficiency(_Record):
 
 @dataclass(frozen=True)
 class ModelSufficiency(_Record):
-    """The model-level data verdict: signal-to-noise summed over modules against the calibrated thresholds.
+    """The model-level data verdict: first whether the adapter is at a trained point, then, if it is, the
+    signal-to-noise summed over modules against the calibrated thresholds.
 
     Attributes:
-        data: the dataset the gradients were taken on; examples: how many training examples.
-        signal_to_noise: ``sum over modules of outside energy / sum of noise energy``: decides the verdict.
-        doubling_gain: ``sum over modules of outside energy / sum of start energy`` (evidence).
-        verdict: "raise r", "adequate" or "lower r"; suggested_r: the global rank it implies.
+        data: the dataset the gradients were taken on; examples: how many training examples (0 when no gradient
+            was taken: collapsed, not converged).
+        signal_to_noise: ``sum over modules of outside energy / sum of noise energy``: decides the verdict (null
+            when not measured).
+        doubling_gain: ``sum over modules of outside energy / sum of start energy`` (evidence; null when not
+            measured).
+        verdict: "raise r", "adequate" or "lower r"; or, for an adapter that is not at a trained point and gets no
+            rank advice, "collapsed" (its held-out loss is no better than a baseline's) or "not converged" (its
+            training loss is still falling; :mod:`lowrank.advice.trained_point`). suggested_r: the global rank
+            the verdict implies (the current r for those two).
         raise_above, lower_below: the thresholds (calibrated by retraining, reports/rank_advice.md).
-        seconds: time spent on the gradients.
+        seconds: time spent on the held-out evaluation and the gradients.
+        state_evidence: the sentence with the numbers behind "collapsed" or "not converged" (null otherwise).
+        held_out: the adapter on the data's held-out split (:class:`lowrank.advice.held_out.HeldOut`): metrics,
+            baselines (``constant_loss``, ``majority`` or ``base_loss``) and ``collapsed`` (the reason, or null).
+        trend: the training loss at the end of the run, from the adapter folder's metrics.json
+            (:class:`lowrank.advice.trained_point.Trend`: steps, first_steps, earlier_steps, last_steps, first,
+            earlier, last, drop, standard_error, sigmas, falling); null without a metrics.json or with too few
+            steps to tell.
     """
 
     data: str
     examples: int
-    signal_to_noise: float
-    doubling_gain: float
+    signal_to_noise: float | None
+    doubling_gain: float | None
     verdict: str
     suggested_r: int
     raise_above: float
     lower_below: float
     seconds: float
+    state_evidence: str | None = None
+    held_out: dict | None = None
+    trend: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict not in MODEL_VERDICTS:
+            raise LowrankError(f"data verdict must be one of {MODEL_VERDICTS}, got {self.verdict!r}")
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,16 @@ import dataclasses
 import hashlib
 import math
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from lowrank.advice.held_out import HeldOut, held_out_check
 from lowrank.advice.measure import MeasureConfig
 from lowrank.advice.measure import measure as measure_signals
+from lowrank.advice.trained_point import Trend, loss_trend
 from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, judge,
                                         model_doubling_gain, model_signal_to_noise, suggested_rank)
 from lowrank.analysis import rank as ranking
@@ -40,6 +43,7 @@ from lowrank.assets import resolve_model_path
 from lowrank.cpu import release_freed_memory
 from lowrank.distributed import SINGLE, World
 from lowrank.errors import LowrankError
+from lowrank.jsonfile import read_json_object
 from lowrank.progress import ProgressCallback, report
 
 __all__ = ["AnalyzeConfig", "analyze"]
@@ -100,13 +104,17 @@ def _sufficiency(signals: Signals | None) -> Sufficiency | None:
 
 def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | None
                  ) -> tuple[dict[str, Signals], ModelSufficiency]:
-    """Gradient signals of every module of a LoRA ``source`` on ``config.data``, and the model-level verdict."""
+    """The model-level verdict of a LoRA ``source`` on ``config.data``: first its state (:func:`point_state`); at a
+    trained point, the gradient signals of every module and the rank verdict they give."""
     if not isinstance(source, LoraSource):
         raise LowrankError(f"--data judges LoRA adapters; {source.path} is a full model (its delta's verdict "
                            "comes from its spectrum)")
     if source.adapter.format != "peft" or source.config.variant != "lora":
         raise LowrankError(f"--data judges plain peft LoRA adapters; {source.path} is a {source.adapter.format} "
                            f"{source.config.variant} adapter")
+    state = point_state(config, source, progress)
+    if state.verdict is not None:
+        return {}, state.sufficiency(config.data, source.config.r)
     result = measure_signals(MeasureConfig(adapter=str(source.path), base=config.base, data=config.data,
                                            examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
                                            seed=config.seed, device=config.device), progress)
@@ -118,7 +126,59 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
         data=config.data, examples=result.examples, signal_to_noise=statistic,
         doubling_gain=model_doubling_gain(signals), verdict=verdict,
         suggested_r=suggested_rank(verdict, r, r * 2),
-        raise_above=RAISE_ABOVE, lower_below=LOWER_BELOW, seconds=result.seconds)
+        raise_above=RAISE_ABOVE, lower_below=LOWER_BELOW, seconds=state.seconds + result.seconds,
+        **state.evidence())
+
+
+@dataclass(frozen=True)
+class PointState:
+    """Whether an adapter is at a trained point: ``verdict`` "collapsed", "not converged" or None (trained), with
+    the held-out check, the loss trend (None without metrics.json) and the seconds the check took."""
+
+    verdict: str | None
+    held_out: HeldOut
+    trend: Trend | None
+    seconds: float
+
+    def evidence(self) -> dict:
+        """The :class:`ModelSufficiency` fields that carry the state's numbers."""
+        reason = self.held_out.collapsed if self.verdict == "collapsed" else \
+            f"the training loss is still falling: {self.trend.describe()}" if self.verdict else None
+        return {"state_evidence": reason, "held_out": self.held_out.to_dict(),
+                "trend": self.trend.to_dict() if self.trend else None}
+
+    def sufficiency(self, data: str, r: int) -> ModelSufficiency:
+        """The model-level record of an adapter that gets no rank advice (suggested r: its own)."""
+        return ModelSufficiency(data=data, examples=0, signal_to_noise=None, doubling_gain=None, verdict=self.verdict,
+                                suggested_r=r, raise_above=RAISE_ABOVE, lower_below=LOWER_BELOW, seconds=self.seconds,
+                                **self.evidence())
+
+
+def point_state(config: AnalyzeConfig, source: LoraSource, progress: ProgressCallback | None) -> PointState:
+    """The adapter's state: "collapsed" when its held-out loss is no better than a baseline's
+    (:func:`held_out_check`), else "not converged" when the adapter folder's metrics.json says the training loss
+    was still falling at the end (:func:`loss_trend`), else None: a trained point, which rank advice may judge."""
+    began = time.perf_counter()
+    report(progress, "held-out evaluation", 0, 1)
+    held_out = held_out_check(str(source.path), config.base, config.data, config.max_length, config.seed,
+                              config.device)
+    report(progress, "held-out evaluation", 1, 1)
+    trend = _trend(Path(source.path) / "metrics.json")
+    verdict = "collapsed" if held_out.collapsed else "not converged" if trend is not None and trend.falling else None
+    return PointState(verdict, held_out, trend, time.perf_counter() - began)
+
+
+def _trend(path: Path) -> Trend | None:
+    """The loss trend of the run that wrote ``path`` (a training metrics.json), or None when there is none."""
+    if not path.is_file():
+        return None
+    history = read_json_object(path).get("history")
+    if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+        raise LowrankError(f"{path}: 'history' must be a list of objects (as lowrank train writes it)")
+    try:
+        return loss_trend(history)
+    except (TypeError, ValueError) as error:
+        raise LowrankError(f"{path}: a training loss in 'history' is not a number ({error})") from None
 
 
 @dataclass(frozen=True)
@@ -277,7 +337,7 @@ class _Run:
     def measure(self, update: Update, reference_rank: int, role: str, signals: Signals | None = None
                 ) -> ModuleAnalysis:
         result = measure(update, reference_rank, self.config, module_generator(self.config.seed, role, update.name),
-                         signals, self.model_verdict if signals is not None else None)
+                         signals, self.model_verdict if role == "checkpoint" else None)
         release_freed_memory()
         self.done += 1
         report(self.progress, "analyze", self.done, self.total, update.name)

@@ -7,8 +7,9 @@ group and format. ``render.terminal``, ``render.markdown`` and ``render.html`` a
 
 from __future__ import annotations
 
+from lowrank.advice.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
 from lowrank.analysis.rank import module_type
-from lowrank.analysis.results import AnalysisReport, Comparison, ModuleAnalysis
+from lowrank.analysis.results import STATES, AnalysisReport, Comparison, ModuleAnalysis
 
 VERDICT_CLASS = {"raise r": "raise", "adequate": "adequate", "lower r": "lower", "not judged": "unjudged"}
 KIND_TEXT = {"lora": "peft LoRA adapter", "full": "full fine-tune (W1 - W0)"}
@@ -121,3 +122,35 @@ def recommendation_config(report: AnalysisReport) -> dict:
     if rec.alpha_pattern:
         config["alpha_pattern"] = rec.alpha_pattern
     return config
+
+
+def rank_judged(report: AnalysisReport) -> bool:
+    """Whether ``--data`` gave a rank verdict (the adapter was at a trained point)."""
+    return report.sufficiency is not None and report.sufficiency.verdict not in STATES
+
+
+def _held_out_text(held: dict) -> str:
+    metrics = held["metrics"]
+    if held["base_loss"] is not None:
+        return (f"held-out loss {metrics['loss']:.3g} (perplexity {metrics['perplexity']:.3g}) on {metrics['tokens']:,}"
+                f" tokens against the base model's {held['base_loss']:.3g}")
+    return (f"held-out loss {metrics['loss']:.3g}, accuracy {100 * metrics['accuracy']:.1f}% on "
+            f"{metrics['examples']:,} examples against {held['constant_loss']:.3g} and {100 * held['majority']:.1f}% "
+            "for predicting the class frequencies")
+
+
+def _trend_text(trend: dict | None) -> str:
+    if trend is None:
+        return "training loss trend unknown (no metrics.json with 25 or more steps in the adapter folder)"
+    return (f"training loss {trend['earlier']:.3g} -> {trend['last']:.3g} over the last two fifths of the learning "
+            f"rate spent: {100 * trend['drop']:.0f}% of the run's decrease, {trend['sigmas']:.1f} standard errors "
+            f"(thresholds for still falling: {100 * STILL_FALLING_DROP:g}% and {STILL_FALLING_SE:g})")
+
+
+def trained_point_text(report: AnalysisReport) -> str | None:
+    """One sentence with the numbers of the check that comes before a rank verdict (held-out loss against its
+    baseline, training-loss trend); None without ``--data``."""
+    data = report.sufficiency
+    if data is None or data.held_out is None:
+        return None
+    return f"Trained point check: {_held_out_text(data.held_out)}; {_trend_text(data.trend)}."

@@ -6,8 +6,8 @@ import json
 from html import escape
 
 from lowrank.render import (VERDICT_CLASS, amplification_text, by_type, comparisons_by_type, energy_text,
-                            intruders_text, layer_text, number, rank_column, recommendation_config, reader_notes,
-                            side_notes, source_line)
+                            intruders_text, layer_text, number, rank_column, rank_judged, recommendation_config,
+                            reader_notes, side_notes, source_line, trained_point_text)
 from lowrank.render import plots
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
@@ -29,7 +29,7 @@ color:#555;min-width:180px;font-size:.95em}
 pre{background:#f3f4f8;padding:8px 12px;border-radius:6px;overflow-x:auto;font-size:.85em;max-height:22em}
 img{max-width:100%;height:auto;display:block;margin:.5em 0}
 details{margin:.3em 0}summary{cursor:pointer;color:#334;font-weight:600}
-.note{color:#555;font-size:.9em}.scroll{overflow-x:auto;max-width:100%}
+.note{color:#555;font-size:.9em}.state{color:#8a1f1f;font-weight:600}.scroll{overflow-x:auto;max-width:100%}
 """
 
 
@@ -64,7 +64,7 @@ def render(report: AnalysisReport) -> str:
                  "dark purple (first layer) to yellow (last).</p>")
     parts.append(_img(plots.spectra(report), "spectra per module type"))
     parts.append("<h2>Rank needed per layer</h2>" + _img(plots.rank_per_layer(report), "energy rank per layer"))
-    if report.sufficiency is not None:
+    if rank_judged(report):
         parts.append("<h2>What more rank would buy (--data)</h2>")
         parts.append('<p class="note">The top-r energy of the loss gradient outside each adapter\'s reach (what r '
                      "more directions would follow), over what sampling noise puts there: about 1 is noise. The model "
@@ -103,7 +103,9 @@ def _summary(report: AnalysisReport) -> str:
                    left=(0, 5))
     rec = summary.recommendation
     config = escape(json.dumps(recommendation_config(report), indent=1))
-    return (f'<h2>Summary</h2><div class="summary"><p class="headline">{escape(summary.headline)}</p>{pills}'
+    check = trained_point_text(report)
+    state = "" if check is None else f'<p class="{"state" if not rank_judged(report) else "note"}">{escape(check)}</p>'
+    return (f'<h2>Summary</h2><div class="summary"><p class="headline">{escape(summary.headline)}</p>{state}{pills}'
             f"{types}<p><b>Recommended peft LoraConfig fields</b> (trainable parameters {rec.parameters_now:,} now, "
             f"{rec.parameters_suggested:,} suggested; <code>alpha_pattern</code> keeps each module's scaling):</p>"
             f"<pre>{config}</pre></div>")

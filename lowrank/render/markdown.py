@@ -6,7 +6,7 @@ import json
 
 from lowrank.render import (amplification_text, by_type, comparisons_by_type, energy_text, intruders_text,
                             layer_text, number, rank_column, recommendation_config, reader_notes, side_notes,
-                            source_line)
+                            source_line, trained_point_text)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 
@@ -40,6 +40,9 @@ def render(report: AnalysisReport) -> str:
 def _summary(report: AnalysisReport) -> list[str]:
     summary = report.summary
     lines = ["## Summary", "", summary.headline, ""]
+    check = trained_point_text(report)
+    if check:
+        lines += [check, ""]
     lines += _table(["type", "modules", "median k90", "max k90", "median eff. rank", "verdicts"],
                     [[f"`{t.type}`", str(t.modules), f"{t.median_k90:g}", str(t.max_k90),
                       number(t.median_effective_rank, 1),

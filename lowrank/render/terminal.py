@@ -15,7 +15,7 @@ from rich.text import Text
 
 from lowrank.render import (amplification_text, by_type, comparisons_by_type, energy_text, intruders_text,
                             layer_text, number, rank_column, reader_notes, recommendation_config, side_notes,
-                            source_line)
+                            rank_judged, source_line, trained_point_text)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 STYLE = {"raise r": "yellow", "adequate": "green", "lower r": "cyan", "not judged": "dim"}
@@ -58,8 +58,12 @@ def _summary(report: AnalysisReport) -> Panel:
     config = recommendation_config(report)
     pattern = config.pop("rank_pattern")
     alphas = config.pop("alpha_pattern", {})
-    lines = [Text(summary.headline), verdicts, Text("Recommended peft LoraConfig: ", style="bold")
-             + Text(", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()))]
+    lines = [Text(summary.headline)]
+    check = trained_point_text(report)
+    if check:
+        lines.append(Text(check, style="dim" if rank_judged(report) else "bold red"))
+    lines += [verdicts, Text("Recommended peft LoraConfig: ", style="bold")
+              + Text(", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()))]
     if pattern:
         shown = dict(list(pattern.items())[:MAX_PATTERN_LINES])
         more = f"  (+{len(pattern) - len(shown)} more in the JSON)" if len(pattern) > len(shown) else ""

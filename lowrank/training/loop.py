@@ -29,6 +29,7 @@ from lowrank import adapters, distributed
 from lowrank.data.batches import iter_batches
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP, save_mlp
+from lowrank.advice.trained_point import run_collapse
 from lowrank.training.evaluate import (autocast, evaluate, loss_and_logits, target_count, throughput_units,
                                        to_device)
 from lowrank.outputs import check_output_dir, write_text_atomic
@@ -231,7 +232,9 @@ def _metrics(config: TrainConfig, setup: Setup, history: list, final: dict, seco
                     alpha=setup.lora_config.alpha if setup.lora_config else None,
                     targets=setup.adapted, task=setup.task)
     return {"schema": "lowrank.train/1", "method": config.method, "task": setup.task, "model": config.model,
-            "data": config.data, "steps": setup.total_steps, "final": final, "history": history,
+            "data": config.data, "steps": setup.total_steps, "final": final,
+            "collapsed": run_collapse(history, final, setup.train, setup.test, config.eval_samples),
+            "history": history,
             "trainable_parameters": setup.trainable_count, "total_parameters": setup.total_count,
             "train_seconds": seconds, f"{_unit(setup)}_per_second": tokens / seconds if seconds else 0.0,
             "device": str(setup.device), "config": settings}

@@ -17,7 +17,7 @@ from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP, is_mlp_spec
 from lowrank.training import checks, parallel, pooled
-from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR, TrainConfig
+from lowrank.training.config import DEFAULT_ALPHA, DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR, TrainConfig
 from lowrank.training.images import is_image_model, load_image_task
 
 AUTO_TARGETS = {"bert": "query,value", "roberta": "query,value", "distilbert": "q_lin,v_lin", "gpt2": "c_attn",
@@ -161,7 +161,7 @@ def _adapt(model: nn.Module, config: TrainConfig, task: str) -> tuple[lora.LoraC
     targets = config.targets
     if targets == "auto":
         targets = auto_targets(model)
-    lora_config = lora.LoraConfig(r=config.rank, alpha=config.alpha if config.alpha is not None else config.rank,
+    lora_config = lora.LoraConfig(r=config.rank, alpha=config.alpha if config.alpha is not None else DEFAULT_ALPHA,
                                   targets=lora.Targets.parse(targets), use_rslora=config.use_rslora,
                                   rank_pattern=dict(config.rank_pattern), alpha_pattern=dict(config.alpha_pattern),
                                   dropout=config.dropout, init=config.init, trainable_modules=heads)

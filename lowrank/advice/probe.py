@@ -1,0 +1,300 @@
+"""Was rank r enough, measured as retraining measures it: the held-out loss of short continuations at r, 2r, r/2.
+
+From a trained adapter, three arms continue training for the same ``steps`` on the same batches, with fresh AdamW
+state at the run's learning rates (warmup 10%, then linear decay to 0) and the model in eval mode (no dropout), so
+that the arms differ only in their rank:
+
+- ``same``: rank ``r`` as trained;
+- ``doubled``: rank ``2r`` (capped by ``min(out, in)``): ``r`` new rows of ``A`` drawn as LoRA draws them and ``r``
+  new columns of ``B`` at zero, scale ``s`` kept, so the function is unchanged at the first step;
+- ``halved``: ``s B A`` cut to its best rank-``r/2`` approximation (factored SVD, Eckart-Young), then continued
+  (none at ``r = 1``).
+
+Every arm is scored on a fixed held-out sample, per example (language modelling: per block, its mean token loss),
+so that differences are paired:
+
+    doubling gain   g = mean_i (l_same,i - l_doubled,i)        what r more directions buy
+    halving cost    h = mean_i (l_halved,i - l_same,i)          what the lower half of the rank was worth
+    continuation    c = mean_i (l_trained,i - l_same,i)         what training on at r buys (unfinished runs)
+
+each with its standard error ``sd_i / sqrt(n)``, and the same differences in accuracy (classification).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lowrank import lora, spectra
+from lowrank.compress.factors import split_factors
+from lowrank.data.batches import IGNORE_INDEX
+from lowrank.errors import LowrankError
+from lowrank.progress import ProgressCallback, report
+from lowrank.training.evaluate import autocast, to_device
+
+WARMUP = 0.1
+EVAL_BATCH = 64
+LR_SCALE = 0.1
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-example held-out losses and correctness (``correct`` is None for language modelling)."""
+
+    losses: torch.Tensor
+    correct: torch.Tensor | None
+
+    @property
+    def loss(self) -> float:
+        return float(self.losses.mean())
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.correct is None else float(self.correct.double().mean())
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A paired held-out difference: mean and standard error, in loss and (classification) accuracy points."""
+
+    loss: float
+    loss_se: float
+    accuracy: float | None
+    accuracy_se: float | None
+
+
+def paired(worse: Scores, better: Scores) -> Difference:
+    """``mean_i (worse_i - better_i)`` of the losses (and ``better - worse`` of accuracy, in points), with SEs."""
+    def mean_se(d: torch.Tensor) -> tuple[float, float]:
+        d = d.double()
+        return float(d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else 0.0
+
+    loss, loss_se = mean_se(worse.losses - better.losses)
+    if worse.correct is None:
+        return Difference(loss, loss_se, None, None)
+    acc, acc_se = mean_se(better.correct.double() - worse.correct.double())
+    return Difference(loss, loss_se, 100 * acc, 100 * acc_se)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Held-out scores of the trained adapter and of each arm after each of its checkpoint step counts
+    (``arms[name][steps]``; an arm that cannot run, such as halving rank 1, is absent), and the paired differences."""
+
+    rank: int
+    trained: Scores
+    arms: dict[str, dict[int, Scores]]
+    seconds: float
+
+    def doubling(self, steps: int) -> Difference | None:
+        """Held-out loss of the same rank minus the doubled rank's, both after ``steps`` steps."""
+        if "doubled" not in self.arms:
+            return None
+        return paired(self.arms["same"][steps], self.arms["doubled"][steps])
+
+    def halving(self, steps: int) -> Difference | None:
+        """Held-out loss of the halved rank minus the same rank's, both after ``steps`` steps."""
+        if "halved" not in self.arms:
+            return None
+        return paired(self.arms["halved"][steps], self.arms["same"][steps])
+
+    def continuation(self, steps: int) -> Difference:
+        """Held-out loss of the trained adapter minus the same rank's after ``steps`` more steps."""
+        return paired(self.trained, self.arms["same"][steps])
+
+
+@dataclass(frozen=True)
+class ProbeSetup:
+    """What the arms need: the model with its adapter loaded, the names of the modules trained in full beside it,
+    the training examples the steps read (``steps * batch_size`` of them, in order), the held-out sample, and the
+    run's learning rates."""
+
+    model: nn.Module
+    trainable_modules: tuple[str, ...]
+    train: object
+    heldout: object
+    batch_size: int
+    lr: float
+    head_lr: float
+    rslora: bool = False
+
+
+@torch.no_grad()
+def score(model: nn.Module, data, device: torch.device) -> Scores:
+    """Per-example held-out loss (LM: each block's mean token loss) and correctness, under bf16 autocast on CUDA."""
+    model.eval()
+    losses, correct = [], []
+    for start in range(0, len(data), EVAL_BATCH):
+        batch = to_device(data.collate(list(range(start, min(start + EVAL_BATCH, len(data))))), device)
+        with autocast(device, True):
+            logits = model(batch["x"]) if "x" in batch else model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"]
+        if logits.ndim == 3:
+            targets = labels[:, 1:]
+            token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                                    reduction="none")
+            counts = (targets != IGNORE_INDEX).sum(1).clamp(min=1)
+            losses.append((token.sum(1) / counts).cpu())
+        else:
+            losses.append(F.cross_entropy(logits.float(), labels, reduction="none").cpu())
+            correct.append((logits.argmax(-1) == labels).cpu())
+    return Scores(torch.cat(losses).double(), torch.cat(correct) if correct else None)
+
+
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor, float]]  # module -> (A, B, scaling)
+
+
+def _factors(model: nn.Module) -> Factors:
+    return {name: (layer.lora_A.detach().clone(), layer.lora_B.detach().clone(), layer.scaling)
+            for name, layer in lora.lora_layers(model).items()}
+
+
+def _set_factors(model: nn.Module, factors: Factors) -> None:
+    for name, layer in lora.lora_layers(model).items():
+        A, B, scaling = factors[name]
+        layer.lora_A = nn.Parameter(A.clone())
+        layer.lora_B = nn.Parameter(B.clone())
+        layer.r, layer.scaling = A.shape[0], scaling
+
+
+def rescaled(scale: float, r: int, new_r: int, rslora: bool) -> float:
+    """The scale a rank-``new_r`` adapter has with the same alpha: ``s r / new_r`` (rsLoRA: ``s sqrt(r / new_r)``)."""
+    return scale * (math.sqrt(r / new_r) if rslora else r / new_r)
+
+
+def doubled_factors(A: torch.Tensor, B: torch.Tensor, scale: float, rslora: bool,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Rank ``r' = r + k``, ``k = min(r, min(out, in) - r)``, at the scale ``s'`` the same alpha gives rank ``r'``:
+    the old factors times ``sqrt(s / s')``, ``k`` new rows of ``A`` drawn as LoRA draws them (kaiming-uniform,
+    bound ``1/sqrt(in)``) and ``k`` zero columns of ``B``, so that ``s' B' A' = s B A``."""
+    r, n = A.shape
+    k = min(r, min(B.shape[0], n) - r)
+    new_scale = rescaled(scale, r, r + k, rslora)
+    root = math.sqrt(scale / new_scale)
+    bound = 1.0 / math.sqrt(n)
+    new = torch.empty(k, n).uniform_(-bound, bound, generator=generator).to(A.device, A.dtype)
+    zeros = torch.zeros(B.shape[0], k, dtype=B.dtype, device=B.device)
+    return torch.cat([A * root, new]), torch.cat([B * root, zeros], 1), new_scale
+
+
+def halved_factors(A: torch.Tensor, B: torch.Tensor, scale: float,
+                   rslora: bool) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Rank ``r // 2`` at the scale ``s'`` the same alpha gives it, with ``s' B' A'`` the best rank-``r/2``
+    approximation of ``s B A``."""
+    half = max(1, A.shape[0] // 2)
+    new_scale = rescaled(scale, A.shape[0], half, rslora)
+    B2, A2 = split_factors(spectra.lora_svd(B.cpu(), A.cpu(), scale), half, new_scale)
+    return A2.to(A.device, A.dtype), B2.to(B.device, B.dtype), new_scale
+
+
+def _continue(setup: ProbeSetup, checkpoints: tuple[int, ...], device: torch.device,
+              lr_scale: float) -> dict[int, Scores]:
+    """AdamW steps over the setup's training examples (a fixed shuffled order), eval mode, at ``lr_scale`` times the
+    run's rates: linear warmup over the first tenth of the steps, then linear decay to 0 at the last checkpoint (the
+    decay anneals the arms: at a constant rate their held-out losses scatter more than they differ); the held-out
+    scores at each checkpoint."""
+    model = setup.model
+    lora.mark_trainable(model, setup.trainable_modules)
+    order = torch.randperm(len(setup.train), generator=torch.Generator().manual_seed(0)).tolist()
+    factors = [p for n, p in model.named_parameters() if p.requires_grad and n.rsplit(".", 1)[-1].startswith("lora_")]
+    others = [p for n, p in model.named_parameters() if p.requires_grad and not n.rsplit(".", 1)[-1].startswith("lora_")]
+    groups = [{"params": factors, "lr": setup.lr * lr_scale}] + (
+        [{"params": others, "lr": setup.head_lr * lr_scale}] if others else [])
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    peaks = [group["lr"] for group in optimizer.param_groups]
+    total = max(checkpoints)
+    warmup = max(1, round(WARMUP * total))
+    scores = {}
+    for step in range(total):
+        factor = (step + 1) / warmup if step < warmup else (total - step) / max(1, total - warmup)
+        for group, peak in zip(optimizer.param_groups, peaks):
+            group["lr"] = peak * factor
+        start = step * setup.batch_size
+        batch = to_device(setup.train.collate([order[(start + i) % len(order)] for i in range(setup.batch_size)]),
+                          device)
+        model.eval()
+        with autocast(device, True):
+            logits = model(batch["x"]) if "x" in batch else model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"]
+        if logits.ndim == 3:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                   ignore_index=IGNORE_INDEX)
+        else:
+            loss = F.cross_entropy(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise LowrankError(f"the probe's loss became {float(loss)} at step {step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(factors + others, 1.0)
+        optimizer.step()
+        if step + 1 in checkpoints:
+            scores[step + 1] = score(model, setup.heldout, device)
+    return scores
+
+
+def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: torch.device, seed: int = 0,
+          lr_scale: float = LR_SCALE, progress: ProgressCallback | None = None) -> ProbeResult:
+    """Score the trained adapter, then each arm (``"same"``, ``"doubled"``, ``"halved"``) at its checkpoint step
+    counts from it (see the module docstring); an arm left out of ``checkpoints`` is not run."""
+    if not checkpoints.get("same") or any(step < 1 for steps in checkpoints.values() for step in steps):
+        raise LowrankError(f"probe checkpoints must be >= 1 and include the same rank's, got {checkpoints}")
+    began = time.perf_counter()
+    model = setup.model.to(device)
+    layers = lora.lora_layers(model)
+    if not layers:
+        raise LowrankError("the probe needs a model with LoRA layers")
+    ranks = {layer.r for layer in layers.values()}
+    r = max(ranks)
+    trained_factors = _factors(model)
+    lora.mark_trainable(model, setup.trainable_modules)
+    others = {n: p.detach().clone() for n, p in model.named_parameters()
+              if p.requires_grad and not n.rsplit(".", 1)[-1].startswith("lora_")}
+    generator = torch.Generator().manual_seed(seed)
+    arms = {"same": trained_factors}
+    if "doubled" in checkpoints:
+        arms["doubled"] = {name: doubled_factors(A, B, scale, setup.rslora, generator)
+                           for name, (A, B, scale) in trained_factors.items()}
+        if all(new[0].shape == old[0].shape for old, new in zip(trained_factors.values(), arms["doubled"].values())):
+            del arms["doubled"]  # every module is already at full rank
+    if "halved" in checkpoints and r > 1:
+        arms["halved"] = {name: halved_factors(A, B, scale, setup.rslora)
+                          for name, (A, B, scale) in trained_factors.items()}
+    report(progress, "held-out score of the trained adapter", 0, len(arms) + 1)
+    trained = score(model, setup.heldout, device)
+    results = {}
+    for index, (arm, factors) in enumerate(arms.items(), 1):
+        report(progress, f"probe: {arm} rank", index, len(arms) + 1)
+        _set_factors(model, factors)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in others:
+                    param.copy_(others[name])
+        results[arm] = _continue(setup, checkpoints[arm], device, lr_scale)
+    _set_factors(model, trained_factors)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in others:
+                param.copy_(others[name])
+    report(progress, "probe", len(arms) + 1, len(arms) + 1)
+    model.requires_grad_(False)
+    return ProbeResult(rank=r, trained=trained, arms=results, seconds=time.perf_counter() - began)
+
+
+def load(adapter: str, base: str, data: str, steps: int, batch_size: int, heldout: int, max_length: int,
+         lr: float, head_lr: float, seed: int = 0) -> ProbeSetup:
+    """The trained adapter on its base, ``steps * batch_size`` training examples and ``heldout`` test examples."""
+    from lowrank.adapters import read_adapter_config
+    from lowrank.advice import sample as samples
+
+    sample = samples.trained(adapter, base, data, steps * batch_size, max_length, seed, heldout=heldout)
+    config = read_adapter_config(adapter)
+    return ProbeSetup(model=sample.model, trainable_modules=config.modules_to_save, train=sample.data,
+                      heldout=sample.heldout, batch_size=batch_size, lr=lr, head_lr=head_lr,
+                      rslora=config.use_rslora)
