@@ -86,11 +86,15 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--allow-pickle", is_flag=True, help="Read .bin/.pt checkpoints with torch.load(weights_only=True). "
               "Pickle files can run code; they are refused without this flag.")
 @click.option("--data", metavar="DATA", help="The data the adapter was trained on (registry key or local file): "
-              "judge whether r was enough from the loss gradient the adapter cannot reach, on a fixed sample of 256 "
-              "training examples (LM: blocks of --max-length tokens); one verdict for the model; loads the base "
-              "model (needs --base). Without it LoRA ranks are not judged.")
+              "judge whether r was enough, one verdict for the model. First the adapter must be at a trained point "
+              "(not collapsed on held-out data, training loss no longer falling per metrics.json); then the probe "
+              "continues it at r, 2r and r/2 for a share of its run's steps at a fraction of its learning rates "
+              "(run settings from metrics.json), scores each on held-out examples and compares the losses: raise r, "
+              "adequate or lower r (the values are in the report's 'How verdicts are decided'). Each module's "
+              "gradient signal-to-noise is shown as evidence. Loads the base model (needs --base) and trains: "
+              "minutes on a CPU. Without --data LoRA ranks are not judged.")
 @click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True,
-              help="Tokens per example in the gradient sample (as in training).")
+              help="Tokens per example with --data (LM: per block), as in training.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baselines and the sample.")
 @click.option("--fast", is_flag=True, help="Sketch full deltas (randomized range finding, seeded by --seed) instead "
               "of decomposing them exactly: k90/k99 become intervals certain to hold the exact ranks (shown lo-hi), "
@@ -99,7 +103,7 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--cache", metavar="DIR", help="Keep W0's decompositions (intruders' left bases) in DIR by content, "
               "and read them from there: a second analysis against the same base skips W0's eigendecompositions. "
               "About 8 p^2 bytes a module (p = min(out, in)).")
-@click.option("--device", help="Where the SVDs (and, with --data, the gradients) run: cpu or cuda "
+@click.option("--device", help="Where the SVDs (and, with --data, the probe and the gradients) run: cpu or cuda "
               "[default: cuda when a GPU is present, else cpu]. On several processes cuda is each one's own GPU.")
 @nproc_option
 def analyze(checkpoint, base, against, json_path, markdown_path, html_path, print_report, dtype, k, reference_rank,
@@ -114,7 +118,7 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, prin
     On several processes (--nproc N, or torchrun --nproc-per-node N -m lowrank_cli analyze ...) the modules are
     shared out: each process decomposes its own (on its own GPU with cuda), process 0 gathers them and writes the
     same report one process would (to the last bit when the processes have as many CPU threads as one); only it
-    prints or writes. --data's gradients run once, on process 0.
+    prints or writes. --data's probe and gradients run once, on process 0.
     """
     from lowrank import distributed
     from lowrank.analysis.config import AnalyzeConfig

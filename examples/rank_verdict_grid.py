@@ -40,7 +40,8 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int) -> dict:
     began = time.perf_counter()
     metrics = train(TrainConfig(model=args.model, data=data, method="lora", out=out, rank=rank, seed=seed,
                                 overwrite=True, lr=args.lr, max_train_samples=args.train_samples,
-                                max_length=args.max_length, eval_samples=args.train_samples and HELDOUT))
+                                max_length=args.max_length, batch_size=args.batch_size,
+                                eval_samples=args.train_samples and HELDOUT))
     trained = time.perf_counter() - began
     config = metrics["config"]
     steps = {f: max(1, round(f * metrics["steps"])) for f in PROBE_FRACTIONS}
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--train-samples", type=int, default=None, help="a seeded subset (smoke tests)")
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--job", nargs=3, metavar=("TASK", "RANK", "SEED"))
     args = parser.parse_args()
     if args.job:
@@ -93,7 +95,7 @@ def main() -> None:
     began, running = time.time(), []
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     common = ["--model", args.model, "--data-dir", args.data_dir, "--out", args.out, "--runs", args.runs,
-              "--max-length", str(args.max_length)] + (["--lr", str(args.lr)] if args.lr else []) + (
+              "--max-length", str(args.max_length), "--batch-size", str(args.batch_size)] + (["--lr", str(args.lr)] if args.lr else []) + (
         ["--train-samples", str(args.train_samples)] if args.train_samples else [])
     log = open(Path(args.out) / "jobs.log", "a")
     while jobs or running:

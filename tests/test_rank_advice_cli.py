@@ -138,7 +138,8 @@ def test_train_config_file_sets_per_module_ranks(invoke, tiny_bert_folder, r8_cs
 
 
 def test_analyze_with_data_on_a_causal_lm_adapter(invoke, tiny_llama_folder, tmp_path):
-    """Language modelling: the gradient sample is the first 256 blocks of the training text."""
+    """Language modelling: the gradient sample is the first 256 blocks of the training text; the probe scores
+    held-out blocks by their mean token loss, without accuracy."""
     text = tmp_path / "corpus.txt"
     text.write_text("\n\n".join(f"the quick brown fox jumps over the lazy dog number {i % 7}" for i in range(400)))
     out = tmp_path / "lm"
@@ -152,6 +153,11 @@ def test_analyze_with_data_on_a_causal_lm_adapter(invoke, tiny_llama_folder, tmp
     report = json.loads(result.stdout)
     assert report["sufficiency"]["examples"] > 64
     assert all(m["sufficiency"]["signal_to_noise"] > 0 for m in report["modules"])
+    probe = report["sufficiency"]["probe"]
+    assert probe["accuracy"] is None and probe["trained_accuracy"] is None and probe["heldout_examples"] > 0
+    assert all(probe[name]["accuracy"] is None and probe[name]["accuracy_se"] is None and probe[name]["loss_se"] > 0
+               for name in ("doubling", "halving", "continuation"))
+    assert "points" not in report["summary"]["headline"].split("Suggested")[0]
 
 
 def test_analyze_data_refuses_a_full_model(invoke, tiny_bert_folder, r8_csv):

@@ -105,6 +105,7 @@ def test_a_run_at_a_learning_rate_of_10_collapses_and_gets_no_rank_advice(invoke
                                  tmp_path / "r.html").stdout)
     data = report["sufficiency"]
     assert data["verdict"] == "collapsed" and data["suggested_r"] == 2 and data["signal_to_noise"] is None
+    assert data["probe"] is None
     assert "class frequencies" in data["state_evidence"] and data["held_out"]["collapsed"] == data["state_evidence"]
     assert data["held_out"]["metrics"]["loss"] > data["held_out"]["constant_loss"]
     assert {m["verdict"] for m in report["modules"]} == {"not judged"}
@@ -122,6 +123,7 @@ def test_a_run_stopped_while_its_loss_falls_is_not_converged(invoke, base, tmp_p
     report = json.loads(_analyze(invoke, base, out, "--json", "-").stdout)
     data = report["sufficiency"]
     assert data["verdict"] == "not converged" and data["suggested_r"] == 2 and data["held_out"]["collapsed"] is None
+    assert data["probe"] is None
     assert data["trend"]["falling"] and data["trend"]["drop"] > 0.15 and data["trend"]["sigmas"] > 3
     assert {m["verdict"] for m in report["modules"]} == {"not judged"}
     assert report["summary"]["headline"].startswith("Data verdict: not converged: train longer (the training loss")
@@ -139,7 +141,8 @@ def test_a_trained_run_gets_a_rank_verdict_with_its_check(invoke, base, tmp_path
     assert data["held_out"]["metrics"]["accuracy"] > data["held_out"]["majority"] and not data["trend"]["falling"]
     assert data["examples"] == 256 and data["suggested_r"] == {"raise r": 4, "adequate": 2, "lower r": 1}[
         data["verdict"]]
-    for module in report["modules"]:
+    assert data["probe"]["doubling"] is not None and data["probe"]["halving"] is not None
+    for module in report["modules"]:  # the probe decides (tests/test_probe.py); the gradient signals are evidence
         signals = module["sufficiency"]
         assert module["verdict"] == data["verdict"] and len(signals["gain_curve"]) == 4
         assert 0.0 <= signals["outside_fraction"] <= 1.0 and signals["doubling_gain"] > 0.0

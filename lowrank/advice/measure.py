@@ -1,6 +1,9 @@
 """Measure a trained adapter's sufficiency signals on real data: base + adapter loaded, gradients on a fixed
 sample of training examples (:mod:`lowrank.advice.sample`), :func:`lowrank.advice.sufficiency.module_signals` per
 adapted module. The same sample gives ``G`` (adapter on) and ``G0`` (adapter off, head kept).
+
+``analyze --data`` shows these signals per module as evidence; its rank verdict comes from the probe
+(:mod:`lowrank.advice.verdict`), not from them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class MeasureConfig:
         adapter: a peft adapter folder (LoRA on linear or Conv1D layers, any trained head saved with it).
         base: the model it was trained on (registry key, local folder, or a saved MLP folder).
         data: the dataset it was trained on (registry key or local file); its training split is used.
-        examples: training examples in the gradient sample (the thresholds are calibrated at 256).
+        examples: training examples in the gradient sample (the signal-to-noise thresholds were fitted at 256).
         max_length: tokens per example, as in training (default 128).
         seed: draws the sample (classification; LM takes the first blocks).
         device: "cpu" or "cuda".
@@ -65,7 +68,7 @@ def measure(config: MeasureConfig, progress: ProgressCallback | None = None) -> 
     sample.model.to(device)
     if sample.examples < MIN_EXAMPLES:
         raise LowrankError(f"data {config.data} gives {sample.examples} training examples; the gradient sample "
-                           f"needs at least {MIN_EXAMPLES} (the verdicts are calibrated at {CALIBRATED_EXAMPLES})")
+                           f"needs at least {MIN_EXAMPLES} (its thresholds were fitted at {CALIBRATED_EXAMPLES})")
     report(progress, "gradient at the trained point", 0, 2)
     halves = [weight_gradients(sample.model, sample.layers, part, device) for part in sample.halves()]
     report(progress, "gradient at the base weights", 1, 2)

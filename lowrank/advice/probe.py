@@ -1,21 +1,27 @@
 """Was rank r enough, measured as retraining measures it: the held-out loss of short continuations at r, 2r, r/2.
 
-From a trained adapter, three arms continue training for the same ``steps`` on the same batches, with fresh AdamW
-state at the run's learning rates (warmup 10%, then linear decay to 0) and the model in eval mode (no dropout), so
-that the arms differ only in their rank:
+From a trained adapter, arms continue training on the same batches, with fresh AdamW state at ``lr_scale`` times
+the run's learning rates (warmup over the first tenth, then linear decay to 0: the decay anneals the arms, which
+at a constant rate scatter more than they differ) and the model in eval mode (no dropout), so that the arms differ
+only in their rank:
 
 - ``same``: rank ``r`` as trained;
 - ``doubled``: rank ``2r`` (capped by ``min(out, in)``): ``r`` new rows of ``A`` drawn as LoRA draws them and ``r``
-  new columns of ``B`` at zero, scale ``s`` kept, so the function is unchanged at the first step;
+  new columns of ``B`` at zero, so the function is unchanged at the first step;
 - ``halved``: ``s B A`` cut to its best rank-``r/2`` approximation (factored SVD, Eckart-Young), then continued
   (none at ``r = 1``).
+
+Every arm keeps the adapter's scale ``s``: the directions the arms share then start with the same factors, the
+same gradients and the same Adam steps, and the arms differ only in the directions added or removed. (Rescaling
+to the scale a fresh rank-``2r`` run would have, ``alpha / 2r``, slows the shared directions down in the doubled arm
+and speeds them up in the halved one; while the continuation still lowers the loss that alone ranks the arms.)
 
 Every arm is scored on a fixed held-out sample, per example (language modelling: per block, its mean token loss),
 so that differences are paired:
 
     doubling gain   g = mean_i (l_same,i - l_doubled,i)        what r more directions buy
     halving cost    h = mean_i (l_halved,i - l_same,i)          what the lower half of the rank was worth
-    continuation    c = mean_i (l_trained,i - l_same,i)         what training on at r buys (unfinished runs)
+    continuation    c = mean_i (l_trained,i - l_same,i)         what training on at r buys
 
 each with its standard error ``sd_i / sqrt(n)``, and the same differences in accuracy (classification).
 """
@@ -121,7 +127,6 @@ class ProbeSetup:
     batch_size: int
     lr: float
     head_lr: float
-    rslora: bool = False
 
 
 @torch.no_grad()
@@ -147,50 +152,37 @@ def score(model: nn.Module, data, device: torch.device) -> Scores:
     return Scores(torch.cat(losses).double(), torch.cat(correct) if correct else None)
 
 
-Factors = dict[str, tuple[torch.Tensor, torch.Tensor, float]]  # module -> (A, B, scaling)
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module -> (A, B)
 
 
 def _factors(model: nn.Module) -> Factors:
-    return {name: (layer.lora_A.detach().clone(), layer.lora_B.detach().clone(), layer.scaling)
+    return {name: (layer.lora_A.detach().clone(), layer.lora_B.detach().clone())
             for name, layer in lora.lora_layers(model).items()}
 
 
 def _set_factors(model: nn.Module, factors: Factors) -> None:
     for name, layer in lora.lora_layers(model).items():
-        A, B, scaling = factors[name]
+        A, B = factors[name]
         layer.lora_A = nn.Parameter(A.clone())
         layer.lora_B = nn.Parameter(B.clone())
-        layer.r, layer.scaling = A.shape[0], scaling
+        layer.r = A.shape[0]
 
 
-def rescaled(scale: float, r: int, new_r: int, rslora: bool) -> float:
-    """The scale a rank-``new_r`` adapter has with the same alpha: ``s r / new_r`` (rsLoRA: ``s sqrt(r / new_r)``)."""
-    return scale * (math.sqrt(r / new_r) if rslora else r / new_r)
-
-
-def doubled_factors(A: torch.Tensor, B: torch.Tensor, scale: float, rslora: bool,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Rank ``r' = r + k``, ``k = min(r, min(out, in) - r)``, at the scale ``s'`` the same alpha gives rank ``r'``:
-    the old factors times ``sqrt(s / s')``, ``k`` new rows of ``A`` drawn as LoRA draws them (kaiming-uniform,
-    bound ``1/sqrt(in)``) and ``k`` zero columns of ``B``, so that ``s' B' A' = s B A``."""
+def doubled_factors(A: torch.Tensor, B: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank ``r + k``, ``k = min(r, min(out, in) - r)``: ``k`` new rows of ``A`` drawn as LoRA draws them
+    (kaiming-uniform, bound ``1/sqrt(in)``) and ``k`` zero columns of ``B``, so that ``B' A' = B A``."""
     r, n = A.shape
     k = min(r, min(B.shape[0], n) - r)
-    new_scale = rescaled(scale, r, r + k, rslora)
-    root = math.sqrt(scale / new_scale)
     bound = 1.0 / math.sqrt(n)
     new = torch.empty(k, n).uniform_(-bound, bound, generator=generator).to(A.device, A.dtype)
     zeros = torch.zeros(B.shape[0], k, dtype=B.dtype, device=B.device)
-    return torch.cat([A * root, new]), torch.cat([B * root, zeros], 1), new_scale
+    return torch.cat([A, new]), torch.cat([B, zeros], 1)
 
 
-def halved_factors(A: torch.Tensor, B: torch.Tensor, scale: float,
-                   rslora: bool) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Rank ``r // 2`` at the scale ``s'`` the same alpha gives it, with ``s' B' A'`` the best rank-``r/2``
-    approximation of ``s B A``."""
-    half = max(1, A.shape[0] // 2)
-    new_scale = rescaled(scale, A.shape[0], half, rslora)
-    B2, A2 = split_factors(spectra.lora_svd(B.cpu(), A.cpu(), scale), half, new_scale)
-    return A2.to(A.device, A.dtype), B2.to(B.device, B.dtype), new_scale
+def halved_factors(A: torch.Tensor, B: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank ``r // 2``, with ``s B' A'`` the best rank-``r/2`` approximation of ``s B A`` (Eckart-Young)."""
+    B2, A2 = split_factors(spectra.lora_svd(B.cpu(), A.cpu(), scale), max(1, A.shape[0] // 2), scale)
+    return A2.to(A.device, A.dtype), B2.to(B.device, B.dtype)
 
 
 def _continue(setup: ProbeSetup, checkpoints: tuple[int, ...], device: torch.device,
@@ -259,13 +251,11 @@ def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: to
     generator = torch.Generator().manual_seed(seed)
     arms = {"same": trained_factors}
     if "doubled" in checkpoints:
-        arms["doubled"] = {name: doubled_factors(A, B, scale, setup.rslora, generator)
-                           for name, (A, B, scale) in trained_factors.items()}
+        arms["doubled"] = {name: doubled_factors(A, B, generator) for name, (A, B) in trained_factors.items()}
         if all(new[0].shape == old[0].shape for old, new in zip(trained_factors.values(), arms["doubled"].values())):
             del arms["doubled"]  # every module is already at full rank
     if "halved" in checkpoints and r > 1:
-        arms["halved"] = {name: halved_factors(A, B, scale, setup.rslora)
-                          for name, (A, B, scale) in trained_factors.items()}
+        arms["halved"] = {name: halved_factors(A, B, layers[name].scaling) for name, (A, B) in trained_factors.items()}
     report(progress, "held-out score of the trained adapter", 0, len(arms) + 1)
     trained = score(model, setup.heldout, device)
     results = {}
@@ -296,5 +286,4 @@ def load(adapter: str, base: str, data: str, steps: int, batch_size: int, heldou
     sample = samples.trained(adapter, base, data, steps * batch_size, max_length, seed, heldout=heldout)
     config = read_adapter_config(adapter)
     return ProbeSetup(model=sample.model, trainable_modules=config.modules_to_save, train=sample.data,
-                      heldout=sample.heldout, batch_size=batch_size, lr=lr, head_lr=head_lr,
-                      rslora=config.use_rslora)
+                      heldout=sample.heldout, batch_size=batch_size, lr=lr, head_lr=head_lr)

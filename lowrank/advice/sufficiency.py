@@ -9,7 +9,7 @@ whose columns lie in ``col(B)`` or whose rows lie in ``row(A)``. With ``Q_B``, `
 At a trained point the reachable part of ``G`` is small (training drove it down); ``G_out`` is what more rank
 would buy: a gradient step restricted to the best rank-``r`` part of ``G_out`` lowers the loss by
 ``eta * sum_{i<=r} sigma_i(G_out)^2`` to first order. But ``G`` is a mean over a sample of training examples, and
-at a trained point much of it is sampling noise. The verdict asks whether the top ``r`` directions outside the
+at a trained point much of it is sampling noise. The statistic asks whether the top ``r`` directions outside the
 adapter's reach hold more than noise would put there:
 
     signal_to_noise = sum_{i<=r} sigma_i(G_out)^2 / (r sigma^2 (sqrt(m - r) + sqrt(n - r))^2)
@@ -17,9 +17,12 @@ adapter's reach hold more than noise would put there:
 with ``sigma^2`` the noise variance of ``G``'s entries, estimated from two halves of the sample
 (:func:`noise_energy`). Pure noise gives at most about 1; a direction that the next ``r`` ranks would follow
 gives more. Over a model, numerators and denominators are summed over modules. The noise falls as ``1/n`` with the
-sample size ``n``, so a weak direction becomes detectable with more examples: the thresholds that turn the ratio into
-"raise r" / "adequate" / "lower r" (:data:`RAISE_ABOVE`, :data:`LOWER_BELOW`) are calibrated by retraining rank
-grids on five tasks (reports/rank_advice.md) at the sample size :data:`CALIBRATED_EXAMPLES`, which analyze uses.
+sample size ``n``, so a weak direction becomes detectable with more examples. ``analyze --data`` reports it per
+module, at the sample size :data:`CALIBRATED_EXAMPLES`, as evidence only: it no longer decides the rank verdict,
+which comes from the probe's held-out losses at r, 2r and r/2 (:mod:`lowrank.advice.verdict`), because against
+retraining the statistic turned out to be nearly a function of ``r`` alone (reports/rank_advice.md).
+:func:`judge` and its thresholds (:data:`RAISE_ABOVE`, :data:`LOWER_BELOW`, fitted on rank grids of five tasks)
+remain for the calibration scripts that compare the two.
 
 Also reported: ``doubling_gain = sum_{i<=r} sigma_i(G_out)^2 / sum_{i<=r} sigma_i(G0)^2``, the same descent
 relative to what the first ``r`` directions found at the start of training (``G0``, at the base weights, trained

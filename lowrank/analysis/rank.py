@@ -4,12 +4,16 @@
 always produces a spectrum that decays within ``r``, so the spectrum cannot say whether more rank would have
 helped (checked by retraining: on 20 Newsgroups the r=4 adapter's spectrum looked adequate while r=8 and r=16
 scored higher). Without ``--data`` a LoRA module is **not judged** and keeps its rank; the shape is reported.
-With ``--data`` the verdict comes from the gradient the adapter cannot reach
-(:mod:`lowrank.advice.sufficiency`): its signal-to-noise, summed over modules, above :data:`RAISE_ABOVE` says
-**raise r** (suggest ``2r``), below :data:`LOWER_BELOW` **lower r** (suggest ``r/2``), else **adequate**. Both
-thresholds are calibrated by retraining rank grids x 3 seeds (reports/rank_advice.md) at the model level, so every
-module carries the model's verdict; its own gain is shown as evidence (per-module ranks before training are
-``lowrank suggest-rank``'s job).
+With ``--data`` the verdict comes from the probe (:mod:`lowrank.advice.probe`,
+:mod:`lowrank.advice.verdict`), which measures what retraining measures: the trained adapter continued at ``r``,
+``2r`` and ``r/2`` for a short run, scored on held-out data. With ``L`` the held-out loss at ``r`` after the
+continuation, **raise r** (suggest ``2r``) when doubling lowers it by more than :data:`RAISE_GAIN` ``L`` and
+:data:`RAISE_SE` standard errors, **lower r** (suggest ``r/2``) when halving raises it by less than
+:data:`LOWER_COST` ``L``, else **adequate**. The thresholds are calibrated by retraining rank grids x 3 seeds
+(reports/rank_advice.md) at the model level, so every module carries the model's verdict. Each module's gradient
+signals (:mod:`lowrank.advice.sufficiency`: the gradient energy outside its reach over the sampling noise) are
+shown as evidence; they do not decide (that statistic turned out to follow ``r`` more than the need for rank).
+Per-module ranks before training are ``lowrank suggest-rank``'s job.
 
 **Full fine-tuning deltas** ``W1 - W0`` are judged against a reference rank ``r`` (the compared LoRA rank, or the
 configured reference) by what a rank-``r`` LoRA could hold: **raise r** when the best rank-``r`` approximation keeps
@@ -26,26 +30,35 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, suggested_rank
+from lowrank.advice.sufficiency import Signals, suggested_rank
+from lowrank.advice.verdict import (HELDOUT_EXAMPLES, LOWER_COST, PROBE_FRACTION, PROBE_LR_SCALE, RAISE_GAIN,
+                                    RAISE_SE)
 from lowrank.advice.trained_point import CONSTANT_TOLERANCE, STILL_FALLING_DROP, STILL_FALLING_SE
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
-from lowrank.analysis.results import (STATES, VERDICTS, ModelSufficiency, ModuleAnalysis, Recommendation, Summary,
-                                      Threshold, TypeSummary)
+from lowrank.analysis.results import (STATES, VERDICTS, ModelSufficiency, ModuleAnalysis, Probe, Recommendation,
+                                      Summary, Threshold, TypeSummary)
 
 OVERPROVISIONED_FRACTION = 0.5
 STATE_ADVICE = {"collapsed": "lower the learning rate", "not converged": "train longer"}
 FULL_SUFFICIENT_ENERGY = 0.9
 
 THRESHOLDS = (
-    Threshold("raise_above", RAISE_ABOVE,
-              "LoRA with --data: raise r when the top-r directions of the gradient outside the adapter's reach hold "
-              "more than this many times what sampling noise (estimated from two halves of 256 training examples) "
-              "would put there. Calibrated: every calibration adapter whose doubled rank scored higher beyond 2 SE "
-              "had a larger ratio (5 tasks, 3 seeds; reports/rank_advice.md)."),
-    Threshold("lower_below", LOWER_BELOW,
-              "LoRA with --data: lower r when that ratio is below this (what lies outside is noise, and less than "
-              "the noise floor); calibrated so that no calibration adapter whose halved rank scored worse got it."),
+    Threshold("raise_above", RAISE_GAIN,
+              f"LoRA with --data, at a trained point: the probe continues the adapter at r, at 2r (r new directions, "
+              f"the function unchanged at the start) and at r/2 (its best rank-r/2 truncation) for "
+              f"{100 * PROBE_FRACTION:g}% of the run's steps at {PROBE_LR_SCALE:g}x its learning rates, on the same "
+              f"batches, and scores each on up to {HELDOUT_EXAMPLES} held-out examples, paired. Raise r when doubling "
+              "lowers the held-out loss by more than this fraction of the loss at r (after the same continuation) "
+              "and by more than raise_se standard errors. Calibrated against retraining at r and 2r "
+              "(reports/rank_advice.md)."),
+    Threshold("raise_se", RAISE_SE,
+              "Raise r also needs the doubling gain to exceed this many standard errors of the paired held-out "
+              "difference, so that the scatter of the held-out sample does not read as a gain."),
+    Threshold("lower_below", LOWER_COST,
+              "Lower r when halving (then the same continuation) raises the held-out loss by less than this fraction "
+              "of the loss at r. The gradient signal-to-noise (S/N) shown per module is evidence only: it followed "
+              "r more than the need for rank (reports/rank_advice.md)."),
     Threshold("still_falling_drop", STILL_FALLING_DROP,
               "LoRA with --data, before any rank verdict: not converged (no rank advice) when more than this share "
               "of the run's training-loss decrease came in the last fifth of its learning rate spent (from the "
@@ -76,8 +89,8 @@ class Verdict:
 
 def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Signals | None,
                model_verdict: str | None = None) -> Verdict:
-    """Verdict for a LoRA update of rank ``r``: with ``--data`` the model-level verdict (the calibrated one, from
-    the signal-to-noise summed over modules), with this module's own ``signals`` as evidence; else "not judged".
+    """Verdict for a LoRA update of rank ``r``: with ``--data`` the model-level verdict (the probe's, from
+    held-out losses at r, 2r and r/2), with this module's own gradient ``signals`` as evidence; else "not judged".
 
     ``limit = min(out, in)`` caps a suggestion. The spectrum (``k90``, ``k99``, tail ratio ``s_r / s_1``) is quoted
     in the evidence as the update's shape.
@@ -91,9 +104,9 @@ def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Sig
                                         "(pass --data)")
     suggested = suggested_rank(model_verdict, r, limit)
     return Verdict(model_verdict, suggested,
-                   f"outside the adapter's reach, this module's top-{r} gradient energy is "
-                   f"{signals.signal_to_noise:.1f}x the noise level (the model's sum decides: raise above "
-                   f"{RAISE_ABOVE:g}, lower below {LOWER_BELOW:g}); doubling gain {signals.doubling_gain:.4f}; "
+                   f"the model's verdict, from the held-out loss at r, 2r and r/2 (see the data verdict); evidence "
+                   f"only: outside this module's reach, its top-{r} gradient energy is "
+                   f"{signals.signal_to_noise:.1f}x the noise level, doubling gain {signals.doubling_gain:.4f}; "
                    f"{shape}")
 
 
@@ -181,15 +194,46 @@ def _headline(modules: tuple[ModuleAnalysis, ...], verdicts: dict, rec: Recommen
         return (f"{len(modules)} LoRA modules at {rank_text}, median energy rank k90 = {k90:g}. This describes the "
                 "update's shape only: whether more rank would help needs data (lowrank analyze ... --base MODEL "
                 "--data DATA).")
-    lead = ""
-    if data is not None:
-        small = (f"; a sample under {CALIBRATED_EXAMPLES} examples is noisier than the calibration's"
-                 if data.examples < CALIBRATED_EXAMPLES else "")
-        lead = (f"Data verdict: {data.verdict} (signal-to-noise {data.signal_to_noise:.2f} on {data.examples} "
-                f"training examples; raise above {data.raise_above:g}, lower below {data.lower_below:g}{small}), "
-                f"suggested r = {data.suggested_r}. ")
+    lead = "" if data is None else f"Data verdict: {data.verdict}: {probe_sentence(data.probe)} " \
+        f"Suggested r = {data.suggested_r}. "
     count = len(rec.rank_pattern)
     pattern = f" and a rank_pattern for {count} module{'s' if count > 1 else ''}" if count else ""
     ratio = rec.parameters_suggested / rec.parameters_now if rec.parameters_now else float("nan")
     return (f"{lead}{len(modules)} modules: {counts}. Median energy rank k90 = {k90:g} at {rank_text}. "
             f"Per module: r = {rec.r}{pattern} ({ratio:.2g}x the parameters now).")
+
+
+def share_text(relative: float | None) -> str:
+    """A relative difference as a percentage of the loss: ``1.2%``, ``0.043%`` (``-`` when unknown)."""
+    if relative is None:
+        return "-"
+    value = 100 * abs(relative)
+    return f"{value:.1f}%" if value >= 1 else f"{value:.2g}%"
+
+
+def _rate(scale: float) -> str:
+    return {1.0: "its learning rate", 0.5: "half its learning rate", 0.1: "a tenth of its learning rate"}.get(
+        scale, f"{scale:g}x its learning rate")
+
+
+def probe_sentence(probe: Probe) -> str:
+    """What doubling and halving did to the held-out loss, e.g. "doubling r lowered the held-out loss by 1.2%
+    (±0.1%, accuracy +4.3 points) over a continuation of 90 steps (30% of the run at a tenth of its learning rate);
+    halving raised it by 5.3%." (percentages of the same rank's loss; ± one standard error)."""
+    run = "the run" if probe.run_steps_from_metrics else f"an assumed {probe.run_steps}-step run"
+    unknown = "" if probe.run_steps_from_metrics else "; no metrics.json: default rates"
+    over = (f"over a continuation of {probe.steps} steps ({100 * probe.steps / probe.run_steps:.0f}% of {run} at "
+            f"{_rate(probe.lr_scale)}{unknown})")
+    doubling = probe.doubling
+    if doubling is None:
+        first = f"doubling r was not tried (every module is at full rank) {over}"
+    else:
+        spread = doubling.loss_se / probe.loss if probe.loss > 0 else None
+        accuracy = "" if doubling.accuracy is None else f", accuracy {doubling.accuracy:+.1f} points"
+        moved = "lowered" if doubling.loss > 0 else "raised"
+        first = (f"doubling r {moved} the held-out loss by {share_text(doubling.relative)} "
+                 f"(±{share_text(spread)}{accuracy}) {over}")
+    halving = probe.halving
+    second = "r = 1 cannot be halved" if halving is None else \
+        f"halving {'raised' if halving.loss > 0 else 'lowered'} it by {share_text(halving.relative)}"
+    return f"{first}; {second}."

@@ -62,7 +62,8 @@ class _Record:
 
 @dataclass(frozen=True)
 class Sufficiency(_Record):
-    """One LoRA module's gradient signals with ``--data`` (:mod:`lowrank.advice.sufficiency`).
+    """One LoRA module's gradient signals with ``--data`` (:mod:`lowrank.advice.sufficiency`): evidence shown beside
+    the verdict, which comes from the model's probe (:class:`Probe`).
 
     Attributes:
         signal_to_noise: ``sum_{i<=r} sigma_i(G_out)^2`` over what sampling noise puts there (about 1 for noise).
@@ -82,23 +83,90 @@ class Sufficiency(_Record):
 
 
 @dataclass(frozen=True)
-class ModelSufficiency(_Record):
-    """The model-level data verdict: first whether the adapter is at a trained point, then, if it is, the
-    signal-to-noise summed over modules against the calibrated thresholds.
+class ProbeDifference(_Record):
+    """A paired held-out difference of the probe (:class:`lowrank.advice.probe.Difference`), worse arm minus better.
 
     Attributes:
-        data: the dataset the gradients were taken on; examples: how many training examples (0 when no gradient
-            was taken: collapsed, not converged).
-        signal_to_noise: ``sum over modules of outside energy / sum of noise energy``: decides the verdict (null
-            when not measured).
+        loss: ``mean_i (l_worse,i - l_better,i)`` over the held-out examples; loss_se: its standard error.
+        relative: ``loss / L``, a fraction of the same rank's held-out loss ``L`` after the continuation (null
+            when ``L`` is 0).
+        accuracy: the better arm's accuracy minus the worse arm's, in points; accuracy_se: its standard error
+            (both null for language modelling).
+    """
+
+    loss: float
+    loss_se: float
+    relative: float | None
+    accuracy: float | None
+    accuracy_se: float | None
+
+
+@dataclass(frozen=True)
+class Probe(_Record):
+    """What the probe measured (:mod:`lowrank.advice.probe`): the trained adapter continued at ranks ``r``, ``2r``
+    and ``r/2`` for ``steps`` steps each, on the same batches, at ``lr_scale`` times the run's learning rates,
+    scored on ``heldout_examples`` held-out examples (language modelling: blocks).
+
+    Attributes:
+        rank: the adapter's largest module rank ``r``.
+        steps: steps per arm, :data:`lowrank.advice.verdict.PROBE_FRACTION` of ``run_steps``.
+        run_steps: the run's optimizer steps; run_steps_from_metrics: whether they (and ``lr``, ``head_lr``,
+            ``batch_size``) came from the adapter folder's metrics.json (else defaults: 300 steps, batch 32).
+        lr_scale, lr, head_lr, batch_size: the continuation's peak rates are ``lr_scale * lr`` (LoRA factors) and
+            ``lr_scale * head_lr`` (modules trained in full), with warmup and linear decay to 0.
+        heldout_examples: how many held-out examples (LM: blocks) scored every arm.
+        trained_loss, trained_accuracy: the trained adapter's held-out loss and accuracy (a fraction; null for LM).
+        loss, accuracy: the same rank's after the continuation (``L``).
+        doubling: ``L - L_2r`` (null when every module is already at full rank ``min(out, in)``).
+        halving: ``L_r/2 - L`` (null at ``r = 1``).
+        continuation: ``L_trained - L``, what training on at ``r`` bought.
+        seconds: the probe's wall time.
+    """
+
+    rank: int
+    steps: int
+    run_steps: int
+    run_steps_from_metrics: bool
+    lr_scale: float
+    lr: float
+    head_lr: float
+    batch_size: int
+    heldout_examples: int
+    trained_loss: float
+    trained_accuracy: float | None
+    loss: float
+    accuracy: float | None
+    doubling: ProbeDifference | None
+    halving: ProbeDifference | None
+    continuation: ProbeDifference
+    seconds: float
+
+    _nested = {"doubling": ProbeDifference, "halving": ProbeDifference, "continuation": ProbeDifference}
+
+
+@dataclass(frozen=True)
+class ModelSufficiency(_Record):
+    """The model-level data verdict: first whether the adapter is at a trained point, then, if it is, the probe's
+    held-out losses at ranks ``r``, ``2r`` and ``r/2`` against the thresholds (:mod:`lowrank.advice.verdict`).
+
+    Attributes:
+        data: the dataset of the probe and the gradients; examples: how many training examples the gradient
+            signals were taken on (0 when none was taken: collapsed, not converged).
+        signal_to_noise: ``sum over modules of outside energy / sum of noise energy`` (:mod:`lowrank.advice.
+            sufficiency`): evidence only, it does not decide the verdict (null when not measured). Reports written
+            before the probe existed were decided by it, against raise_above / lower_below.
         doubling_gain: ``sum over modules of outside energy / sum of start energy`` (evidence; null when not
             measured).
-        verdict: "raise r", "adequate" or "lower r"; or, for an adapter that is not at a trained point and gets no
-            rank advice, "collapsed" (its held-out loss is no better than a baseline's) or "not converged" (its
-            training loss is still falling; :mod:`lowrank.advice.trained_point`). suggested_r: the global rank
-            the verdict implies (the current r for those two).
-        raise_above, lower_below: the thresholds (calibrated by retraining, reports/rank_advice.md).
-        seconds: time spent on the held-out evaluation and the gradients.
+        verdict: "raise r", "adequate" or "lower r" (:func:`lowrank.advice.verdict.judge` on ``probe``); or, for an
+            adapter that is not at a trained point and gets no rank advice, "collapsed" (its held-out loss is no
+            better than a baseline's) or "not converged" (its training loss is still falling;
+            :mod:`lowrank.advice.trained_point`). suggested_r: the global rank the verdict implies (``2r`` capped
+            by the largest ``min(out, in)``, ``r // 2``, or the current r, also for the two states).
+        raise_above: :data:`lowrank.advice.verdict.RAISE_GAIN`: "raise r" when doubling lowers the held-out loss by
+            more than this fraction of it (``probe.doubling.relative``), and by more than ``raise_se`` standard
+            errors. lower_below: :data:`lowrank.advice.verdict.LOWER_COST`: "lower r" when halving raises it by less
+            than this fraction (``probe.halving.relative``). Both calibrated by retraining (reports/rank_advice.md).
+        seconds: time spent on the held-out evaluation, the gradients and the probe.
         state_evidence: the sentence with the numbers behind "collapsed" or "not converged" (null otherwise).
         held_out: the adapter on the data's held-out split (:class:`lowrank.advice.held_out.HeldOut`): metrics,
             baselines (``constant_loss``, ``majority`` or ``base_loss``) and ``collapsed`` (the reason, or null).
@@ -106,6 +174,8 @@ class ModelSufficiency(_Record):
             (:class:`lowrank.advice.trained_point.Trend`: steps, first_steps, earlier_steps, last_steps, first,
             earlier, last, drop, standard_error, sigmas, falling); null without a metrics.json or with too few
             steps to tell.
+        probe: what the probe measured (:class:`Probe`); null when no rank is judged.
+        raise_se: :data:`lowrank.advice.verdict.RAISE_SE` (null in reports written before the probe).
     """
 
     data: str
@@ -120,6 +190,10 @@ class ModelSufficiency(_Record):
     state_evidence: str | None = None
     held_out: dict | None = None
     trend: dict | None = None
+    probe: Probe | None = None
+    raise_se: float | None = None
+
+    _nested = {"probe": Probe}
 
     def __post_init__(self) -> None:
         if self.verdict not in MODEL_VERDICTS:
@@ -178,7 +252,7 @@ class ModuleAnalysis(_Record):
         evidence: one sentence with the numbers behind the verdict.
         amplification: LoRA paper section 7 amplification against the base weight (when a base was given).
         intruders: intruder dimensions of ``W0 + dW`` against ``W0`` (when a base was given).
-        sufficiency: the gradient signals behind a LoRA verdict (with ``--data``).
+        sufficiency: the module's gradient signals (with ``--data``; evidence, the verdict is the model's).
         variant: for LoRA, the update's form: ``"lora"`` (``s B A``), ``"adalora"``, ``"dora"``, ``"pissa"`` or
             ``"olora"`` (``s (B A - B0 A0)``, rank up to ``2r``); null for full deltas.
         dora: a DoRA update's directional and magnitude parts.

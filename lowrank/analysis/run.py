@@ -23,19 +23,22 @@ from pathlib import Path
 
 import torch
 
+from lowrank.advice import probe as probing
+from lowrank.advice import verdict as verdicts
 from lowrank.advice.held_out import HeldOut, held_out_check
 from lowrank.advice.measure import MeasureConfig
 from lowrank.advice.measure import measure as measure_signals
 from lowrank.advice.trained_point import Trend, loss_trend
-from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, LOWER_BELOW, RAISE_ABOVE, Signals, judge,
-                                        model_doubling_gain, model_signal_to_noise, suggested_rank)
+from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, Signals, model_doubling_gain, model_signal_to_noise,
+                                        suggested_rank)
+from lowrank.advice.verdict import HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_GAIN, RAISE_SE
 from lowrank.analysis import rank as ranking
 from lowrank import distributed, spectra
 from lowrank.analysis import fast, subspaces
 from lowrank.checkpoints import find_name, open_checkpoint
 from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
-from lowrank.analysis.results import (SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis,
-                                      Sufficiency, TrainedInFull)
+from lowrank.analysis.results import (SCHEMA, AnalysisReport, Comparison, ModelSufficiency, ModuleAnalysis, Probe,
+                                      ProbeDifference, Sufficiency, TrainedInFull)
 from lowrank.analysis.decompose import Plan
 from lowrank.analysis.sharding import NotMain, gathered, merged, on_main, rank_device, shares
 from lowrank.analysis.sources import LoraSource, Update, open_source
@@ -52,7 +55,8 @@ __all__ = ["AnalyzeConfig", "analyze"]
 def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generator: torch.Generator,
             signals: Signals | None = None, model_verdict: str | None = None) -> ModuleAnalysis:
     """Spectrum, rank measures, verdict and (with a base) amplification and intruders of one update; a LoRA
-    update's verdict comes from its gradient ``signals`` (``--data``), else it is not judged."""
+    update's verdict is the model's data verdict ``model_verdict`` (``--data``), with its gradient ``signals`` as
+    evidence, else it is not judged."""
     s = update.svd.S.detach().to(torch.float64).cpu()
     shape = update.svd.shape
     limit = min(shape)
@@ -105,7 +109,8 @@ def _sufficiency(signals: Signals | None) -> Sufficiency | None:
 def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | None
                  ) -> tuple[dict[str, Signals], ModelSufficiency]:
     """The model-level verdict of a LoRA ``source`` on ``config.data``: first its state (:func:`point_state`); at a
-    trained point, the gradient signals of every module and the rank verdict they give."""
+    trained point, the probe's verdict (:func:`probe_verdict`), with every module's gradient signals as evidence
+    (they do not decide)."""
     if not isinstance(source, LoraSource):
         raise LowrankError(f"--data judges LoRA adapters; {source.path} is a full model (its delta's verdict "
                            "comes from its spectrum)")
@@ -115,19 +120,51 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
     state = point_state(config, source, progress)
     if state.verdict is not None:
         return {}, state.sufficiency(config.data, source.config.r)
-    result = measure_signals(MeasureConfig(adapter=str(source.path), base=config.base, data=config.data,
-                                           examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
-                                           seed=config.seed, device=config.device), progress)
-    signals = list(result.signals.values())
-    statistic = model_signal_to_noise(signals)
-    verdict = judge(statistic)
-    r = source.config.r
-    return result.signals, ModelSufficiency(
-        data=config.data, examples=result.examples, signal_to_noise=statistic,
+    measured = measure_signals(MeasureConfig(adapter=str(source.path), base=config.base, data=config.data,
+                                             examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
+                                             seed=config.seed, device=config.device), progress)
+    verdict, probe = probe_verdict(config, source, progress)
+    signals = list(measured.signals.values())
+    limit = max(min(shape) for shape in source.shapes.values())
+    return measured.signals, ModelSufficiency(
+        data=config.data, examples=measured.examples, signal_to_noise=model_signal_to_noise(signals),
         doubling_gain=model_doubling_gain(signals), verdict=verdict,
-        suggested_r=suggested_rank(verdict, r, r * 2),
-        raise_above=RAISE_ABOVE, lower_below=LOWER_BELOW, seconds=state.seconds + result.seconds,
-        **state.evidence())
+        suggested_r=suggested_rank(verdict, source.config.r, limit), raise_above=RAISE_GAIN,
+        lower_below=LOWER_COST, seconds=state.seconds + measured.seconds + probe.seconds, probe=probe,
+        raise_se=RAISE_SE, **state.evidence())
+
+
+def probe_verdict(config: AnalyzeConfig, source: LoraSource, progress: ProgressCallback | None
+                  ) -> tuple[str, Probe]:
+    """Continue the adapter at ranks r, 2r and r/2 for ``n`` = PROBE_FRACTION of its run's steps, at
+    PROBE_LR_SCALE times its learning rates and on its batch size (metrics.json, else the defaults), score each on
+    HELDOUT_EXAMPLES held-out examples (:mod:`lowrank.advice.probe`), and judge
+    ``verdict.judge(L - L_2r, L_r/2 - L, L)`` (:mod:`lowrank.advice.verdict`)."""
+    began = time.perf_counter()
+    settings = verdicts.run_settings(source.path, *verdicts.default_rates(config.base, source.config.task_type))
+    n = settings.probe_steps
+    setup = probing.load(str(source.path), config.base, config.data, n, settings.batch_size, HELDOUT_EXAMPLES,
+                         config.max_length, settings.lr, settings.head_lr, config.seed)
+    result = probing.probe(setup, {"same": (n,), "doubled": (n,), "halved": (n,)}, torch.device(config.device),
+                           config.seed, PROBE_LR_SCALE, progress)
+    same = result.arms["same"][n]
+    verdict = verdicts.judge(result.doubling(n), result.halving(n), same.loss)
+    return verdict, Probe(
+        rank=result.rank, steps=n, run_steps=settings.steps, run_steps_from_metrics=settings.from_metrics,
+        lr_scale=PROBE_LR_SCALE, lr=settings.lr, head_lr=settings.head_lr, batch_size=settings.batch_size,
+        heldout_examples=len(setup.heldout), trained_loss=result.trained.loss,
+        trained_accuracy=result.trained.accuracy, loss=same.loss, accuracy=same.accuracy,
+        doubling=_difference(result.doubling(n), same.loss), halving=_difference(result.halving(n), same.loss),
+        continuation=_difference(result.continuation(n), same.loss), seconds=time.perf_counter() - began)
+
+
+def _difference(difference: probing.Difference | None, loss: float) -> ProbeDifference | None:
+    """A probe difference as its record, with ``relative = difference / loss`` (:func:`verdict.relative`)."""
+    if difference is None:
+        return None
+    return ProbeDifference(loss=difference.loss, loss_se=difference.loss_se,
+                           relative=verdicts.relative(difference, loss), accuracy=difference.accuracy,
+                           accuracy_se=difference.accuracy_se)
 
 
 @dataclass(frozen=True)
@@ -150,8 +187,8 @@ class PointState:
     def sufficiency(self, data: str, r: int) -> ModelSufficiency:
         """The model-level record of an adapter that gets no rank advice (suggested r: its own)."""
         return ModelSufficiency(data=data, examples=0, signal_to_noise=None, doubling_gain=None, verdict=self.verdict,
-                                suggested_r=r, raise_above=RAISE_ABOVE, lower_below=LOWER_BELOW, seconds=self.seconds,
-                                **self.evidence())
+                                suggested_r=r, raise_above=RAISE_GAIN, lower_below=LOWER_COST, seconds=self.seconds,
+                                raise_se=RAISE_SE, **self.evidence())
 
 
 def point_state(config: AnalyzeConfig, source: LoraSource, progress: ProgressCallback | None) -> PointState:
@@ -239,9 +276,10 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None,
     ``torchrun`` or ``lowrank analyze --nproc N`` run it) each rank streams and decomposes its share of the modules
     (:mod:`lowrank.analysis.sharding`: every ``size``-th one, its ``--against`` partner with it) on its own device
     (``cuda:LOCAL_RANK`` on CUDA); rank 0 gathers the measures, restores the single-process order and returns the
-    report, identical to one process's; the other ranks return None. ``--data``'s gradient signals are measured once, on
-    rank 0, and broadcast (the other ranks wait up to ``LOWRANK_DIST_TIMEOUT`` seconds for them). Each module's
-    random draws are seeded by ``(seed, module)`` alone, so the sharding changes no number.
+    report, identical to one process's; the other ranks return None. ``--data``'s verdict (held-out check, probe,
+    gradient signals) is measured once, on rank 0, and broadcast (the other ranks wait up to
+    ``LOWRANK_DIST_TIMEOUT`` seconds for it). Each module's random draws are seeded by ``(seed, module)`` alone, so
+    the sharding changes no number.
 
     Raises:
         LowrankError: for any bad input: missing or corrupt files, malformed adapters, NaN weights, pickle files

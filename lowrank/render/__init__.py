@@ -7,9 +7,11 @@ group and format. ``render.terminal``, ``render.markdown`` and ``render.html`` a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from lowrank.advice.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
-from lowrank.analysis.rank import module_type
-from lowrank.analysis.results import STATES, AnalysisReport, Comparison, ModuleAnalysis
+from lowrank.analysis.rank import module_type, share_text
+from lowrank.analysis.results import STATES, AnalysisReport, Comparison, ModuleAnalysis, Probe
 
 VERDICT_CLASS = {"raise r": "raise", "adequate": "adequate", "lower r": "lower", "not judged": "unjudged"}
 KIND_TEXT = {"lora": "peft LoRA adapter", "full": "full fine-tune (W1 - W0)"}
@@ -154,3 +156,60 @@ def trained_point_text(report: AnalysisReport) -> str | None:
     if data is None or data.held_out is None:
         return None
     return f"Trained point check: {_held_out_text(data.held_out)}; {_trend_text(data.trend)}."
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One rank of the probe after its continuation: ``name`` "halved", "same" or "doubled", its ``label``
+    (``"r/2 = 4"``), held-out ``loss``, the standard error ``se`` of its paired difference from r (None for r) and
+    ``accuracy`` (a fraction; None for language modelling)."""
+
+    name: str
+    label: str
+    loss: float
+    se: float | None
+    accuracy: float | None
+
+
+def probe_arms(probe: Probe) -> list[Arm]:
+    """The arms r/2, r, 2r that ran: ``L_r/2 = L + halving``, ``L_2r = L - doubling``, accuracy likewise (the
+    differences are in points)."""
+    r = probe.rank
+    arms = []
+    if probe.halving is not None:
+        arms.append(Arm("halved", f"r/2 = {max(1, r // 2)}", probe.loss + probe.halving.loss, probe.halving.loss_se,
+                        _shifted(probe.accuracy, -1, probe.halving.accuracy)))
+    arms.append(Arm("same", f"r = {r}", probe.loss, None, probe.accuracy))
+    if probe.doubling is not None:
+        arms.append(Arm("doubled", f"2r = {2 * r}", probe.loss - probe.doubling.loss, probe.doubling.loss_se,
+                        _shifted(probe.accuracy, 1, probe.doubling.accuracy)))
+    return arms
+
+
+def _shifted(accuracy: float | None, sign: int, points: float | None) -> float | None:
+    return None if accuracy is None or points is None else accuracy + sign * points / 100
+
+
+def probe_text(report: AnalysisReport) -> str | None:
+    """One paragraph with the probe's numbers behind the data verdict; None when there is no probe."""
+    data = report.sufficiency
+    probe = data.probe if data is not None else None
+    if probe is None:
+        return None
+    arms = probe_arms(probe)
+    losses = ", ".join(f"{arm.loss:.4g} at {arm.label}" for arm in arms)
+    accuracy = "" if probe.accuracy is None else " (accuracy " + ", ".join(
+        f"{100 * arm.accuracy:.1f}%" for arm in arms) + ")"
+    trained = "" if probe.trained_accuracy is None else f", accuracy {100 * probe.trained_accuracy:.1f}%"
+    continued = probe.continuation
+    evidence = "" if data.signal_to_noise is None else (
+        f" The gradient signal-to-noise outside the adapter's reach, {data.signal_to_noise:.2f} on {data.examples} "
+        "training examples, is evidence only: it follows r more than the need for rank.")
+    return (f"Probe: from the trained adapter (held-out loss {probe.trained_loss:.4g}{trained}), each rank trained "
+            f"{probe.steps} more steps of {probe.batch_size} examples at {probe.lr_scale:g}x lr {probe.lr:g} (head "
+            f"{probe.head_lr:g}; fresh AdamW, warmup then linear decay to 0, no dropout) on the same batches, then "
+            f"scored on {probe.heldout_examples} held-out examples: loss {losses}{accuracy}; training on at r "
+            f"{'lowered' if continued.loss > 0 else 'raised'} it by {share_text(continued.relative)} from "
+            f"the trained adapter's. Raise r when doubling lowers the loss by more than {100 * data.raise_above:g}% "
+            f"and {data.raise_se:g} standard errors; lower r when halving raises it by less than "
+            f"{100 * data.lower_below:g}%.{evidence} {probe.seconds:.3g} s.")

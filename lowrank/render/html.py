@@ -6,8 +6,8 @@ import json
 from html import escape
 
 from lowrank.render import (VERDICT_CLASS, amplification_text, by_type, comparisons_by_type, energy_text,
-                            intruders_text, layer_text, number, rank_column, rank_judged, recommendation_config,
-                            reader_notes, side_notes, source_line, trained_point_text)
+                            intruders_text, layer_text, number, probe_text, rank_column, rank_judged,
+                            recommendation_config, reader_notes, side_notes, source_line, trained_point_text)
 from lowrank.render import plots
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
@@ -66,10 +66,12 @@ def render(report: AnalysisReport) -> str:
     parts.append("<h2>Rank needed per layer</h2>" + _img(plots.rank_per_layer(report), "energy rank per layer"))
     if rank_judged(report):
         parts.append("<h2>What more rank would buy (--data)</h2>")
-        parts.append('<p class="note">The top-r energy of the loss gradient outside each adapter\'s reach (what r '
-                     "more directions would follow), over what sampling noise puts there: about 1 is noise. The model "
-                     "verdict reads the sum over modules against the thresholds calibrated by retraining.</p>")
-        parts.append(_img(plots.signal_to_noise(report), "signal to noise outside the adapter's reach"))
+        parts.append(f'<p class="note">{escape(probe_text(report))} The plot: each rank\'s held-out loss after the '
+                     "continuation, with one standard error of its paired difference from r; dashed, the trained "
+                     "adapter's loss; the short lines mark the thresholds: 2r below its line says raise r (if also "
+                     "beyond the standard errors), r/2 below its line says lower r. Each module's gradient "
+                     "signal-to-noise (in the tables) is evidence only.</p>")
+        parts.append(_img(plots.probe_losses(report), "held-out loss at r/2, r and 2r after the probe"))
     if report.comparisons:
         parts.append(_comparisons(report))
     parts.append("<h2>Modules by type</h2>")
@@ -120,7 +122,7 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> str:
     if with_base:
         header += ["amplif.", "intruders"]
     if judged:
-        header += ["signal/noise", "doubling gain"]
+        header += ["signal/noise (evidence)", "doubling gain"]
     header.append("evidence")
     body = []
     for layer, m in rows:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from lowrank.render import (amplification_text, by_type, comparisons_by_type, energy_text, intruders_text,
-                            layer_text, number, rank_column, recommendation_config, reader_notes, side_notes,
-                            source_line, trained_point_text)
+                            layer_text, number, probe_text, rank_column, recommendation_config, reader_notes,
+                            side_notes, source_line, trained_point_text)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 
@@ -40,9 +40,9 @@ def render(report: AnalysisReport) -> str:
 def _summary(report: AnalysisReport) -> list[str]:
     summary = report.summary
     lines = ["## Summary", "", summary.headline, ""]
-    check = trained_point_text(report)
-    if check:
-        lines += [check, ""]
+    for text in (trained_point_text(report), probe_text(report)):
+        if text:
+            lines += [text, ""]
     lines += _table(["type", "modules", "median k90", "max k90", "median eff. rank", "verdicts"],
                     [[f"`{t.type}`", str(t.modules), f"{t.median_k90:g}", str(t.max_k90),
                       number(t.median_effective_rank, 1),
@@ -63,7 +63,7 @@ def _modules(rows: list[tuple[int | None, ModuleAnalysis]]) -> list[str]:
         header[-1:-1] = ["amplification", "intruders"]
     judged = any(m.sufficiency is not None for _, m in rows)
     if judged:
-        header[-1:-1] = ["signal/noise", "doubling gain"]
+        header[-1:-1] = ["signal/noise (evidence)", "doubling gain"]
     body = []
     for layer, m in rows:
         row = [layer_text(layer), f"{m.shape[0]}x{m.shape[1]}", rank_column(m), energy_text(m, "0.5"),

@@ -1,7 +1,8 @@
 """Figures of an analysis report as base64 PNG (matplotlib, Agg backend), for embedding in one HTML file.
 
-Figures: normalized spectra and cumulative energy per module type, energy rank per layer, and the LoRA paper's
-phi(i, j) heatmaps (Figure 3/4) with phi at k per layer against the random baseline when comparing.
+Figures: normalized spectra and cumulative energy per module type, energy rank per layer, the LoRA paper's
+phi(i, j) heatmaps (Figure 3/4) with phi at k per layer against the random baseline when comparing, and with
+``--data`` the probe's held-out losses at r/2, r and 2r.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lowrank.analysis.rank import module_type  # noqa: E402
-from lowrank.render import by_type, comparisons_by_type, layer_text  # noqa: E402
+from lowrank.render import by_type, comparisons_by_type, layer_text, probe_arms  # noqa: E402
 from lowrank.analysis.results import AnalysisReport  # noqa: E402
 
 MAX_HEATMAPS = 6
@@ -145,27 +145,30 @@ def phi_by_layer(report: AnalysisReport) -> str:
     return _png(figure)
 
 
-def signal_to_noise(report: AnalysisReport) -> str:
-    """With ``--data``: per module (model order, coloured by type), the top-``r`` gradient energy outside the
-    adapter's reach over what sampling noise puts there (log scale), with the model's value and the two calibrated
-    thresholds. Returns a base64 PNG."""
+def probe_losses(report: AnalysisReport) -> str:
+    """With ``--data``: the held-out loss of r/2, r and 2r after the probe's continuation (points, with one standard
+    error of the paired difference from r), the trained adapter's loss (dashed), and the thresholds as short lines:
+    ``L (1 - raise_above)`` over 2r (below it: raise r, if also beyond raise_se standard errors) and
+    ``L (1 + lower_below)`` over r/2 (below it: lower r). Returns a base64 PNG."""
     data = report.sufficiency
-    modules = [m for m in report.modules if m.sufficiency is not None]
-    kinds = list(dict.fromkeys(module_type(m.name)[0] for m in modules))
-    colors = dict(zip(kinds, _colors(len(kinds))))
-    figure, axis = plt.subplots(figsize=(WIDTH_IN, 3.2))
-    for kind in kinds:
-        chosen = [(i, m) for i, m in enumerate(modules) if module_type(m.name)[0] == kind]
-        axis.bar([i for i, _ in chosen], [max(m.sufficiency.signal_to_noise, 1e-3) for _, m in chosen], 0.8,
-                 color=colors[kind], label=kind)
-    labels = [m.name if module_type(m.name)[1] is None else layer_text(module_type(m.name)[1]) for m in modules]
-    axis.set_xticks(range(len(modules)), labels, fontsize=7)
-    axis.axhline(data.raise_above, color="#8a5a00", ls="--", lw=1, label=f"raise above {data.raise_above:g}")
-    axis.axhline(data.lower_below, color="#05606e", ls=":", lw=1, label=f"lower below {data.lower_below:g}")
-    axis.axhline(data.signal_to_noise, color="black", lw=1, label=f"model: {data.signal_to_noise:.2f} ({data.verdict})")
-    axis.set_yscale("log")
-    axis.set_xlabel("module (layer index), in model order")
-    axis.set_ylabel("signal / noise outside reach")
+    probe = data.probe
+    arms = probe_arms(probe)
+    figure, axis = plt.subplots(figsize=(6.0, 3.4))
+    lines = {"doubled": (probe.loss * (1 - data.raise_above), "#8a5a00",
+                         f"raise r below (-{100 * data.raise_above:g}%)"),
+             "halved": (probe.loss * (1 + data.lower_below), "#05606e",
+                        f"lower r below (+{100 * data.lower_below:g}%)")}
+    for x, arm in enumerate(arms):
+        axis.errorbar([x], [arm.loss], yerr=None if arm.se is None else [arm.se], fmt="o", color="#1d2330", capsize=4)
+        if arm.name in lines:
+            level, color, label = lines[arm.name]
+            axis.hlines(level, x - 0.3, x + 0.3, color=color, lw=1.5, label=label)
+    axis.set_xticks(range(len(arms)), [arm.label for arm in arms])
+    axis.axhline(probe.trained_loss, color="grey", ls="--", lw=1, label=f"trained adapter {probe.trained_loss:.4g}")
+    axis.set_xlim(-0.6, len(arms) - 0.4)
+    axis.set_ylabel("held-out loss")
+    axis.set_title(f"After {probe.steps} more steps at each rank: {data.verdict}", fontsize=10)
     axis.grid(alpha=0.3, axis="y")
-    axis.legend(fontsize=7, ncol=3)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
     return _png(figure)

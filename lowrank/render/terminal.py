@@ -14,8 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from lowrank.render import (amplification_text, by_type, comparisons_by_type, energy_text, intruders_text,
-                            layer_text, number, rank_column, reader_notes, recommendation_config, side_notes,
-                            rank_judged, source_line, trained_point_text)
+                            layer_text, number, probe_text, rank_column, reader_notes, recommendation_config,
+                            side_notes, rank_judged, source_line, trained_point_text)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 
 STYLE = {"raise r": "yellow", "adequate": "green", "lower r": "cyan", "not judged": "dim"}
@@ -62,6 +62,9 @@ def _summary(report: AnalysisReport) -> Panel:
     check = trained_point_text(report)
     if check:
         lines.append(Text(check, style="dim" if rank_judged(report) else "bold red"))
+    probe = probe_text(report)
+    if probe:
+        lines.append(Text(probe, style="dim"))
     lines += [verdicts, Text("Recommended peft LoraConfig: ", style="bold")
               + Text(", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()))]
     if pattern:
@@ -142,7 +145,8 @@ def _thresholds(report: AnalysisReport) -> Text:
                 "a rank-r approximation keeps (full deltas, r in brackets); amplif. = ||dW||_F/||U^T W0 V||_F "
                 "(LoRA paper Table 7); intruders = top singular vectors of W0+dW with max |cos| < epsilon against "
                 "W0's (Shuttleworth et al.); S/N = the top-r gradient energy outside the adapter's reach over what "
-                "sampling noise puts there (--data; about 1 for noise). With --fast, a full delta's k90/k99 may read "
+                "sampling noise puts there (--data; about 1 for noise; evidence only, the verdict comes from the "
+                "probe's held-out losses). With --fast, a full delta's k90/k99 may read "
                 "lo-hi: an interval certain to hold the exact rank.\n", style="dim")
     for threshold in report.thresholds:
         text.append(f"- {threshold.name} = {threshold.value:g}: ", style="bold").append(

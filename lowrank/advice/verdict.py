@@ -1,0 +1,94 @@
+"""Was r enough? The rank verdict from the probe's held-out differences (:mod:`lowrank.advice.probe`).
+
+The probe continues the trained adapter at ranks r, 2r and r/2 for :data:`PROBE_FRACTION` of the run's steps at
+:data:`PROBE_LR_SCALE` times its learning rates (warmup, then linear decay to 0), on the same batches, and scores
+each on a held-out sample of :data:`HELDOUT_EXAMPLES`. With ``L`` the same rank's held-out loss after the
+continuation, the verdict reads two relative differences:
+
+    doubling gain   g = (L - L_2r) / L        what r more directions bought on held-out data
+    halving cost    h = (L_r/2 - L) / L       what the lower half of the rank was worth
+
+- "raise r" when ``g > RAISE_GAIN`` and the paired difference exceeds 2 standard errors;
+- "lower r" when ``h < LOWER_COST`` (the halved rank, given the same continuation, loses less than that);
+- "adequate" otherwise.
+
+The thresholds are calibrated against retraining (rank grids x 3 seeds on the calibration tasks, leave one task
+out): reports/rank_advice.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lowrank import assets
+from lowrank.advice.probe import Difference
+from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR
+from lowrank.training.images import is_image_model
+
+PROBE_FRACTION = 0.3
+PROBE_LR_SCALE = 0.1
+HELDOUT_EXAMPLES = 1000
+UNKNOWN_RUN_STEPS = 300  # the run length assumed for an adapter without metrics.json
+RAISE_GAIN = 0.0025
+LOWER_COST = 0.02
+RAISE_SE = 2.0
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the probe takes from the run that trained the adapter (metrics.json), or defaults without one."""
+
+    lr: float
+    head_lr: float
+    batch_size: int
+    steps: int
+    from_metrics: bool
+
+    @property
+    def probe_steps(self) -> int:
+        return max(1, round(PROBE_FRACTION * self.steps))
+
+
+def run_settings(adapter: str | Path, default_lr: float, default_head_lr: float) -> RunSettings:
+    """The learning rates, batch size and step count of the run in ``adapter``'s metrics.json (defaults without
+    one: ``default_lr``, ``default_head_lr``, batch 32, :data:`UNKNOWN_RUN_STEPS` steps)."""
+    path = Path(adapter) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+        config = metrics["config"]
+        return RunSettings(float(config["lr"]), float(config["head_lr"]), int(config["batch_size"]),
+                           int(metrics["steps"]), True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return RunSettings(default_lr, default_head_lr, 32, UNKNOWN_RUN_STEPS, False)
+
+
+def default_rates(base: str, task_type: str | None) -> tuple[float, float]:
+    """The learning rates ``lowrank train`` defaults to for a LoRA adapter on ``base`` (the probe's rates for an
+    adapter without metrics.json): ``lr`` = ``DEFAULT_IMAGE_LR["lora"]`` for an MLP, else ``DEFAULT_LR[("lora",
+    task)]`` with the task "lm" when the adapter's ``task_type`` is CAUSAL_LM (or, unset, the base is a causal
+    LM), else "classification"; ``head_lr = max(lr, DEFAULT_HEAD_LR)``."""
+    if is_image_model(base):
+        lr = DEFAULT_IMAGE_LR["lora"]
+    else:
+        causal = task_type == "CAUSAL_LM" or (task_type is None and assets.is_causal_lm(base))
+        lr = DEFAULT_LR[("lora", "lm" if causal else "classification")]
+    return lr, max(lr, DEFAULT_HEAD_LR)
+
+
+def relative(difference: Difference | None, loss: float) -> float | None:
+    """A paired loss difference as a fraction of the same rank's held-out loss ``loss``."""
+    return None if difference is None or loss <= 0 else difference.loss / loss
+
+
+def judge(doubling: Difference | None, halving: Difference | None, loss: float) -> str:
+    """"raise r", "lower r" or "adequate" from the probe's differences (see the module docstring); without a
+    doubled arm (the adapter is at full rank) no "raise r", without a halved arm (r = 1) no "lower r"."""
+    gain = relative(doubling, loss)
+    if gain is not None and gain > RAISE_GAIN and doubling.loss > RAISE_SE * doubling.loss_se:
+        return "raise r"
+    cost = relative(halving, loss)
+    if cost is not None and cost < LOWER_COST:
+        return "lower r"
+    return "adequate"
