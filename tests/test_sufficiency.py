@@ -1,11 +1,10 @@
-"""Gradient sufficiency signals (lowrank.advice.sufficiency) against float64 numpy, and the calibration logic."""
+"""Gradient sufficiency signals (lowrank.advice.sufficiency) against float64 numpy."""
 
 import numpy as np
 import pytest
 import torch
 
-from lowrank.advice.calibration import Case, confusion, fit, leave_one_task_out
-from lowrank.advice.sufficiency import judge, model_doubling_gain, module_signals, outside_part
+from lowrank.advice.sufficiency import model_doubling_gain, module_signals, outside_part
 from lowrank.errors import LowrankError
 
 
@@ -66,31 +65,6 @@ def test_signal_to_noise_is_about_one_for_noise_and_large_for_a_planted_directio
 def test_shape_mismatch_is_refused():
     with pytest.raises(LowrankError, match="needs B"):
         outside_part(torch.zeros(4, 5), torch.zeros(3, 2), torch.zeros(2, 5))
-
-
-def test_judge_bands():
-    assert judge(0.2, 0.1, 0.01) == "raise r"
-    assert judge(0.05, 0.1, 0.01) == "adequate"
-    assert judge(0.001, 0.1, 0.01) == "lower r"
-
-
-def _cases():
-    return [Case("a", 1, 0, 0.30, True, None), Case("a", 2, 0, 0.20, False, False), Case("a", 4, 0, 0.02, None, True),
-            Case("b", 1, 0, 0.50, True, None), Case("b", 2, 0, 0.05, False, True), Case("b", 4, 0, 0.25, None, False)]
-
-
-def test_fit_calls_every_should_raise_case_raise_and_never_lowers_a_hurting_halving():
-    thresholds = fit(_cases(), margin=0.8)
-    assert thresholds.raise_above == pytest.approx(0.24) and thresholds.lower_below == pytest.approx(0.16)
-    table = confusion(_cases(), thresholds)
-    assert table["doubling helps"] == {"raise r": 2}
-    assert table["halving keeps"]["lower r"] == 2
-
-
-def test_leave_one_task_out_uses_the_other_tasks_only():
-    result = leave_one_task_out(_cases(), margin=1.0)
-    fitted_a, _ = result["a"]
-    assert fitted_a.raise_above == pytest.approx(0.50) and fitted_a.lower_below == pytest.approx(0.25)
 
 
 def test_rank_deficient_factors_reach_only_their_true_directions():

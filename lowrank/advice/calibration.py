@@ -1,27 +1,34 @@
-"""Calibrating the sufficiency verdicts against retraining (pure; the sweeps of :mod:`lowrank.advice.sweep` give
-the cases).
+"""Calibrating the probe verdict against retraining (pure; the cases come from rank grids x seeds, see
+examples/rank_verdict_calibration.py).
 
-A case is one trained adapter: its task, rank and verdict statistic (the signal-to-noise of
-:mod:`lowrank.advice.sufficiency`), and what retraining said about its rank: did
-doubling ``r`` improve the held-out metric beyond 2 SE (``should_raise``), did halving keep it (``may_lower``).
-Thresholds are chosen so that no calibration case that should be raised is called adequate or lower, with a
-safety margin:
+A case is one trained adapter: its task, rank and seed, the probe's relative held-out differences (doubling gain
+``g`` and its standard error, halving cost ``h``; :mod:`lowrank.advice.verdict`), and what retraining said
+(:mod:`lowrank.advice.ground_truth`): did doubling ``r`` improve the held-out metric beyond 2 SE, did halving keep
+it (within ``max(SE, floor)``), did halving lose beyond 2 SE.
 
-    RAISE_ABOVE = margin * min{statistic : should_raise}
-    LOWER_BELOW = margin * min{statistic : not may_lower}
+The rule has three thresholds: "raise r" when ``g > raise_gain`` at more than 2 SE, or ``h > raise_cost`` (the
+lower half of the rank carries real held-out value, so the adapter uses all the rank it has); else "lower r"
+when ``h < lower_cost``; else "adequate". :func:`fit` picks them from a grid to maximize
 
-and checked task by task (leave one task out: thresholds from the other tasks, verdicts on the held-out one).
+    score = P(raise | doubling helped) + P(no raise | doubling did not help) + P(lower | halving kept)
+            - LOST_PENALTY * P(lower | halving lost beyond 2 SE)
+
+and :func:`leave_one_task_out` checks each task with thresholds fitted on the others.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 
-from lowrank.advice.sufficiency import judge
 from lowrank.errors import LowrankError
 
-MARGIN = 0.8
+LOST_PENALTY = 4.0
+RAISE_GAINS = (0.001, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02)
+RAISE_COSTS = (0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, float("inf"))
+LOWER_COSTS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03)
+RAISE_SE = 2.0
 
 
 @dataclass(frozen=True)
@@ -29,55 +36,91 @@ class Case:
     task: str
     rank: int
     seed: int
-    statistic: float
-    should_raise: bool | None  # None: 2r was not trained
-    may_lower: bool | None  # None: r/2 was not trained
+    gain: float | None  # doubling gain, relative held-out loss (None: no doubled arm)
+    gain_se: float | None
+    cost: float | None  # halving cost, relative (None: r = 1)
+    helped: bool | None  # doubling improved beyond 2 SE (None: 2r not retrained)
+    kept: bool | None  # halving kept the metric (None: r/2 not retrained)
+    lost: bool | None  # halving lost beyond 2 SE
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    raise_above: float
-    lower_below: float
+    raise_gain: float
+    raise_cost: float
+    lower_cost: float
 
 
-def fit(cases: list[Case], margin: float = MARGIN) -> Thresholds:
-    """Thresholds that call every ``should_raise`` case "raise r" and no ``not may_lower`` case "lower r"."""
-    raise_values = [c.statistic for c in cases if c.should_raise]
-    keep_values = [c.statistic for c in cases if c.may_lower is False]
-    if not raise_values or not keep_values:
-        raise LowrankError("calibration needs cases where doubling helped and cases where halving hurt")
-    return Thresholds(margin * min(raise_values), margin * min(keep_values))
+def verdict(case: Case, t: Thresholds) -> str:
+    if case.gain is not None and case.gain > t.raise_gain and case.gain > RAISE_SE * (case.gain_se or 0.0):
+        return "raise r"
+    if case.cost is not None and case.cost > t.raise_cost:
+        return "raise r"
+    if case.cost is not None and case.cost < t.lower_cost:
+        return "lower r"
+    return "adequate"
 
 
-def verdict(case: Case, thresholds: Thresholds) -> str:
-    return judge(case.statistic, thresholds.raise_above, thresholds.lower_below)
+@dataclass(frozen=True)
+class Rates:
+    """The four rates the issue asks for, with their counts."""
+
+    raise_when_helped: tuple[int, int]
+    no_raise_when_not: tuple[int, int]
+    lower_when_kept: tuple[int, int]
+    lower_when_lost: tuple[int, int]
+
+    @staticmethod
+    def _share(pair: tuple[int, int]) -> float:
+        return pair[0] / pair[1] if pair[1] else 0.0
+
+    def score(self) -> float:
+        return (self._share(self.raise_when_helped) + self._share(self.no_raise_when_not)
+                + self._share(self.lower_when_kept) - LOST_PENALTY * self._share(self.lower_when_lost))
 
 
-def confusion(cases: list[Case], thresholds: Thresholds) -> dict[str, Counter]:
-    """``{truth: Counter(verdict)}`` with truth "doubling helps", "halving keeps" (doubling does not help) or
-    "neither"; cases with no trained neighbour on the side that matters are left out."""
+def rates(cases: list[Case], t: Thresholds) -> Rates:
+    said = [(case, verdict(case, t)) for case in cases]
+
+    def count(select, wanted) -> tuple[int, int]:
+        chosen = [v for c, v in said if select(c)]
+        return sum(wanted(v) for v in chosen), len(chosen)
+
+    return Rates(count(lambda c: c.helped is True, lambda v: v == "raise r"),
+                 count(lambda c: c.helped is False, lambda v: v != "raise r"),
+                 count(lambda c: c.kept is True, lambda v: v == "lower r"),
+                 count(lambda c: c.lost is True, lambda v: v == "lower r"))
+
+
+def fit(cases: list[Case]) -> Thresholds:
+    """The thresholds of the grid with the best score on ``cases`` (ties: the earliest in grid order)."""
+    if not cases:
+        raise LowrankError("calibration needs cases")
+    grid = [Thresholds(*values) for values in itertools.product(RAISE_GAINS, RAISE_COSTS, LOWER_COSTS)]
+    return max(grid, key=lambda t: rates(cases, t).score())
+
+
+def confusion(cases: list[Case], t: Thresholds) -> dict[str, Counter]:
+    """``{truth: Counter(verdict)}``, truth "doubling helps", "halving keeps" (doubling does not help), "halving
+    loses" (beyond 2 SE; doubling does not help) or "neither"; cases with no retrained neighbour are left out."""
     table: dict[str, Counter] = {}
     for case in cases:
-        if case.should_raise:
+        if case.helped:
             truth = "doubling helps"
-        elif case.may_lower:
+        elif case.kept:
             truth = "halving keeps"
-        elif case.should_raise is False and case.may_lower is False:
+        elif case.lost:
+            truth = "halving loses"
+        elif case.helped is False or case.kept is False:
             truth = "neither"
         else:
             continue
-        table.setdefault(truth, Counter())[verdict(case, thresholds)] += 1
+        table.setdefault(truth, Counter())[verdict(case, t)] += 1
     return table
 
 
-def leave_one_task_out(cases: list[Case], margin: float = MARGIN) -> dict[str, tuple[Thresholds, dict[str, Counter]]]:
-    """For each task: thresholds fitted on the other tasks and the confusion on this one."""
-    result = {}
-    for task in sorted({c.task for c in cases}):
-        others = [c for c in cases if c.task != task]
-        try:
-            thresholds = fit(others, margin)
-        except LowrankError:
-            continue
-        result[task] = (thresholds, confusion([c for c in cases if c.task == task], thresholds))
-    return result
+def leave_one_task_out(cases: list[Case]) -> dict[str, tuple[Thresholds, list[Case]]]:
+    """For each task: the thresholds fitted on the other tasks, and this task's cases (judge them with those)."""
+    tasks = sorted({c.task for c in cases})
+    return {task: (fit([c for c in cases if c.task != task]), [c for c in cases if c.task == task])
+            for task in tasks if len(tasks) > 1}

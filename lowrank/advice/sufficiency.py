@@ -21,8 +21,6 @@ sample size ``n``, so a weak direction becomes detectable with more examples. ``
 module, at the sample size :data:`CALIBRATED_EXAMPLES`, as evidence only: it no longer decides the rank verdict,
 which comes from the probe's held-out losses at r, 2r and r/2 (:mod:`lowrank.advice.verdict`), because against
 retraining the statistic turned out to be nearly a function of ``r`` alone (reports/rank_advice.md).
-:func:`judge` and its thresholds (:data:`RAISE_ABOVE`, :data:`LOWER_BELOW`, fitted on rank grids of five tasks)
-remain for the calibration scripts that compare the two.
 
 Also reported: ``doubling_gain = sum_{i<=r} sigma_i(G_out)^2 / sum_{i<=r} sigma_i(G0)^2``, the same descent
 relative to what the first ``r`` directions found at the start of training (``G0``, at the base weights, trained
@@ -39,8 +37,6 @@ import torch
 from lowrank.errors import LowrankError
 from lowrank.spectra import checked_matrix, top_singular_values
 
-RAISE_ABOVE = 1.5
-LOWER_BELOW = 0.4
 CALIBRATED_EXAMPLES = 256
 CURVE_MAX = 64
 
@@ -152,13 +148,3 @@ def model_doubling_gain(signals: list[Signals]) -> float:
 def suggested_rank(verdict: str, r: int, limit: int) -> int:
     """The rank a verdict implies: ``2r`` (capped by ``limit = min(out, in)``), ``r / 2`` (at least 1), or ``r``."""
     return {"raise r": min(2 * r, limit), "lower r": max(1, r // 2), "adequate": r}[verdict]
-
-
-def judge(statistic: float, raise_above: float = RAISE_ABOVE, lower_below: float = LOWER_BELOW) -> str:
-    """``"raise r"`` when the model's signal-to-noise exceeds ``raise_above``, ``"lower r"`` when it is below
-    ``lower_below``, else ``"adequate"`` (defaults: the calibrated :data:`RAISE_ABOVE`, :data:`LOWER_BELOW`)."""
-    if statistic > raise_above:
-        return "raise r"
-    if statistic < lower_below:
-        return "lower r"
-    return "adequate"

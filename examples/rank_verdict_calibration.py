@@ -1,0 +1,119 @@
+"""Calibrate and check analyze's probe verdict against retraining (reports/rank_advice.md).
+
+Each argument is TASK=RESULTS, a results.jsonl written by examples/rank_verdict_grid.py (one line per adapter: task,
+rank, seed, held-out metric after training, the probe's differences). Prints, in Markdown: per rank the retraining
+ground truth (mean +- sd over seeds, doubling and halving beyond noise) beside every adapter's probe numbers; the
+thresholds fitted on all tasks and their confusion table; each task judged with thresholds fitted on the others
+(leave one task out), with the four rates the verdict is held to; and how often the verdict disagrees with the
+data-free rule "raise r when r <= 32". --json FILE writes the cases.
+
+Usage: python examples/rank_verdict_calibration.py [--json FILE] [--fraction 0.3] TASK=RESULTS ...
+"""
+
+import argparse
+import json
+from collections import defaultdict
+from dataclasses import asdict
+
+from lowrank.advice import ground_truth
+from lowrank.advice.calibration import Case, Thresholds, confusion, fit, leave_one_task_out, rates, verdict
+
+VERDICTS = ("raise r", "adequate", "lower r")
+
+
+def load(task: str, path: str, fraction: str) -> tuple[list[dict], list[Case]]:
+    rows = [json.loads(line) for line in open(path)]
+    metric = "accuracy" if "accuracy" in rows[0]["final"] else "loss"
+    scores = defaultdict(list)
+    for row in rows:
+        scores[row["rank"]].append(row["final"][metric] * (100 if metric == "accuracy" else 1))
+    grid = [ground_truth.RankScores(r, tuple(v)) for r, v in sorted(scores.items())]
+    helped = {s.rank: s.beyond_noise for s in ground_truth.doubling(grid, metric)}
+    halving = {s.rank: s for s in ground_truth.halving(grid, metric)}
+    floor = 100 * ground_truth.ACCURACY_FLOOR if metric == "accuracy" else None
+    cases = []
+    for row in rows:
+        probe = row["probe"][fraction]
+        same = probe["same_loss"]
+        gain, cost = probe["doubling"], probe["halving"]
+        step = halving.get(row["rank"])
+        kept = None if step is None else step.difference >= -max(step.se, floor or 0.0)
+        cases.append(Case(task, row["rank"], row["seed"],
+                          gain and gain["loss"] / same, gain and gain["loss_se"] / same, cost and cost["loss"] / same,
+                          helped.get(row["rank"]), kept, None if step is None else step.difference < -2 * step.se))
+    return rows, cases
+
+
+def table(cases: list[Case], t: Thresholds) -> str:
+    lines = ["| retraining says | " + " | ".join(VERDICTS) + " |", "|---|---|---|---|"]
+    for truth, counts in sorted(confusion(cases, t).items()):
+        lines.append(f"| {truth} | " + " | ".join(str(counts.get(v, 0)) for v in VERDICTS) + " |")
+    return "\n".join(lines)
+
+
+def rate_line(cases: list[Case], t: Thresholds) -> str:
+    r = rates(cases, t)
+    parts = [("raise when doubling helped", r.raise_when_helped), ("no raise when it did not", r.no_raise_when_not),
+             ("lower when halving kept", r.lower_when_kept), ("lower when halving lost", r.lower_when_lost)]
+    return "; ".join(f"{name} {a}/{b}" + (f" ({100 * a / b:.0f}%)" if b else "") for name, (a, b) in parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json")
+    parser.add_argument("--fraction", default="0.3")
+    parser.add_argument("tasks", nargs="+", metavar="TASK=RESULTS")
+    args = parser.parse_args()
+    cases, rows = [], {}
+    for item in args.tasks:
+        task, path = item.split("=", 1)
+        rows[task], found = load(task, path, args.fraction)
+        cases += found
+    fitted = fit(cases)
+    print(f"## Fitted on all tasks: raise gain > {fitted.raise_gain:g} or halving cost > {fitted.raise_cost:g}, "
+          f"lower below {fitted.lower_cost:g}\n")
+    print(table(cases, fitted) + "\n\n" + rate_line(cases, fitted) + "\n")
+    for task in rows:
+        print(f"### {task}: per rank\n\n| r | mean ± sd | doubling helps | halving keeps | g % per seed | h % per seed "
+              "| verdict per seed |\n|---|---|---|---|---|---|---|")
+        by_rank = defaultdict(list)
+        for case, row in zip([c for c in cases if c.task == task], rows[task]):
+            by_rank[case.rank].append((case, row))
+        for rank, items in sorted(by_rank.items()):
+            accs = [100 * row["final"].get("accuracy", 0) for _, row in items]
+            mean = sum(accs) / len(accs)
+            sd = (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5
+            first = items[0][0]
+            fmt = lambda xs: ", ".join("-" if x is None else f"{100 * x:+.2f}" for x in xs)
+            print(f"| {rank} | {mean:.2f} ± {sd:.2f} | {first.helped} | {first.kept} | {fmt(c.gain for c, _ in items)} "
+                  f"| {fmt(c.cost for c, _ in items)} | {', '.join(verdict(c, fitted) for c, _ in items)} |")
+        print()
+    print("## Leave one task out\n")
+    held = []
+    for task, (t, own) in leave_one_task_out(cases).items():
+        held += [(case, t) for case in own]
+        print(f"### {task} held out: raise gain > {t.raise_gain:g} or halving cost > {t.raise_cost:g}, "
+              f"lower below {t.lower_cost:g}\n\n{table(own, t)}\n\n{rate_line(own, t)}\n")
+    if held:
+        said = {id(case): verdict(case, t) for case, t in held}
+        pooled = [case for case, _ in held]
+        counts = {name: [0, 0] for name in ("helped", "not", "kept", "lost")}
+        for case in pooled:
+            v = said[id(case)]
+            for name, selected, good in (("helped", case.helped is True, v == "raise r"),
+                                         ("not", case.helped is False, v != "raise r"),
+                                         ("kept", case.kept is True, v == "lower r"),
+                                         ("lost", case.lost is True, v == "lower r")):
+                if selected:
+                    counts[name][0] += good
+                    counts[name][1] += 1
+        print("Pooled over held-out tasks: " + "; ".join(f"{k} {a}/{b}" for k, (a, b) in counts.items()) + "\n")
+        differs = sum((said[id(c)] == "raise r") != (c.rank <= 32) for c in pooled)
+        print(f"Disagreement with 'raise r when r <= 32': {differs} of {len(pooled)} adapters\n")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"fitted": asdict(fitted), "cases": [asdict(c) for c in cases]}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
