@@ -88,6 +88,8 @@ def _difference(relative: float, sigmas: float, loss: float = 2.0) -> Difference
      "adequate"),
     (_difference(0.5 * verdict.RAISE_GAIN, 10 * verdict.RAISE_SE), _difference(5 * verdict.LOWER_COST, 10),
      "adequate"),
+    (_difference(0.5 * verdict.RAISE_GAIN, 10), _difference(2 * verdict.RAISE_COST, 10), "raise r"),  # uses all its rank
+    (None, _difference(2 * verdict.RAISE_COST, 10), "raise r"),
     (_difference(-verdict.RAISE_GAIN, 10), _difference(0.5 * verdict.LOWER_COST, 10), "lower r"),
     (_difference(0.5 * verdict.RAISE_GAIN, 10), _difference(-0.01, 10), "lower r"),
     (None, _difference(5 * verdict.LOWER_COST, 10), "adequate"),

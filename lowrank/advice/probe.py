@@ -185,12 +185,12 @@ def halved_factors(A: torch.Tensor, B: torch.Tensor, scale: float) -> tuple[torc
     return A2.to(A.device, A.dtype), B2.to(B.device, B.dtype)
 
 
-def _continue(setup: ProbeSetup, checkpoints: tuple[int, ...], device: torch.device,
-              lr_scale: float) -> dict[int, Scores]:
+def _continue(setup: ProbeSetup, checkpoints: tuple[int, ...], device: torch.device, lr_scale: float,
+              horizon: int) -> dict[int, Scores]:
     """AdamW steps over the setup's training examples (a fixed shuffled order), eval mode, at ``lr_scale`` times the
-    run's rates: linear warmup over the first tenth of the steps, then linear decay to 0 at the last checkpoint (the
-    decay anneals the arms: at a constant rate their held-out losses scatter more than they differ); the held-out
-    scores at each checkpoint."""
+    run's rates on a schedule of ``horizon`` steps: linear warmup over its first tenth, then linear decay to 0 at
+    ``horizon`` (the decay anneals the arms: at a constant rate their held-out losses scatter more than they
+    differ); runs to the last checkpoint and returns the held-out scores at each checkpoint."""
     model = setup.model
     lora.mark_trainable(model, setup.trainable_modules)
     order = torch.randperm(len(setup.train), generator=torch.Generator().manual_seed(0)).tolist()
@@ -200,11 +200,10 @@ def _continue(setup: ProbeSetup, checkpoints: tuple[int, ...], device: torch.dev
         [{"params": others, "lr": setup.head_lr * lr_scale}] if others else [])
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     peaks = [group["lr"] for group in optimizer.param_groups]
-    total = max(checkpoints)
-    warmup = max(1, round(WARMUP * total))
+    warmup = max(1, round(WARMUP * horizon))
     scores = {}
-    for step in range(total):
-        factor = (step + 1) / warmup if step < warmup else (total - step) / max(1, total - warmup)
+    for step in range(max(checkpoints)):
+        factor = (step + 1) / warmup if step < warmup else (horizon - step) / max(1, horizon - warmup)
         for group, peak in zip(optimizer.param_groups, peaks):
             group["lr"] = peak * factor
         start = step * setup.batch_size
@@ -232,11 +231,14 @@ def _continue(setup: ProbeSetup, checkpoints: tuple[int, ...], device: torch.dev
 
 
 def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: torch.device, seed: int = 0,
-          lr_scale: float = LR_SCALE, progress: ProgressCallback | None = None) -> ProbeResult:
+          lr_scale: float = LR_SCALE, progress: ProgressCallback | None = None,
+          horizon: int | None = None) -> ProbeResult:
     """Score the trained adapter, then each arm (``"same"``, ``"doubled"``, ``"halved"``) at its checkpoint step
-    counts from it (see the module docstring); an arm left out of ``checkpoints`` is not run."""
+    counts from it (see the module docstring); an arm left out of ``checkpoints`` is not run. The schedule decays
+    to 0 at ``horizon`` steps (default: the last checkpoint), the same for every arm."""
     if not checkpoints.get("same") or any(step < 1 for steps in checkpoints.values() for step in steps):
         raise LowrankError(f"probe checkpoints must be >= 1 and include the same rank's, got {checkpoints}")
+    horizon = horizon or max(max(steps) for steps in checkpoints.values())
     began = time.perf_counter()
     model = setup.model.to(device)
     layers = lora.lora_layers(model)
@@ -266,7 +268,7 @@ def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: to
             for name, param in model.named_parameters():
                 if name in others:
                     param.copy_(others[name])
-        results[arm] = _continue(setup, checkpoints[arm], device, lr_scale)
+        results[arm] = _continue(setup, checkpoints[arm], device, lr_scale, horizon)
     _set_factors(model, trained_factors)
     with torch.no_grad():
         for name, param in model.named_parameters():

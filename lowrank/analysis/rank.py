@@ -8,8 +8,9 @@ With ``--data`` the verdict comes from the probe (:mod:`lowrank.advice.probe`,
 :mod:`lowrank.advice.verdict`), which measures what retraining measures: the trained adapter continued at ``r``,
 ``2r`` and ``r/2`` for a short run, scored on held-out data. With ``L`` the held-out loss at ``r`` after the
 continuation, **raise r** (suggest ``2r``) when doubling lowers it by more than :data:`RAISE_GAIN` ``L`` and
-:data:`RAISE_SE` standard errors, **lower r** (suggest ``r/2``) when halving raises it by less than
-:data:`LOWER_COST` ``L``, else **adequate**. The thresholds are calibrated by retraining rank grids x 3 seeds
+:data:`RAISE_SE` standard errors, or halving raises it by more than :data:`RAISE_COST` ``L`` (the adapter uses all
+its rank), **lower r** (suggest ``r/2``) when halving raises it by less than :data:`LOWER_COST` ``L``, else
+**adequate**. The thresholds are calibrated by retraining rank grids x 3 seeds
 (reports/rank_advice.md) at the model level, so every module carries the model's verdict. Each module's gradient
 signals (:mod:`lowrank.advice.sufficiency`: the gradient energy outside its reach over the sampling noise) are
 shown as evidence; they do not decide (that statistic turned out to follow ``r`` more than the need for rank).
@@ -31,8 +32,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from lowrank.advice.sufficiency import Signals, suggested_rank
-from lowrank.advice.verdict import (HELDOUT_EXAMPLES, LOWER_COST, PROBE_FRACTION, PROBE_LR_SCALE, RAISE_GAIN,
-                                    RAISE_SE)
+from lowrank.advice.verdict import (HELDOUT_EXAMPLES, HORIZON_FRACTION, LOWER_COST, PROBE_FRACTION, PROBE_LR_SCALE,
+                                    RAISE_COST, RAISE_GAIN, RAISE_SE)
 from lowrank.advice.trained_point import CONSTANT_TOLERANCE, STILL_FALLING_DROP, STILL_FALLING_SE
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
@@ -47,14 +48,19 @@ THRESHOLDS = (
     Threshold("raise_above", RAISE_GAIN,
               f"LoRA with --data, at a trained point: the probe continues the adapter at r, at 2r (r new directions, "
               f"the function unchanged at the start) and at r/2 (its best rank-r/2 truncation) for "
-              f"{100 * PROBE_FRACTION:g}% of the run's steps at {PROBE_LR_SCALE:g}x its learning rates, on the same "
-              f"batches, and scores each on up to {HELDOUT_EXAMPLES} held-out examples, paired. Raise r when doubling "
+              f"{100 * PROBE_FRACTION:g}% of the run's steps at {PROBE_LR_SCALE:g}x its learning rates (decaying to 0 "
+              f"at {100 * HORIZON_FRACTION:g}%), on the same batches, and scores each on up to {HELDOUT_EXAMPLES} "
+              "held-out examples, paired. Raise r when doubling "
               "lowers the held-out loss by more than this fraction of the loss at r (after the same continuation) "
               "and by more than raise_se standard errors. Calibrated against retraining at r and 2r "
               "(reports/rank_advice.md)."),
     Threshold("raise_se", RAISE_SE,
               "Raise r also needs the doubling gain to exceed this many standard errors of the paired held-out "
               "difference, so that the scatter of the held-out sample does not read as a gain."),
+    Threshold("raise_cost", RAISE_COST,
+              "Raise r also when halving (then the same continuation) raises the held-out loss by more than this "
+              "fraction of the loss at r: the lower half of the rank carries that much held-out value, so the "
+              "adapter uses all the rank it has. Calibrated against retraining (reports/rank_advice.md)."),
     Threshold("lower_below", LOWER_COST,
               "Lower r when halving (then the same continuation) raises the held-out loss by less than this fraction "
               "of the loss at r. The gradient signal-to-noise (S/N) shown per module is evidence only: it followed "

@@ -176,6 +176,8 @@ class ModelSufficiency(_Record):
             steps to tell.
         probe: what the probe measured (:class:`Probe`); null when no rank is judged.
         raise_se: :data:`lowrank.advice.verdict.RAISE_SE` (null in reports written before the probe).
+        raise_cost: :data:`lowrank.advice.verdict.RAISE_COST`: raise r also when halving costs more than this
+            fraction of the loss at r (``probe.halving.relative``; null in reports written before it).
     """
 
     data: str
@@ -192,6 +194,7 @@ class ModelSufficiency(_Record):
     trend: dict | None = None
     probe: Probe | None = None
     raise_se: float | None = None
+    raise_cost: float | None = None
 
     _nested = {"probe": Probe}
 

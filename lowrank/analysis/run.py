@@ -31,7 +31,7 @@ from lowrank.advice.measure import measure as measure_signals
 from lowrank.advice.trained_point import Trend, loss_trend
 from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, Signals, model_doubling_gain, model_signal_to_noise,
                                         suggested_rank)
-from lowrank.advice.verdict import HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_GAIN, RAISE_SE
+from lowrank.advice.verdict import HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE
 from lowrank.analysis import rank as ranking
 from lowrank import distributed, spectra
 from lowrank.analysis import fast, subspaces
@@ -131,13 +131,14 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
         doubling_gain=model_doubling_gain(signals), verdict=verdict,
         suggested_r=suggested_rank(verdict, source.config.r, limit), raise_above=RAISE_GAIN,
         lower_below=LOWER_COST, seconds=state.seconds + measured.seconds + probe.seconds, probe=probe,
-        raise_se=RAISE_SE, **state.evidence())
+        raise_se=RAISE_SE, raise_cost=RAISE_COST, **state.evidence())
 
 
 def probe_verdict(config: AnalyzeConfig, source: LoraSource, progress: ProgressCallback | None
                   ) -> tuple[str, Probe]:
     """Continue the adapter at ranks r, 2r and r/2 for ``n`` = PROBE_FRACTION of its run's steps, at
-    PROBE_LR_SCALE times its learning rates and on its batch size (metrics.json, else the defaults), score each on
+    PROBE_LR_SCALE times its learning rates on a schedule of HORIZON_FRACTION of its steps, on its batch size
+    (metrics.json, else the defaults), score each on
     HELDOUT_EXAMPLES held-out examples (:mod:`lowrank.advice.probe`), and judge
     ``verdict.judge(L - L_2r, L_r/2 - L, L)`` (:mod:`lowrank.advice.verdict`)."""
     began = time.perf_counter()
@@ -146,7 +147,7 @@ def probe_verdict(config: AnalyzeConfig, source: LoraSource, progress: ProgressC
     setup = probing.load(str(source.path), config.base, config.data, n, settings.batch_size, HELDOUT_EXAMPLES,
                          config.max_length, settings.lr, settings.head_lr, config.seed)
     result = probing.probe(setup, {"same": (n,), "doubled": (n,), "halved": (n,)}, torch.device(config.device),
-                           config.seed, PROBE_LR_SCALE, progress)
+                           config.seed, PROBE_LR_SCALE, progress, settings.horizon_steps)
     same = result.arms["same"][n]
     verdict = verdicts.judge(result.doubling(n), result.halving(n), same.loss)
     return verdict, Probe(
