@@ -184,3 +184,22 @@ def test_analyze_data_refuses_an_adapter_without_its_head(invoke, adapter, tiny_
     (copy / "adapter_config.json").write_text(json.dumps(settings))
     result = invoke("analyze", str(copy), "--base", str(tiny_bert_folder), "--data", str(r8_csv))
     assert result.exit_code == 2 and "random head" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_analyze_data_with_too_few_examples(invoke, adapter, tiny_bert_folder, tmp_path):
+    data = tmp_path / "small.csv"
+    rows = [f"news item {i},{'abcdefgh'[i % 8]},{'train' if i < 40 else 'test'}\n" for i in range(60)]
+    data.write_text("text,label,split\n" + "".join(rows))
+    result = invoke("analyze", str(adapter), "--base", str(tiny_bert_folder), "--data", str(data), "--json",
+                    str(tmp_path / "out.json"))
+    assert result.exit_code == 2 and result.stderr.startswith("Error:") and len(result.stderr.splitlines()) == 1
+    assert "40 training examples" in result.stderr and not (tmp_path / "out.json").exists()
+
+
+def test_analyze_data_of_the_wrong_task(invoke, adapter, tiny_bert_folder, tmp_path):
+    """A plain-text corpus (language modelling) for a classifier adapter."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"paragraph {i} of a story about rank and data" for i in range(200)))
+    result = invoke("analyze", str(adapter), "--base", str(tiny_bert_folder), "--data", str(corpus))
+    assert result.exit_code == 2 and result.stderr.startswith("Error:") and len(result.stderr.splitlines()) == 1
+    assert "no labels" in result.stderr

@@ -16,6 +16,7 @@ import torch
 
 from lowrank.advice import sample as samples
 from lowrank.advice.gradients import adapters_off
+from lowrank.advice.measure import MIN_EXAMPLES
 from lowrank.advice.trained_point import collapse, constant_loss, labels_of, majority_share
 from lowrank.data.images import load_image_dataset
 from lowrank.data.text import load_text_dataset
@@ -55,14 +56,20 @@ def evaluate_held_out(sample: samples.Sample, device: torch.device) -> dict:
 
 
 def _train_labels(base: str, data: str) -> list[int]:
-    """All training labels of ``data`` (empty for language modelling); refuses data without held-out examples."""
+    """All training labels of ``data`` (empty for language modelling); refuses data without held-out examples
+    and classification data with fewer than :data:`MIN_EXAMPLES` training examples."""
     if is_image_model(base):
-        return load_image_dataset(data).train_y.tolist()
-    dataset = load_text_dataset(data)
-    if not dataset.test_texts:
-        raise LowrankError(f"data {data} has no held-out (test) examples; analyze --data evaluates the adapter on "
-                           "them to check that it did not collapse (add rows with split=test)")
-    return list(dataset.train_labels)
+        labels = load_image_dataset(data).train_y.tolist()
+    else:
+        dataset = load_text_dataset(data)
+        if not dataset.test_texts:
+            raise LowrankError(f"data {data} has no held-out (test) examples; analyze --data evaluates the adapter "
+                               "on them to check that it did not collapse (add rows with split=test)")
+        labels = list(dataset.train_labels)
+    if labels and len(labels) < MIN_EXAMPLES:
+        raise LowrankError(f"data {data} has {len(labels)} training examples; analyze --data needs at least "
+                           f"{MIN_EXAMPLES} (its gradient sample and the probe's batches come from them)")
+    return labels
 
 
 def held_out_check(adapter: str, base: str, data: str, max_length: int, seed: int, device: str) -> HeldOut:
