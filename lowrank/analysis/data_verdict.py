@@ -1,0 +1,141 @@
+"""The data verdict of ``lowrank analyze --data``: is the adapter at a trained point (held-out check, loss trend),
+and, if so, was its rank enough (the probe's held-out losses at r, 2r and r/2, :mod:`lowrank.advice.verdict`),
+with each module's gradient signals as evidence (:mod:`lowrank.advice.sufficiency`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lowrank.advice import probe as probing
+from lowrank.advice import verdict as verdicts
+from lowrank.advice.held_out import HeldOut, held_out_check
+from lowrank.advice.measure import MeasureConfig
+from lowrank.advice.measure import measure as measure_signals
+from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, Signals, model_doubling_gain, model_signal_to_noise,
+                                        suggested_rank)
+from lowrank.advice.trained_point import Trend, loss_trend
+from lowrank.advice.verdict import HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE
+from lowrank.analysis.config import AnalyzeConfig
+from lowrank.analysis.results import ModelSufficiency, Probe, ProbeDifference
+from lowrank.analysis.sources import LoraSource
+from lowrank.errors import LowrankError
+from lowrank.jsonfile import read_json_object
+from lowrank.progress import ProgressCallback, report
+
+
+def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | None
+                 ) -> tuple[dict[str, Signals], ModelSufficiency]:
+    """The model-level verdict of a LoRA ``source`` on ``config.data``: first its state (:func:`point_state`); at a
+    trained point, the probe's verdict (:func:`probe_verdict`), with every module's gradient signals as evidence
+    (they do not decide)."""
+    if not isinstance(source, LoraSource):
+        raise LowrankError(f"--data judges LoRA adapters; {source.path} is a full model (its delta's verdict "
+                           "comes from its spectrum)")
+    if source.adapter.format != "peft" or source.config.variant != "lora":
+        raise LowrankError(f"--data judges plain peft LoRA adapters; {source.path} is a {source.adapter.format} "
+                           f"{source.config.variant} adapter")
+    state = point_state(config, source, progress)
+    if state.verdict is not None:
+        return {}, state.sufficiency(config.data, source.config.r)
+    measured = measure_signals(MeasureConfig(adapter=str(source.path), base=config.base, data=config.data,
+                                             examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
+                                             seed=config.seed, device=config.device), progress)
+    verdict, probe = probe_verdict(config, source, progress)
+    signals = list(measured.signals.values())
+    limit = max(min(shape) for shape in source.shapes.values())
+    return measured.signals, ModelSufficiency(
+        data=config.data, examples=measured.examples, signal_to_noise=model_signal_to_noise(signals),
+        doubling_gain=model_doubling_gain(signals), verdict=verdict,
+        suggested_r=suggested_rank(verdict, source.config.r, limit), raise_above=RAISE_GAIN,
+        lower_below=LOWER_COST, seconds=state.seconds + measured.seconds + probe.seconds, probe=probe,
+        raise_se=RAISE_SE, raise_cost=RAISE_COST, **state.evidence())
+
+
+def probe_verdict(config: AnalyzeConfig, source: LoraSource, progress: ProgressCallback | None
+                  ) -> tuple[str, Probe]:
+    """Continue the adapter at ranks r, 2r and r/2 for ``n`` = PROBE_FRACTION of its run's steps, at
+    PROBE_LR_SCALE times its learning rates on a schedule of HORIZON_FRACTION of its steps, on its batch size
+    (metrics.json, else the defaults), score each on
+    HELDOUT_EXAMPLES held-out examples (:mod:`lowrank.advice.probe`), and judge
+    ``verdict.judge(L - L_2r, L_r/2 - L, L)`` (:mod:`lowrank.advice.verdict`)."""
+    began = time.perf_counter()
+    settings = verdicts.run_settings(source.path, *verdicts.default_rates(config.base, source.config.task_type))
+    n = settings.probe_steps
+    setup = probing.load(str(source.path), config.base, config.data, n, settings.batch_size, HELDOUT_EXAMPLES,
+                         config.max_length, settings.lr, settings.head_lr, config.seed)
+    result = probing.probe(setup, {"same": (n,), "doubled": (n,), "halved": (n,)}, torch.device(config.device),
+                           config.seed, PROBE_LR_SCALE, progress, settings.horizon_steps)
+    same = result.arms["same"][n]
+    verdict = verdicts.judge(result.doubling(n), result.halving(n), same.loss)
+    return verdict, Probe(
+        rank=result.rank, steps=n, run_steps=settings.steps, run_steps_from_metrics=settings.from_metrics,
+        lr_scale=PROBE_LR_SCALE, lr=settings.lr, head_lr=settings.head_lr, batch_size=settings.batch_size,
+        heldout_examples=len(setup.heldout), trained_loss=result.trained.loss,
+        trained_accuracy=result.trained.accuracy, loss=same.loss, accuracy=same.accuracy,
+        doubling=_difference(result.doubling(n), same.loss), halving=_difference(result.halving(n), same.loss),
+        continuation=_difference(result.continuation(n), same.loss), seconds=time.perf_counter() - began)
+
+
+def _difference(difference: probing.Difference | None, loss: float) -> ProbeDifference | None:
+    """A probe difference as its record, with ``relative = difference / loss`` (:func:`verdict.relative`)."""
+    if difference is None:
+        return None
+    return ProbeDifference(loss=difference.loss, loss_se=difference.loss_se,
+                           relative=verdicts.relative(difference, loss), accuracy=difference.accuracy,
+                           accuracy_se=difference.accuracy_se)
+
+
+@dataclass(frozen=True)
+class PointState:
+    """Whether an adapter is at a trained point: ``verdict`` "collapsed", "not converged" or None (trained), with
+    the held-out check, the loss trend (None without metrics.json) and the seconds the check took."""
+
+    verdict: str | None
+    held_out: HeldOut
+    trend: Trend | None
+    seconds: float
+
+    def evidence(self) -> dict:
+        """The :class:`ModelSufficiency` fields that carry the state's numbers."""
+        reason = self.held_out.collapsed if self.verdict == "collapsed" else \
+            f"the training loss is still falling: {self.trend.describe()}" if self.verdict else None
+        return {"state_evidence": reason, "held_out": self.held_out.to_dict(),
+                "trend": self.trend.to_dict() if self.trend else None}
+
+    def sufficiency(self, data: str, r: int) -> ModelSufficiency:
+        """The model-level record of an adapter that gets no rank advice (suggested r: its own)."""
+        return ModelSufficiency(data=data, examples=0, signal_to_noise=None, doubling_gain=None, verdict=self.verdict,
+                                suggested_r=r, raise_above=RAISE_GAIN, lower_below=LOWER_COST, seconds=self.seconds,
+                                raise_se=RAISE_SE, **self.evidence())
+
+
+def point_state(config: AnalyzeConfig, source: LoraSource, progress: ProgressCallback | None) -> PointState:
+    """The adapter's state: "collapsed" when its held-out loss is no better than a baseline's
+    (:func:`held_out_check`), else "not converged" when the adapter folder's metrics.json says the training loss
+    was still falling at the end (:func:`loss_trend`), else None: a trained point, which rank advice may judge."""
+    began = time.perf_counter()
+    report(progress, "held-out evaluation", 0, 1)
+    held_out = held_out_check(str(source.path), config.base, config.data, config.max_length, config.seed,
+                              config.device)
+    report(progress, "held-out evaluation", 1, 1)
+    trend = _trend(Path(source.path) / "metrics.json")
+    verdict = "collapsed" if held_out.collapsed else "not converged" if trend is not None and trend.falling else None
+    return PointState(verdict, held_out, trend, time.perf_counter() - began)
+
+
+def _trend(path: Path) -> Trend | None:
+    """The loss trend of the run that wrote ``path`` (a training metrics.json), or None when there is none."""
+    if not path.is_file():
+        return None
+    history = read_json_object(path).get("history")
+    if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+        raise LowrankError(f"{path}: 'history' must be a list of objects (as lowrank train writes it)")
+    try:
+        return loss_trend(history)
+    except (TypeError, ValueError) as error:
+        raise LowrankError(f"{path}: a training loss in 'history' is not a number ({error})") from None
