@@ -44,6 +44,9 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int) -> dict:
                                 eval_samples=args.train_samples and HELDOUT))
     trained = time.perf_counter() - began
     config = metrics["config"]
+    if args.no_probe:
+        return {"task": task, "rank": rank, "seed": seed, "lr": config["lr"], "alpha": config["alpha"],
+                "final": metrics["final"], "steps": metrics["steps"], "train_seconds": trained}
     steps = {f: max(1, round(f * metrics["steps"])) for f in PROBE_FRACTIONS}
     marks = tuple(sorted(set(steps.values())))
     setup = probe.load(str(out), args.model, data, marks[-1], config["batch_size"], HELDOUT, config["max_length"],
@@ -80,6 +83,7 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=None, help="a seeded subset (smoke tests)")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-probe", action="store_true", help="train only (learning-rate checks)")
     parser.add_argument("--job", nargs=3, metavar=("TASK", "RANK", "SEED"))
     args = parser.parse_args()
     if args.job:
@@ -96,7 +100,8 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     common = ["--model", args.model, "--data-dir", args.data_dir, "--out", args.out, "--runs", args.runs,
               "--max-length", str(args.max_length), "--batch-size", str(args.batch_size)] + (["--lr", str(args.lr)] if args.lr else []) + (
-        ["--train-samples", str(args.train_samples)] if args.train_samples else [])
+        ["--train-samples", str(args.train_samples)] if args.train_samples else []) + (
+        ["--no-probe"] if args.no_probe else [])
     log = open(Path(args.out) / "jobs.log", "a")
     while jobs or running:
         running = [p for p in running if p.poll() is None]
