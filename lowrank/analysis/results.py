@@ -1,7 +1,9 @@
 """Frozen result records of ``lowrank analyze``; their ``to_dict()`` is the JSON contract ``lowrank.analysis/1``.
 
 Every record converts to plain JSON types (tuples become lists) and back: ``Record.from_dict(r.to_dict()) == r``.
-The fields that CONTRACT.md fixes are marked there; the others are additions the contract allows.
+Fields that users and scripts rely on: ``schema``; per module ``name, shape, kind, rank, singular_values,
+energy_rank, effective_rank, stable_rank, verdict, suggested_rank``; per comparison ``name, k, phi,
+principal_angles_deg``. The others are additions; fields may be added, none of these removed.
 """
 
 from __future__ import annotations

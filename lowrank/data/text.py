@@ -1,4 +1,4 @@
-"""Text datasets: registry keys (shared/ASSETS.md) and local CSV, JSONL or .txt files.
+"""Text datasets: registry keys (the README's Registry section) and local CSV, JSONL or .txt files.
 
 Classification data has ``text`` and ``label`` columns; language-modelling data has ``text`` alone (or is a plain
 .txt file, one document per blank-line-separated paragraph). A local file without its own test split is split

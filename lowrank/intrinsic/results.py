@@ -1,6 +1,6 @@
 """Result records of an intrinsic-dimension measurement; the JSON (schema ``lowrank.intrinsic/1``) is the contract.
 
-Contract fields (shared/CONTRACT.md): ``schema, D, projection, said, metric, baseline, threshold, d90, curve``
+Fields that users and scripts rely on: ``schema, D, projection, said, metric, baseline, threshold, d90, curve``
 with ``curve = [{"d", "scores", "mean"}]``. Extra fields: how the baseline was obtained and its per-seed scores,
 a bootstrap interval for d90, a log-interpolated d90, what was projected and trained, and the training budget.
 ``d90`` is ``null`` when no ``d`` tried reached ``threshold * baseline`` (the curve then shows how close it got);

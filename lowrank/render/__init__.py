@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lowrank.advice.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
+from lowrank.advice.verdict import HORIZON_FRACTION
 from lowrank.analysis.rank import module_type, share_text
 from lowrank.analysis.results import STATES, AnalysisReport, Comparison, ModuleAnalysis, Probe
 
@@ -190,6 +191,10 @@ def _shifted(accuracy: float | None, sign: int, points: float | None) -> float |
     return None if accuracy is None or points is None else accuracy + sign * points / 100
 
 
+def _cost_rule(raise_cost: float | None) -> str:
+    return "" if raise_cost is None else f", or halving raises it by more than {100 * raise_cost:g}%"
+
+
 def probe_text(report: AnalysisReport) -> str | None:
     """One paragraph with the probe's numbers behind the data verdict; None when there is no probe."""
     data = report.sufficiency
@@ -207,9 +212,11 @@ def probe_text(report: AnalysisReport) -> str | None:
         "training examples, is evidence only: it follows r more than the need for rank.")
     return (f"Probe: from the trained adapter (held-out loss {probe.trained_loss:.4g}{trained}), each rank trained "
             f"{probe.steps} more steps of {probe.batch_size} examples at {probe.lr_scale:g}x lr {probe.lr:g} (head "
-            f"{probe.head_lr:g}; fresh AdamW, warmup then linear decay to 0, no dropout) on the same batches, then "
+            f"{probe.head_lr:g}; fresh AdamW, warmup then linear decay to 0 at {100 * HORIZON_FRACTION:g}% of the "
+            "run's steps, no dropout) on the same batches, then "
             f"scored on {probe.heldout_examples} held-out examples: loss {losses}{accuracy}; training on at r "
             f"{'lowered' if continued.loss > 0 else 'raised'} it by {share_text(continued.relative)} from "
             f"the trained adapter's. Raise r when doubling lowers the loss by more than {100 * data.raise_above:g}% "
-            f"and {data.raise_se:g} standard errors; lower r when halving raises it by less than "
+            f"and {data.raise_se:g} standard errors{_cost_rule(data.raise_cost)}; lower r when halving raises it by "
+            "less than "
             f"{100 * data.lower_below:g}%.{evidence} {probe.seconds:.3g} s.")
