@@ -6,7 +6,9 @@
 #   here:    python examples/gpu_assets.py .carry --gguf-halves && python examples/gpu_assets.py .carry/lm --lm
 #            gzip -9 .carry/lm/*.csv && mv .carry/lm/*.gz .carry/lmgz/    (+ the gguf wheel in .whl/)
 #   call 1:  bash examples/lm_rank_ground_truth.sh stage     (carry .carry/gguf1 .carry/lmgz .whl)
-#   call 2:  bash examples/lm_rank_ground_truth.sh grid 520  (carry .carry/gguf2; right after call 1, machine warm)
+#   call 2:  bash examples/lm_rank_ground_truth.sh grid 580  (carry .carry/gguf2; right after call 1, machine warm)
+#            (the calls of reports/rank_advice.md: the rate sweep alone filled one such call; the grid then ran with
+#            LR=8e-3 RANKS=1,2,4,8,16,32,64, the best swept rate of both tasks)
 #   call 3:  bash examples/lm_rank_ground_truth.sh suggest 300  (the grid's missing jobs, then suggest-rank)
 # Results go to $OUT/lm.tar.gz. Every stage is a no-op for what a warm machine already holds.
 set -euo pipefail
@@ -14,10 +16,13 @@ W=/tmp/lmgt
 STEPS=400; BATCH=16
 mkdir -p /tmp/pkg "$W/out" && ln -sfn "$PWD/cli" /tmp/pkg/lowrank_cli
 export PYTHONPATH="$PWD:/tmp/pkg:/tmp/site" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Rates: swept at ranks 4 and 64 (seed 0) unless LR is given. A SmolLM2 job with its probe holds about 11 GB of
+# GPU memory: 9 and 16 processes ran out of the H100's.
 grid() {
+  local rates="--lrs 5e-4,1e-3,2e-3,4e-3,8e-3 --lr-ranks 4,64"; [ -n "${LR:-}" ] && rates="--lr $LR"
   timeout -s INT "$1" python3 examples/rank_verdict_grid.py --model "$W/smollm2" --data-dir "$W/lm" --out "$W/out" \
-    --tasks news-lm,friends-lm --ranks 1,2,4,8,16,32,64,128,256 --lrs 5e-4,1e-3,2e-3,4e-3,8e-3 --lr-ranks 4,64 \
-    --max-steps $STEPS --batch-size $BATCH --no-signal --workers 16 --deadline $(( $1 - 150 )) || true
+    --tasks friends-lm,news-lm --ranks ${RANKS:-1,2,4,8,16,32,64,128,256} $rates --max-steps $STEPS \
+    --batch-size $BATCH --no-signal --workers ${WORKERS:-6} --deadline $(( $1 - ${LAST_START:-250} )) || true
 }
 pack() { tar -czf "$OUT/lm.tar.gz" -C "$W" --exclude runs out $(cd $W && ls -d suggest 2>/dev/null); }
 case $1 in

@@ -8,7 +8,7 @@ tenths and three tenths of the run's steps) and the older gradient signal-to-noi
         --tasks reuters-r8,reuters-r52 --ranks 1,2,4,8,16,32,64,128,256 --seeds 0,1,2 --workers 12 --deadline 480
     python examples/rank_verdict_grid.py --job TASK RANK SEED LR ...   (one job; what the workers run)
 
-Jobs start in order (ranks 1..64 of every task and seed first) until --deadline seconds have passed; the results
+Jobs start in order (ranks 1..64 of every task and seed first, task by task) until --deadline seconds have passed; the results
 file holds every job that finished, and a second call with the same --out runs only the jobs still missing. With
 --lrs, each task's rate is swept first (train only, seed 0, at --lr-ranks; OUT/lr_sweep.jsonl) and its grid runs at
 the rate with the best mean held-out metric (OUT/rates.json). Language models (SmolLM2-135M on the news-lm and
@@ -164,7 +164,7 @@ def main() -> None:
         rates = best_rates(out / "lr_sweep.jsonl", tasks)
         (out / "rates.json").write_text(json.dumps(rates))
         print(f"learning rates: {rates}" + (f" ({left} sweep jobs not started)" if left else ""))
-    jobs = [(t, r, int(s), rates[t]) for first in (True, False) for s in args.seeds.split(",") for t in tasks
+    jobs = [(t, r, int(s), rates[t]) for first in (True, False) for t in tasks for s in args.seeds.split(",")
             for r in ranks if (r <= 64) == first]
     left = run_pool(args, jobs, out / "results.jsonl", began, args.no_probe)
     print(f"{sum(1 for _ in open(out / 'results.jsonl'))} jobs done in {time.time() - began:.0f} s; "
