@@ -3,9 +3,11 @@ several seeds with :func:`lowrank.training.loop.train`, measure each adapter's s
 held-out metric per rank (mean +- sd, r*, doubling and halving verdicts; :mod:`lowrank.advice.ground_truth`).
 
 Runs go to ``out/lora-r{r}-s{seed}`` and ``out/full-s{seed}``; a run whose ``metrics.json`` exists is not trained
-again, so an interrupted sweep resumes. ``jobs > 1`` trains that many runs at once in separate processes (one GPU
-shared: a small model leaves it mostly idle), each with ``cpu_count / jobs`` CPU threads. The table goes to
-``out/sweep.json``.
+again, so an interrupted sweep resumes. ``jobs > 1`` trains that many runs at once, each in its own process (one
+GPU shared: a small model leaves it mostly idle) with ``cpu_count / jobs`` CPU threads, its output in
+``out/logs/<run>.log``. A run that fails or is killed stops the sweep once the runs in flight end: one
+:class:`LowrankError` names the run, its log and the log's last line; the finished runs stay and are reused. The
+table goes to ``out/sweep.json``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import sys
+import time
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -125,21 +129,81 @@ def run_sweep(config: SweepConfig, progress: ProgressCallback | None = None) -> 
     report(progress, "sweep", 0, len(runs))
     if config.jobs == 1:
         for done, run in enumerate(runs, 1):
-            _run_one(run, config.signals, config.signal_examples, threads)
+            try:
+                _run_one(run, config.signals, config.signal_examples, threads)
+            except LowrankError:
+                raise
+            except Exception as error:  # noqa: BLE001 - any other failure of one run: logged, named, one line
+                log = run_log(run)
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(traceback.format_exc())
+                raise LowrankError(f"run {run.out.name} failed ({type(error).__name__}: {error}); its log: {log}; "
+                                   "the finished runs are kept and reused when the sweep runs again") from None
             report(progress, "sweep", done, len(runs), run.out.name)
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(config.jobs, mp_context=context) as pool:
-            futures = [pool.submit(_run_one, run, config.signals, config.signal_examples, threads) for run in runs]
-            try:
-                for done, future in enumerate(as_completed(futures), 1):
-                    report(progress, "sweep", done, len(runs), Path(future.result()).name)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)  # runs not yet started are dropped
-                raise
+        _run_in_processes(runs, config, threads, progress)
     table = tabulate(out)
     write_text_atomic(out / "sweep.json", json.dumps(table, indent=1) + "\n")
     return table
+
+
+def run_log(run: TrainConfig) -> Path:
+    """Where a run trained in its own process writes its output: ``out/logs/<run>.log`` beside the run folders."""
+    return Path(run.out).parent / "logs" / f"{Path(run.out).name}.log"
+
+
+def _run_logged(run: TrainConfig, signals: bool, examples: int, threads: int) -> None:
+    """A worker process: its stdout and stderr go to the run's log, headed by the run's name and process id."""
+    log = run_log(run)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    handle = log.open("w")
+    handle.write(f"lowrank sweep: run {Path(run.out).name} (pid {os.getpid()})\n")
+    handle.flush()
+    os.dup2(handle.fileno(), 1)
+    os.dup2(handle.fileno(), 2)
+    sys.stdout = sys.stderr = open(handle.fileno(), "w", buffering=1, closefd=False)
+    _run_one(run, signals, examples, threads)
+
+
+def _run_in_processes(runs: list[TrainConfig], config: SweepConfig, threads: int,
+                      progress: ProgressCallback | None) -> None:
+    """Train ``runs`` ``config.jobs`` at a time, one process each; after a failure start no more, let the runs in
+    flight end, then raise one error naming the first failed run."""
+    context = multiprocessing.get_context("spawn")
+    pending, running, failed, done = list(runs), {}, [], 0
+    while pending or running:
+        while pending and not failed and len(running) < config.jobs:
+            run = pending.pop(0)
+            process = context.Process(target=_run_logged, args=(run, config.signals, config.signal_examples, threads))
+            process.start()
+            running[process] = run
+        time.sleep(0.2)
+        for process in [p for p in running if not p.is_alive()]:
+            run = running.pop(process)
+            process.join()
+            if process.exitcode == 0:
+                done += 1
+                report(progress, "sweep", done, len(runs), Path(run.out).name)
+            else:
+                failed.append((run, process.exitcode))
+        if failed and not running:
+            run, code = failed[0]
+            raise LowrankError(f"run {Path(run.out).name} {_ending(code)}; its log: {run_log(run)}"
+                               f"{_last_line(run_log(run))}; the finished runs are kept and reused when the sweep "
+                               "runs again")
+
+
+def _ending(exitcode: int) -> str:
+    return f"was killed (signal {-exitcode})" if exitcode < 0 else f"failed (exit status {exitcode})"
+
+
+def _last_line(log: Path) -> str:
+    """The log's last non-empty line (a traceback's exception), as `` (...)``; empty when there is none."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return f" ({lines[-1]})" if len(lines) > 1 else ""
 
 
 def _read_runs(folder: Path) -> list[dict]:
