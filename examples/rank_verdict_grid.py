@@ -50,7 +50,7 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int) -> dict:
     steps = {f: max(1, round(f * metrics["steps"])) for f in PROBE_FRACTIONS}
     marks = tuple(sorted(set(steps.values())))
     setup = probe.load(str(out), args.model, data, marks[-1], config["batch_size"], HELDOUT, config["max_length"],
-                       config["lr"], config["head_lr"], seed)
+                       config["lr"], config["head_lr"], config["loss_on"], seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = probe.probe(setup, {"same": marks, "doubled": marks, "halved": marks}, device, seed)
     signals = measure(MeasureConfig(adapter=str(out), base=args.model, data=data, device=device.type)).signals
