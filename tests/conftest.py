@@ -66,7 +66,7 @@ def r8_csv(tmp_path_factory):
     return path
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def invoke():
     """Run the lowrank CLI in-process; returns click's Result (stdout and stderr kept apart)."""
     from click.testing import CliRunner

@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from chat_reference import assistant_mask
 
 from lowrank.data.batches import IGNORE_INDEX, iter_batches
 from lowrank.data.chat import tokenize_examples
@@ -81,16 +82,7 @@ def test_smollm2_learns_exactly_each_assistant_content_and_its_end_of_turn_token
         assert _runs(ids, targets) == [_ids(tokenizer, t.content) + [end] for t in example.turns
                                        if t.role == "assistant"]
         # and at the characters the template writes them: "<|im_start|>assistant\n" CONTENT "<|im_end|>"
-        spans, at = [], 0
-        for turn in example.turns:
-            block = f"<|im_start|>{turn.role}\n{turn.content}<|im_end|>"
-            start = rendered.index(block, at)
-            at = start + len(block)
-            if turn.role == "assistant":
-                spans.append((start + len("<|im_start|>assistant\n"), at))
-        offsets = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        expected = [any(a <= s and e <= b for a, b in spans) for s, e in offsets]
-        assert [t != IGNORE_INDEX for t in targets] == expected
+        assert [t != IGNORE_INDEX for t in targets] == assistant_mask(tokenizer, example.turns)[1]
 
 
 def test_default_system_prompt_and_earlier_turns_are_masked(smollm2_tokenizer, friends):
