@@ -159,3 +159,10 @@ def test_bad_chat_input_is_one_error_line_and_writes_nothing(invoke, tiny_llama_
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and FRAGMENTS[case] in lines[0], result.stderr
     assert "Traceback" not in result.output and not written.exists()
+
+
+def test_analyze_loss_on_without_data_is_refused(invoke, plain_adapter, tmp_path):
+    result = invoke("analyze", plain_adapter, "--loss-on", "all", "--json", tmp_path / "r.json")
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        "Error: --loss-on says what --data's instruction examples learn; give --data too"]
+    assert not (tmp_path / "r.json").exists()

@@ -83,6 +83,8 @@ class AnalyzeConfig:
                 raise LowrankError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.loss_on is not None and self.loss_on not in LOSS_ON:
             raise LowrankError(f"loss-on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
+        if self.loss_on is not None and self.data is None:
+            raise LowrankError("--loss-on says what --data's instruction examples learn; give --data too")
         if self.k is not None and self.k < 1:
             raise LowrankError(f"k must be >= 1, got {self.k}")
         if not 0.0 < self.intruder_epsilon <= 1.0:
