@@ -12,6 +12,7 @@ import click
 
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressEvent
+from lowrank_cli.data_options import DATA_FILES, loss_on_option
 from lowrank_cli.launching import nproc_option, relaunched
 from lowrank_cli.progress import rich_progress
 
@@ -85,7 +86,7 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--modules", metavar="REGEX", help="Analyze only modules whose name matches this regular expression.")
 @click.option("--allow-pickle", is_flag=True, help="Read .bin/.pt checkpoints with torch.load(weights_only=True). "
               "Pickle files can run code; they are refused without this flag.")
-@click.option("--data", metavar="DATA", help="The data the adapter was trained on (registry key or local file): "
+@click.option("--data", metavar="DATA", help=f"The data the adapter was trained on (registry key or {DATA_FILES}): "
               "judge whether r was enough, one verdict for the model. First the adapter must be at a trained point "
               "(not collapsed on held-out data, training loss no longer falling per metrics.json); then the probe "
               "continues it at r, 2r and r/2 for a share of its run's steps at a fraction of its learning rates "
@@ -94,7 +95,8 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
               "gradient signal-to-noise is shown as evidence. Loads the base model (needs --base) and trains: "
               "minutes on a CPU. Without --data LoRA ranks are not judged.")
 @click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True,
-              help="Tokens per example with --data (LM: per block), as in training.")
+              help="Tokens per example with --data (LM of plain text: per block), as in training.")
+@loss_on_option(None)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random baselines and the sample.")
 @click.option("--fast", is_flag=True, help="Sketch full deltas (randomized range finding, seeded by --seed) instead "
               "of decomposing them exactly: k90/k99 become intervals certain to hold the exact ranks (shown lo-hi), "
@@ -107,7 +109,8 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
               "[default: cuda when a GPU is present, else cpu]. On several processes cuda is each one's own GPU.")
 @nproc_option
 def analyze(checkpoint, base, against, json_path, markdown_path, html_path, print_report, dtype, k, reference_rank,
-            grid_max, no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, data, max_length, seed,
+            grid_max, no_base_metrics, intruder_k, intruder_epsilon, modules, allow_pickle, data, max_length, loss_on,
+            seed,
             fast, cache, device, nproc) -> None:
     """Spectra, rank verdicts and subspace overlap of a LoRA adapter or a full fine-tune.
 
@@ -133,7 +136,7 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, prin
                            reference_rank=reference_rank, grid_max=grid_max, base_metrics=not no_base_metrics,
                            intruder_k=intruder_k, intruder_epsilon=intruder_epsilon, allow_pickle=allow_pickle,
                            modules=modules, seed=seed, device=device or _default_device(), data=data,
-                           max_length=max_length, fast=fast, cache=cache)
+                           max_length=max_length, loss_on=loss_on, fast=fast, cache=cache)
     if relaunched(nproc):
         return
     from lowrank.analysis.run import analyze as run_analysis

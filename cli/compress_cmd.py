@@ -17,6 +17,7 @@ from lowrank.compress import (EvalConfig, ExtractConfig, RankTarget, ResizeConfi
 from lowrank.compress.records import CompressReport
 from lowrank.outputs import write_text_atomic
 from lowrank.progress import ProgressEvent
+from lowrank_cli.data_options import DATA_FILES, loss_on_option
 from lowrank_cli.progress import rich_progress
 
 SHOWN_MODULES = 40
@@ -31,8 +32,9 @@ def _shared(command):
         click.option("--out", required=True, type=click.Path(path_type=Path),
                      help="The new adapter folder (must be new or empty)."),
         click.option("--data", metavar="DATA", help="Evaluate the original and the new adapter on this dataset's "
-                     "held-out split (registry key or local file) and report both."),
+                     f"held-out split (registry key or {DATA_FILES}) and report both."),
         click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per example (--data)."),
+        loss_on_option(),
         click.option("--batch-size", type=int, default=64, show_default=True, help="Evaluation batch size."),
         click.option("--eval-samples", type=int, help="Evaluate on the first N held-out examples only."),
         click.option("--json", "json_path", metavar="FILE", help="Also write the report JSON here ('-': stdout, "
@@ -62,10 +64,11 @@ class _LazyProgress(contextlib.ExitStack):
             self.callback(event)
 
 
-def _evaluation(data, max_length, batch_size, eval_samples, device) -> EvalConfig | None:
+def _evaluation(data, max_length, loss_on, batch_size, eval_samples, device) -> EvalConfig | None:
     if data is None:
         return None
-    return EvalConfig(data=data, max_length=max_length, batch_size=batch_size, limit=eval_samples, device=device)
+    return EvalConfig(data=data, max_length=max_length, batch_size=batch_size, limit=eval_samples, device=device,
+                      loss_on=loss_on)
 
 
 def _device(device: str | None) -> str:
@@ -87,8 +90,8 @@ def _device(device: str | None) -> str:
               help="all: carry every bias of TUNED (peft bias='all').")
 @click.option("--allow-pickle", is_flag=True, help="Read .bin/.pt checkpoints with torch.load(weights_only=True).")
 @click.option("--device", help="Where the SVDs and evaluation run [default: cuda when present, else cpu].")
-def extract(tuned, base, rank, energy, out, data, max_length, batch_size, eval_samples, json_path, quiet, embeddings,
-            modules, save_modules, bias, allow_pickle, device) -> None:
+def extract(tuned, base, rank, energy, out, data, max_length, loss_on, batch_size, eval_samples, json_path, quiet,
+            embeddings, modules, save_modules, bias, allow_pickle, device) -> None:
     """Turn a full fine-tune into a peft LoRA adapter by truncated SVD of each module's W1 - W0.
 
     Reports per module the kept rank, kept energy and relative Frobenius error, modules whose factors are not
@@ -99,7 +102,7 @@ def extract(tuned, base, rank, energy, out, data, max_length, batch_size, eval_s
     config = ExtractConfig(tuned=tuned, base=base, out=out, target=RankTarget(rank=rank, energy=energy),
                            embeddings=embeddings, modules=modules, save_modules=saved, bias=bias,
                            allow_pickle=allow_pickle, device=device,
-                           evaluation=_evaluation(data, max_length, batch_size, eval_samples, device))
+                           evaluation=_evaluation(data, max_length, loss_on, batch_size, eval_samples, device))
     with _LazyProgress(enabled=not quiet and json_path != "-") as progress:
         report = run_extract(config, progress)
     _render(report, json_path)
@@ -110,7 +113,7 @@ def extract(tuned, base, rank, energy, out, data, max_length, batch_size, eval_s
 @_shared
 @click.option("--base", metavar="MODEL", help="Base model for --data [default: the adapter's base_model_name_or_path].")
 @click.option("--device", help="Where evaluation runs [default: cuda when present, else cpu].")
-def resize(adapter, rank, energy, out, data, max_length, batch_size, eval_samples, json_path, quiet, base,
+def resize(adapter, rank, energy, out, data, max_length, loss_on, batch_size, eval_samples, json_path, quiet, base,
            device) -> None:
     """Change a peft LoRA adapter's rank through the factored SVD of s*B@A (never forming B@A).
 
@@ -118,7 +121,8 @@ def resize(adapter, rank, energy, out, data, max_length, batch_size, eval_sample
     rank_pattern and alpha_pattern are rewritten to match (rsLoRA kept).
     """
     config = ResizeConfig(adapter=adapter, out=out, target=RankTarget(rank=rank, energy=energy), base=base,
-                          evaluation=_evaluation(data, max_length, batch_size, eval_samples, _device(device)))
+                          evaluation=_evaluation(data, max_length, loss_on, batch_size, eval_samples,
+                                                 _device(device)))
     with _LazyProgress(enabled=not quiet and json_path != "-") as progress:
         report = run_resize(config, progress)
     _render(report, json_path)

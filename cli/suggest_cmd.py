@@ -11,11 +11,12 @@ from rich.table import Table
 
 from lowrank.errors import LowrankError
 from lowrank.training.config import TrainConfig
+from lowrank_cli.data_options import DATA_FILES, loss_on_option
 
 
 @click.command("suggest-rank")
 @click.option("--model", required=True, help="Registry key or local Hugging Face folder.")
-@click.option("--data", required=True, help="Registry key or local .csv/.jsonl/.txt file.")
+@click.option("--data", required=True, help=f"Registry key or {DATA_FILES}.")
 @click.option("--targets", default="auto", show_default=True, help="LoRA targets, as for lowrank train.")
 @click.option("--budget", type=int, help="Trainable LoRA parameters to spend.")
 @click.option("--rank", type=int, help="Spend what this rank on every target module costs.")
@@ -29,13 +30,14 @@ from lowrank.training.config import TrainConfig
 @click.option("--lr", type=float, help="Learning rate of the planned run (the probe's). [default: lowrank train's]")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--max-length", type=int, default=128, show_default=True)
+@loss_on_option()
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="The peft LoraConfig fields as JSON (peft.LoraConfig(**json.load(f)); lowrank train --config).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the evidence as JSON.")
 def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_rank, probe_fraction, epochs, lr,
-                 batch_size, max_length, seed, device, out, json_path) -> None:
+                 batch_size, max_length, loss_on, seed, device, out, json_path) -> None:
     """Choose each target module's LoRA rank before training, under a parameter budget, from the gradient at
     initialization or a short probe; writes a LoraConfig that peft and `lowrank train --config` accept."""
     from lowrank.advice.suggest import SuggestConfig, suggest
@@ -45,7 +47,7 @@ def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_ran
         if path is not None and (path.is_dir() or not path.parent.is_dir()):
             raise LowrankError(f"{option} {path}: expected a file path in an existing folder")
     train = TrainConfig(model=model, data=data, method="lora", out=Path("."), targets=targets, epochs=epochs, lr=lr,
-                        batch_size=batch_size, max_length=max_length, seed=seed, device=device)
+                        batch_size=batch_size, max_length=max_length, loss_on=loss_on, seed=seed, device=device)
     config = SuggestConfig(train=train, budget=budget, rank=rank, signal=signal, examples=examples,
                            probe_rank=probe_rank, probe_fraction=probe_fraction)
     result = suggest(config)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from lowrank.training.lora_file import read_lora_file
 from lowrank.training.loop import TrainConfig, train as run_training
+from lowrank_cli.data_options import DATA_FILES, loss_on_option
 from lowrank_cli.launching import is_main, nproc_option, relaunched
 from lowrank_cli.progress import rich_progress
 
@@ -19,9 +20,8 @@ from lowrank_cli.progress import rich_progress
 @click.command()
 @click.option("--model", required=True, help="Registry key (minilm-l6, smollm2-135m), a local Hugging Face folder, "
               "mlp:784,200,10 (a new fully connected network from --seed) or a folder a full MLP run wrote.")
-@click.option("--data", required=True, help="Registry key (reuters-r8, reuters-r52, 20newsgroups) or a local "
-              ".csv/.jsonl (text[,label]) or .txt file; for an MLP an image set (digits, mnist-5k, "
-              "fashion-mnist, .npz/.csv file).")
+@click.option("--data", required=True, help=f"Registry key (reuters-r8, reuters-r52, 20newsgroups) or {DATA_FILES}; "
+              "for an MLP an image set (digits, mnist-5k, fashion-mnist, .npz/.csv file).")
 @click.option("--method", type=click.Choice(["lora", "full"]), default="lora", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (must be empty or new).")
 @click.option("--task", type=click.Choice(["auto", "classification", "lm"]), default="auto", show_default=True,
@@ -42,7 +42,9 @@ from lowrank_cli.progress import rich_progress
 @click.option("--steps", type=int, help="Stop after this many optimizer steps.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step.")
-@click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per example (LM: per block).")
+@click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per example (LM of plain "
+              "text: per block).")
+@loss_on_option()
 @click.option("--lr", type=float, help="Peak learning rate. [default: 2e-3 LoRA, 5e-5 full; LM 1e-3 / 2e-5; "
               "MLP 1e-2 / 3e-3]")
 @click.option("--head-lr", type=float, help="Peak learning rate of a new classifier head (an MLP's last layer). "
@@ -72,9 +74,9 @@ from lowrank_cli.progress import rich_progress
 @nproc_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout, init, lora_file, epochs, steps, batch_size,
-          grad_accum, max_length, lr, head_lr, warmup_ratio, weight_decay, grad_clip, eval_every, eval_samples,
-          train_samples, save_every, seed, bf16, compile_model, cuda_graphs, device, overwrite, resume, nonfinite,
-          parallel, nproc, quiet) -> None:
+          grad_accum, max_length, loss_on, lr, head_lr, warmup_ratio, weight_decay, grad_clip, eval_every,
+          eval_samples, train_samples, save_every, seed, bf16, compile_model, cuda_graphs, device, overwrite, resume,
+          nonfinite, parallel, nproc, quiet) -> None:
     """Train a LoRA adapter (peft format) or fully fine-tune (Hugging Face folder); metrics go to OUT/metrics.json.
     Under torchrun (or with --nproc) every process trains its shard of each batch; rank 0 writes."""
     if relaunched(nproc):
@@ -82,9 +84,9 @@ def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout,
     config = TrainConfig(
         model=model, data=data, method=method, out=out, task=task, rank=rank, alpha=alpha, targets=targets,
         use_rslora=rslora, dropout=dropout, init=init, epochs=epochs, max_steps=steps, batch_size=batch_size,
-        grad_accum=grad_accum, max_length=max_length, lr=lr, head_lr=head_lr, warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay,
-        grad_clip=grad_clip, eval_every=eval_every, eval_samples=eval_samples, max_train_samples=train_samples,
+        grad_accum=grad_accum, max_length=max_length, loss_on=loss_on, lr=lr, head_lr=head_lr,
+        warmup_ratio=warmup_ratio, weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every,
+        eval_samples=eval_samples, max_train_samples=train_samples,
         save_every=save_every, seed=seed, bf16=bf16, compile=compile_model, cuda_graphs=cuda_graphs, device=device,
         overwrite=overwrite, resume=resume, nonfinite=nonfinite, parallel=parallel)
     if lora_file is not None:

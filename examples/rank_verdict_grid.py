@@ -56,7 +56,7 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int, lr: float
     steps = {f: max(1, round(f * metrics["steps"])) for f in PROBE_FRACTIONS}
     marks = tuple(sorted(set(steps.values())))
     setup = probe.load(str(out), args.model, data, marks[-1], config["batch_size"], args.heldout, config["max_length"],
-                       config["lr"], config["head_lr"], seed)
+                       config["lr"], config["head_lr"], config["loss_on"], seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = probe.probe(setup, {"same": marks, "doubled": marks, "halved": marks}, device, seed)
     signals = None if args.no_signal else measure(MeasureConfig(adapter=str(out), base=args.model, data=data,

@@ -66,7 +66,7 @@ def r8_csv(tmp_path_factory):
     return path
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def invoke():
     """Run the lowrank CLI in-process; returns click's Result (stdout and stderr kept apart)."""
     from click.testing import CliRunner
@@ -79,3 +79,29 @@ def invoke():
         return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def friends_chat():
+    """120 real conversations (Friends dialogue) as chat ``messages``: 100 train, 20 test (tests/data)."""
+    from pathlib import Path
+
+    return Path(__file__).parent / "data" / "friends_chat.jsonl"
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's tokenizer, with the chat template its GGUF carries (the registry asset)."""
+    from transformers import AutoTokenizer
+
+    from lowrank.assets import resolve_model_path
+
+    return AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m"), local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_llama_folder(tmp_path_factory, smollm2_tokenizer):
+    """A 2-layer random-init Llama causal LM folder with SmolLM2's real tokenizer and chat template."""
+    from lowrank.tiny_models import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-chat-llama"), "llama", "causal-lm", smollm2_tokenizer)

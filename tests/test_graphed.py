@@ -7,22 +7,25 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lowrank.data.batches import IGNORE_INDEX
+from lowrank.data.batches import IGNORE_INDEX, TokenizedSet
 from lowrank.tiny_models import tiny_model
 from lowrank.training import faults
 from lowrank.training.config import TrainConfig
 from lowrank.training.evaluate import loss_and_logits
-from lowrank.training.graphed import WIDTH_STEP, padded, usable
+from lowrank.training.graphed import WIDTH_STEP, padded, usable, widens
 from lowrank.training.setup import prepare
 
 
 def _batch(task: str, lengths: list[int], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """A random batch; task "instruction": LM examples whose first third of tokens (the prompt) has no target."""
     generator = torch.Generator().manual_seed(sum(lengths))
     width = max(lengths)
     ids = torch.randint(5, 1000, (len(lengths), width), generator=generator)
     mask = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
     ids = ids.masked_fill(mask == 0, pad_id)
-    labels = ids.masked_fill(mask == 0, IGNORE_INDEX) if task == "lm" else torch.tensor([0, 2, 1][:len(lengths)])
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX) if task != "classification" else torch.tensor([0, 2, 1][:len(lengths)])
+    if task == "instruction":
+        labels = labels.masked_fill(torch.arange(width) < torch.tensor(lengths)[:, None] // 3, IGNORE_INDEX)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -35,10 +38,29 @@ def test_padding_rounds_the_width_up_and_masks_what_it_adds():
     assert out["attention_mask"][:, 21:].eq(0).all() and torch.equal(out["labels"], batch["labels"])
     full = _batch("classification", [32, 30, 1])
     assert padded(full, 0) is full
-    blocks = _batch("lm", [40, 40])  # language-modelling blocks run without a mask: never padded
-    assert padded(blocks, 0) is blocks
+    chat = padded(_batch("instruction", [21, 9]), pad_id=7)  # token labels: the added positions carry no target
+    assert chat["labels"].shape == (2, 32) and (chat["labels"][:, 21:] == IGNORE_INDEX).all()
     images = {"x": torch.zeros(3, 5), "labels": torch.zeros(3, dtype=torch.long)}
     assert padded(images, 0) is images
+
+
+def test_only_sets_of_varying_length_are_widened():
+    """Language-modelling blocks all have one width and run without a mask: never padded; classification and
+    instruction examples are."""
+    blocks = TokenizedSet(((1, 2, 3), (4, 5, 6)), (), 0)
+    classes = TokenizedSet(((1, 2, 3), (4,)), (0, 1), 0)
+    chat = TokenizedSet(((1, 2, 3), (4, 5)), (), 0, ((-100, 2, 3), (-100, 5)))
+    assert (widens(blocks), widens(classes), widens(chat)) == (False, True, True)
+
+
+def test_right_padded_instruction_examples_have_the_loss_their_mask_gives():
+    """Without the mask, a real token still attends only to the real tokens before it (padding comes after)."""
+    model = tiny_model("llama", "causal-lm").double()
+    batch = _batch("instruction", [24, 9, 17])
+    loss = loss_and_logits(model, batch)[0]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten())
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_language_modelling_blocks_run_without_their_all_ones_mask():
@@ -50,10 +72,13 @@ def test_language_modelling_blocks_run_without_their_all_ones_mask():
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
-def test_padded_batch_has_the_unpadded_loss_and_gradients(family):
-    model = tiny_model(family, "classification").double()  # eval mode: no dropout, both passes see one network
-    batch = _batch("classification", [13, 5, 10])
+@pytest.mark.parametrize("family, task", [("bert", "classification"), ("llama", "classification"),
+                                          ("gpt2", "classification"), ("llama", "instruction"),
+                                          ("gpt2", "instruction")])
+def test_padded_batch_has_the_unpadded_loss_and_gradients(family, task):
+    """Instruction examples run without their mask (right padding): padding them further changes nothing."""
+    model = tiny_model(family, "classification" if task == "classification" else "causal-lm").double()
+    batch = _batch(task, [13, 5, 10])  # eval mode: no dropout, both passes see one network
     wider = padded(batch, 0)
     assert wider["input_ids"].shape[1] == WIDTH_STEP  # 13 tokens, rounded up
     results = []

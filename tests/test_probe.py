@@ -146,7 +146,8 @@ def test_the_probe_at_a_learning_rate_of_zero_keeps_the_same_and_doubled_arms_at
                                                                                                     one_thread):
     from lowrank.advice import probe
 
-    setup = probe.load(str(trained / "r2"), str(trained / "base"), "digits", 3, 32, 200, 128, 1e-2, 1e-2)
+    setup = probe.load(str(trained / "r2"), str(trained / "base"), "digits", 3, 32, 200, 128, 1e-2, 1e-2,
+                       "completion")
     result = probe.probe(setup, {"same": (3,), "doubled": (3,), "halved": (3,)}, torch.device("cpu"), lr_scale=0.0)
     for arm in ("same", "doubled"):
         torch.testing.assert_close(result.arms[arm][3].losses, result.trained.losses, rtol=1e-5, atol=1e-6)

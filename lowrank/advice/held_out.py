@@ -62,7 +62,7 @@ def _train_labels(base: str, data: str) -> list[int]:
         labels = load_image_dataset(data).train_y.tolist()
     else:
         dataset = load_text_dataset(data)
-        if not dataset.test_texts:
+        if not dataset.size("test"):
             raise LowrankError(f"data {data} has no held-out (test) examples; analyze --data evaluates the adapter "
                                "on them to check that it did not collapse (add rows with split=test)")
         labels = list(dataset.train_labels)
@@ -72,11 +72,13 @@ def _train_labels(base: str, data: str) -> list[int]:
     return labels
 
 
-def held_out_check(adapter: str, base: str, data: str, max_length: int, seed: int, device: str) -> HeldOut:
+def held_out_check(adapter: str, base: str, data: str, max_length: int, seed: int, device: str,
+                   loss_on: str) -> HeldOut:
     """Load ``adapter`` on ``base``, evaluate it on up to :data:`HELD_OUT_EXAMPLES` held-out examples of ``data``
-    on ``device``, and apply :func:`lowrank.advice.trained_point.collapse` against the baselines."""
+    on ``device`` (instruction data: the loss on ``loss_on``), and apply
+    :func:`lowrank.advice.trained_point.collapse` against the baselines."""
     train_labels = _train_labels(base, data)
-    sample = samples.trained(adapter, base, data, 1, max_length, seed, heldout=HELD_OUT_EXAMPLES)
+    sample = samples.trained(adapter, base, data, 1, max_length, seed, loss_on, heldout=HELD_OUT_EXAMPLES)
     where = torch.device(device)
     sample.model.to(where)
     metrics = evaluate_held_out(sample, where)

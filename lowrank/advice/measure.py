@@ -16,6 +16,7 @@ import torch
 from lowrank.advice import sample as samples
 from lowrank.advice.gradients import adapters_off, weight_gradients
 from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, Signals, module_signals
+from lowrank.data.instructions import LOSS_ON
 
 MIN_EXAMPLES = 64
 from lowrank.errors import LowrankError
@@ -30,8 +31,9 @@ class MeasureConfig:
         data: the dataset it was trained on (registry key or local file); its training split is used.
         examples: training examples in the gradient sample (the signal-to-noise thresholds were fitted at 256).
         max_length: tokens per example, as in training (default 128).
-        seed: draws the sample (classification; LM takes the first blocks).
+        seed: draws the sample (classification, instruction data; LM of texts takes the first blocks).
         device: "cpu" or "cuda".
+        loss_on: instruction data's loss, on the "completion" or on "all" tokens, as in training.
     """
 
     adapter: str
@@ -41,6 +43,7 @@ class MeasureConfig:
     max_length: int = 128
     seed: int = 0
     device: str = "cpu"
+    loss_on: str = "completion"
 
     def __post_init__(self) -> None:
         if self.examples < 1 or self.max_length < 8:
@@ -48,6 +51,8 @@ class MeasureConfig:
         kind = self.device.split(":")[0]
         if kind not in ("cpu", "cuda") or (kind == "cuda" and not torch.cuda.is_available()):
             raise LowrankError(f"device {self.device!r} is not available here (cpu, or cuda with a GPU)")
+        if self.loss_on not in LOSS_ON:
+            raise LowrankError(f"loss-on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def measure(config: MeasureConfig, progress: ProgressCallback | None = None) -> 
     """Signals of every adapted module of ``config.adapter`` (see :mod:`lowrank.advice.sufficiency`)."""
     began = time.perf_counter()
     sample = samples.trained(config.adapter, config.base, config.data, config.examples, config.max_length,
-                             config.seed)
+                             config.seed, config.loss_on)
     device = torch.device(config.device)
     sample.model.to(device)
     if sample.examples < MIN_EXAMPLES:

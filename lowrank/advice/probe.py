@@ -16,7 +16,8 @@ same gradients and the same Adam steps, and the arms differ only in the directio
 to the scale a fresh rank-``2r`` run would have, ``alpha / 2r``, slows the shared directions down in the doubled arm
 and speeds them up in the halved one; while the continuation still lowers the loss that alone ranks the arms.)
 
-Every arm is scored on a fixed held-out sample, per example (language modelling: per block, its mean token loss),
+Every arm is scored on a fixed held-out sample, per example (language modelling: per block or instruction example,
+its mean token loss over the tokens that carry a loss),
 so that differences are paired:
 
     doubling gain   g = mean_i (l_same,i - l_doubled,i)        what r more directions buy
@@ -133,7 +134,8 @@ class ProbeSetup:
 
 @torch.no_grad()
 def score(model: nn.Module, data, device: torch.device) -> Scores:
-    """Per-example held-out loss (LM: each block's mean token loss) and correctness, under bf16 autocast on CUDA."""
+    """Per-example held-out loss (LM: each block's or instruction example's mean loss over its target tokens, the
+    masked ones left out) and correctness, under bf16 autocast on CUDA."""
     model.eval()
     losses, correct = [], []
     for start in range(0, len(data), EVAL_BATCH):
@@ -277,9 +279,10 @@ def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: to
 
 
 def load(adapter: str, base: str, data: str, steps: int, batch_size: int, heldout: int, max_length: int,
-         lr: float, head_lr: float, seed: int = 0) -> ProbeSetup:
-    """The trained adapter on its base, ``steps * batch_size`` training examples and ``heldout`` test examples."""
-    sample = samples.trained(adapter, base, data, steps * batch_size, max_length, seed, heldout=heldout)
+         lr: float, head_lr: float, loss_on: str, seed: int = 0) -> ProbeSetup:
+    """The trained adapter on its base, ``steps * batch_size`` training examples and ``heldout`` test examples
+    (instruction data: the loss on ``loss_on``)."""
+    sample = samples.trained(adapter, base, data, steps * batch_size, max_length, seed, loss_on, heldout=heldout)
     config = read_adapter_config(adapter)
     return ProbeSetup(model=sample.model, trainable_modules=config.modules_to_save, train=sample.data,
                       heldout=sample.heldout, batch_size=batch_size, lr=lr, head_lr=head_lr)

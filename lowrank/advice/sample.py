@@ -1,8 +1,9 @@
 """The model and the fixed sample of training examples that rank advice takes gradients on, for text (a Hugging
 Face classifier or causal LM) and images (an MLP), built without tokenizing more than the sample.
 
-The sample is ``examples`` training examples drawn with ``seed`` (classification, images) or the first
-``examples`` blocks of ``max_length`` tokens (language modelling). Two starting points:
+The sample is ``examples`` training examples drawn with ``seed`` (classification, instruction data, images) or the
+first ``examples`` blocks of ``max_length`` tokens (language modelling of texts); instruction data is tokenized
+with its loss on ``loss_on`` (lowrank.data.chat). Two starting points:
 
 - :func:`trained`: the base with a trained adapter loaded (and its trained head), for ``analyze --data``;
 - :func:`initial`: the base with LoRA injected at the targets and ``B = 0`` (so exactly the base) and a head drawn
@@ -17,8 +18,9 @@ import torch
 from torch import nn
 
 from lowrank import adapters, assets, lora
-from lowrank.data.batches import TokenizedSet, epoch_order, tokenize_classification, tokenize_lm
+from lowrank.data.batches import TokenizedSet, epoch_order
 from lowrank.data.text import TextDataset, load_text_dataset
+from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
 from lowrank.training.images import is_image_model, load_image_task
 from lowrank.training.setup import auto_targets, head_modules
@@ -52,18 +54,17 @@ class Sample:
 
 
 def _text_sample(dataset: TextDataset, tokenizer, task: str, examples: int, max_length: int, seed: int,
-                 split: str = "train"):
-    texts, labels = ((dataset.train_texts, dataset.train_labels) if split == "train"
-                     else (dataset.test_texts, dataset.test_labels))
-    if task == "lm":
-        stream = tokenize_lm(tokenizer, texts[: max(1, examples * 8)], max_length)
+                 loss_on: str, split: str = "train"):
+    n = dataset.size(split)
+    if task == "lm" and not dataset.is_instruction:
+        stream = tokenize_split(dataset, tokenizer, task, split, max_length, loss_on,
+                                range(min(n, max(1, examples * 8))))
         data = TokenizedSet(stream.input_ids[:examples], (), stream.pad_id)
     else:
-        chosen = sorted(epoch_order(len(texts), seed, 0)[:examples])
-        data = tokenize_classification(tokenizer, tuple(texts[i] for i in chosen), tuple(labels[i] for i in chosen),
-                                       max_length)
+        chosen = sorted(epoch_order(n, seed, 0)[:examples])
+        data = tokenize_split(dataset, tokenizer, task, split, max_length, loss_on, chosen)
     if len(data) == 0:
-        raise LowrankError(f"data {dataset.name} gives no training examples at max length {max_length}")
+        raise LowrankError(f"data {dataset.name} gives no {split} examples at max length {max_length}")
     return data
 
 
@@ -75,7 +76,7 @@ def _image(model: str, data: str, seed: int, examples: int, adapter: str | None,
     return network, train_set.subset(chosen), test_set.subset(kept) if kept else None
 
 
-def trained(adapter: str, base: str, data: str, examples: int, max_length: int, seed: int,
+def trained(adapter: str, base: str, data: str, examples: int, max_length: int, seed: int, loss_on: str,
             heldout: int = 0) -> Sample:
     """The base with ``adapter`` loaded, ``examples`` training examples and ``heldout`` test examples. Raises
     LowrankError when the adapter's head does not fit the data's labels or its modules the model."""
@@ -100,12 +101,13 @@ def trained(adapter: str, base: str, data: str, examples: int, max_length: int, 
         raise LowrankError(f"{error} (does --data {dataset.name}, with {dataset.num_labels} labels, fit the "
                            "adapter's classifier head?)") from None
     task = "lm" if causal else "classification"
-    sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed)
-    test = _text_sample(dataset, tokenizer, task, heldout, max_length, seed, "test") if heldout else None
+    sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed, loss_on)
+    test = _text_sample(dataset, tokenizer, task, heldout, max_length, seed, loss_on, "test") if heldout else None
     return Sample(model, lora.lora_layers(model), sample, test)
 
 
-def initial(model_name: str, data: str, targets: str, examples: int, max_length: int, seed: int) -> Sample:
+def initial(model_name: str, data: str, targets: str, examples: int, max_length: int, seed: int,
+            loss_on: str) -> Sample:
     """The base with zero-initialized LoRA at ``targets`` (rank 1; ``B = 0``, so the model is the base) and a head
     drawn from ``seed``."""
     torch.manual_seed(seed)
@@ -119,7 +121,7 @@ def initial(model_name: str, data: str, targets: str, examples: int, max_length:
             raise LowrankError(f"data {data} has no 'label' column, which a classifier needs")
         model, tokenizer = (assets.load_causal_lm(model_name) if task == "lm"
                             else assets.load_classifier(model_name, dataset.num_labels))
-        sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed)
+        sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed, loss_on)
     chosen = auto_targets(model) if targets == "auto" else targets
     lora.inject(model, lora.LoraConfig(r=1, alpha=1.0, targets=lora.Targets.parse(chosen),
                                        trainable_modules=head_modules(model, task)))

@@ -32,7 +32,8 @@ def gradient_signal(config: TrainConfig, examples: int, max_rank: int) -> tuple[
     """Top ``max_rank`` singular values of ``G0`` per target module; returns the signals and the seconds spent on
     the gradient and its SVDs (loading the model and tokenizing the sample, which the planned run pays too, are
     not counted)."""
-    sample = samples.initial(config.model, config.data, config.targets, examples, config.max_length, config.seed)
+    sample = samples.initial(config.model, config.data, config.targets, examples, config.max_length, config.seed,
+                             config.loss_on)
     device = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
     began = time.perf_counter()
     model = sample.model.to(device)

@@ -92,7 +92,7 @@ def training_examples(model: str, data: str) -> int:
         from lowrank.data.images import load_image_dataset
 
         return len(load_image_dataset(data).train_y)
-    return len(load_text_dataset(data).train_texts)
+    return load_text_dataset(data).size("train")
 
 
 def suggest(config: SuggestConfig) -> Suggestion:

@@ -80,15 +80,16 @@ class SweepConfig:
 
 
 REUSE_KEYS = ("model", "data", "method", "rank", "seed", "epochs", "max_steps", "batch_size",
-              "max_length", "max_train_samples")
+              "max_length", "max_train_samples", "loss_on")
+REUSE_DEFAULTS = {"loss_on": "completion"}  # runs written before a setting existed trained as its default
 
 
 def _check_reusable(config: TrainConfig, metrics: dict) -> None:
     """A finished run is reused only if it was trained with this run's settings (and learning rate, when given)."""
     saved = metrics.get("config", {})
     keys = REUSE_KEYS + (("lr",) if config.lr is not None else ())
-    differ = [key for key in keys if saved.get(key) != (str(getattr(config, key)) if key in ("model", "data")
-                                                         else getattr(config, key))]
+    differ = [key for key in keys if saved.get(key, REUSE_DEFAULTS.get(key)) != (
+        str(getattr(config, key)) if key in ("model", "data") else getattr(config, key))]
     if differ:
         raise LowrankError(f"{config.out} holds a run trained with other settings ({', '.join(differ)}); "
                            "give the sweep another --out")
@@ -110,8 +111,8 @@ def _run_one(config: TrainConfig, signals: bool, examples: int, threads: int) ->
     if signals and config.method == "lora" and not (out / "signals.json").is_file():
         device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
         result = measure(MeasureConfig(adapter=str(out), base=config.model, data=config.data, examples=examples,
-                                       max_length=config.max_length,
-                                       seed=config.seed, device=device))
+                                       max_length=config.max_length, seed=config.seed, device=device,
+                                       loss_on=config.loss_on))
         record = {"examples": result.examples, "seconds": result.seconds,
                   "modules": {name: {**vars(s), "doubling_gain": s.doubling_gain,
                                      "signal_to_noise": s.signal_to_noise}

@@ -45,13 +45,15 @@ RAISE_SE = 2.0
 
 @dataclass(frozen=True)
 class RunSettings:
-    """What the probe takes from the run that trained the adapter (metrics.json), or defaults without one."""
+    """What the probe takes from the run that trained the adapter (metrics.json), or defaults without one;
+    ``loss_on``: what the run's instruction data learned (lowrank.data.chat), "completion" when not recorded."""
 
     lr: float
     head_lr: float
     batch_size: int
     steps: int
     from_metrics: bool
+    loss_on: str = "completion"
 
     @property
     def probe_steps(self) -> int:
@@ -70,7 +72,7 @@ def run_settings(adapter: str | Path, default_lr: float, default_head_lr: float)
         metrics = json.loads(path.read_text())
         config = metrics["config"]
         return RunSettings(float(config["lr"]), float(config["head_lr"]), int(config["batch_size"]),
-                           int(metrics["steps"]), True)
+                           int(metrics["steps"]), True, str(config.get("loss_on", "completion")))
     except (OSError, ValueError, KeyError, TypeError):
         return RunSettings(default_lr, default_head_lr, 32, UNKNOWN_RUN_STEPS, False)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lowrank.data.instructions import LOSS_ON
 from lowrank.errors import LowrankError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -43,6 +44,8 @@ class AnalyzeConfig:
         data: the dataset the adapter was trained on; with ``base``, LoRA verdicts come from the gradient the
             adapter cannot reach on the calibrated sample of training examples (:mod:`lowrank.advice.sufficiency`).
         max_length: tokens per example in the gradient sample (as in training; default 128).
+        loss_on: instruction data's loss, on the ``"completion"`` or on ``"all"`` tokens; None (default): the
+            run's choice from the adapter folder's metrics.json, else "completion".
         fast: sketch full deltas instead of decomposing them exactly (:mod:`lowrank.sketch`): energy ranks become
             intervals certain to hold the exact ones, singular values the sketch's top ``l`` (lower bounds), W0's top
             values sketched for amplification, intruders not computed. LoRA updates stay exact. Default False.
@@ -66,6 +69,7 @@ class AnalyzeConfig:
     device: str = "cpu"
     data: str | None = None
     max_length: int = 128
+    loss_on: str | None = None
     fast: bool = False
     cache: str | None = None
 
@@ -77,6 +81,10 @@ class AnalyzeConfig:
         for name in ("reference_rank", "grid_max", "intruder_k"):
             if getattr(self, name) < 1:
                 raise LowrankError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.loss_on is not None and self.loss_on not in LOSS_ON:
+            raise LowrankError(f"loss-on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
+        if self.loss_on is not None and self.data is None:
+            raise LowrankError("--loss-on says what --data's instruction examples learn; give --data too")
         if self.k is not None and self.k < 1:
             raise LowrankError(f"k must be >= 1, got {self.k}")
         if not 0.0 < self.intruder_epsilon <= 1.0:

@@ -32,20 +32,23 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
                  ) -> tuple[dict[str, Signals], ModelSufficiency]:
     """The model-level verdict of a LoRA ``source`` on ``config.data``: first its state (:func:`point_state`); at a
     trained point, the probe's verdict (:func:`probe_verdict`), with every module's gradient signals as evidence
-    (they do not decide)."""
+    (they do not decide). Instruction data's loss is on ``config.loss_on``, else on the run's choice (its
+    metrics.json)."""
     if not isinstance(source, LoraSource):
         raise LowrankError(f"--data judges LoRA adapters; {source.path} is a full model (its delta's verdict "
                            "comes from its spectrum)")
     if source.adapter.format != "peft" or source.config.variant != "lora":
         raise LowrankError(f"--data judges plain peft LoRA adapters; {source.path} is a {source.adapter.format} "
                            f"{source.config.variant} adapter")
-    state = point_state(config, source, progress)
+    settings = verdicts.run_settings(source.path, *verdicts.default_rates(config.base, source.config.task_type))
+    loss_on = config.loss_on or settings.loss_on
+    state = point_state(config, source, loss_on, progress)
     if state.verdict is not None:
-        return {}, state.sufficiency(config.data, source.config.r)
+        return {}, state.sufficiency(config.data, source.config.r, loss_on)
     measured = measure_signals(MeasureConfig(adapter=str(source.path), base=config.base, data=config.data,
                                              examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
-                                             seed=config.seed, device=config.device), progress)
-    verdict, probe = probe_verdict(config, source, progress)
+                                             seed=config.seed, device=config.device, loss_on=loss_on), progress)
+    verdict, probe = probe_verdict(config, source, settings, loss_on, progress)
     signals = list(measured.signals.values())
     limit = max(min(shape) for shape in source.shapes.values())
     return measured.signals, ModelSufficiency(
@@ -53,21 +56,20 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
         doubling_gain=model_doubling_gain(signals), verdict=verdict,
         suggested_r=suggested_rank(verdict, source.config.r, limit), raise_above=RAISE_GAIN,
         lower_below=LOWER_COST, seconds=state.seconds + measured.seconds + probe.seconds, probe=probe,
-        raise_se=RAISE_SE, raise_cost=RAISE_COST, **state.evidence())
+        raise_se=RAISE_SE, raise_cost=RAISE_COST, loss_on=loss_on, **state.evidence())
 
 
-def probe_verdict(config: AnalyzeConfig, source: LoraSource, progress: ProgressCallback | None
-                  ) -> tuple[str, Probe]:
+def probe_verdict(config: AnalyzeConfig, source: LoraSource, settings: verdicts.RunSettings, loss_on: str,
+                  progress: ProgressCallback | None) -> tuple[str, Probe]:
     """Continue the adapter at ranks r, 2r and r/2 for ``n`` = PROBE_FRACTION of its run's steps, at
     PROBE_LR_SCALE times its learning rates on a schedule of HORIZON_FRACTION of its steps, on its batch size
-    (metrics.json, else the defaults), score each on
+    (``settings``: metrics.json, else the defaults), score each on
     HELDOUT_EXAMPLES held-out examples (:mod:`lowrank.advice.probe`), and judge
     ``verdict.judge(L - L_2r, L_r/2 - L, L)`` (:mod:`lowrank.advice.verdict`)."""
     began = time.perf_counter()
-    settings = verdicts.run_settings(source.path, *verdicts.default_rates(config.base, source.config.task_type))
     n = settings.probe_steps
     setup = probing.load(str(source.path), config.base, config.data, n, settings.batch_size, HELDOUT_EXAMPLES,
-                         config.max_length, settings.lr, settings.head_lr, config.seed)
+                         config.max_length, settings.lr, settings.head_lr, loss_on, config.seed)
     result = probing.probe(setup, {"same": (n,), "doubled": (n,), "halved": (n,)}, torch.device(config.device),
                            config.seed, PROBE_LR_SCALE, progress, settings.horizon_steps)
     same = result.arms["same"][n]
@@ -107,21 +109,22 @@ class PointState:
         return {"state_evidence": reason, "held_out": self.held_out.to_dict(),
                 "trend": self.trend.to_dict() if self.trend else None}
 
-    def sufficiency(self, data: str, r: int) -> ModelSufficiency:
+    def sufficiency(self, data: str, r: int, loss_on: str) -> ModelSufficiency:
         """The model-level record of an adapter that gets no rank advice (suggested r: its own)."""
         return ModelSufficiency(data=data, examples=0, signal_to_noise=None, doubling_gain=None, verdict=self.verdict,
                                 suggested_r=r, raise_above=RAISE_GAIN, lower_below=LOWER_COST, seconds=self.seconds,
-                                raise_se=RAISE_SE, **self.evidence())
+                                raise_se=RAISE_SE, loss_on=loss_on, **self.evidence())
 
 
-def point_state(config: AnalyzeConfig, source: LoraSource, progress: ProgressCallback | None) -> PointState:
+def point_state(config: AnalyzeConfig, source: LoraSource, loss_on: str,
+                progress: ProgressCallback | None) -> PointState:
     """The adapter's state: "collapsed" when its held-out loss is no better than a baseline's
     (:func:`held_out_check`), else "not converged" when the adapter folder's metrics.json says the training loss
     was still falling at the end (:func:`loss_trend`), else None: a trained point, which rank advice may judge."""
     began = time.perf_counter()
     report(progress, "held-out evaluation", 0, 1)
     held_out = held_out_check(str(source.path), config.base, config.data, config.max_length, config.seed,
-                              config.device)
+                              config.device, loss_on)
     report(progress, "held-out evaluation", 1, 1)
     trend = _trend(Path(source.path) / "metrics.json")
     verdict = "collapsed" if held_out.collapsed else "not converged" if trend is not None and trend.falling else None

@@ -180,6 +180,8 @@ class ModelSufficiency(_Record):
         raise_se: :data:`lowrank.advice.verdict.RAISE_SE` (null in reports written before the probe).
         raise_cost: :data:`lowrank.advice.verdict.RAISE_COST`: raise r also when halving costs more than this
             fraction of the loss at r (``probe.halving.relative``; null in reports written before it).
+        loss_on: what instruction data's losses and gradients were taken on, "completion" or "all" (it changes
+            nothing for plain text or labelled data; null in reports written before it).
     """
 
     data: str
@@ -197,6 +199,7 @@ class ModelSufficiency(_Record):
     probe: Probe | None = None
     raise_se: float | None = None
     raise_cost: float | None = None
+    loss_on: str | None = None
 
     _nested = {"probe": Probe}
 

@@ -10,15 +10,17 @@ from pathlib import Path
 import torch
 
 from lowrank import adapters, assets
-from lowrank.data.batches import tokenize_classification, tokenize_lm
+from lowrank.data.instructions import LOSS_ON
 from lowrank.data.text import TextDataset, load_text_dataset
+from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
 from lowrank.training.evaluate import evaluate
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """``data``: registry key or local file; ``limit``: a fixed first-N sample of the test split (None: all)."""
+    """``data``: registry key or local file; ``limit``: a fixed first-N sample of the test split (None: all);
+    ``loss_on``: instruction data's loss, on the "completion" or on "all" tokens (lowrank.data.chat)."""
 
     data: str
     max_length: int = 128
@@ -26,11 +28,14 @@ class EvalConfig:
     limit: int | None = None
     device: str = "auto"
     bf16: bool = True
+    loss_on: str = "completion"
 
     def __post_init__(self) -> None:
         if self.max_length < 8 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise LowrankError(f"evaluation needs max length >= 8, batch size >= 1 and a sample >= 1; got "
                                f"{self.max_length}, {self.batch_size}, {self.limit}")
+        if self.loss_on not in LOSS_ON:
+            raise LowrankError(f"loss-on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -52,10 +57,10 @@ def evaluate_model(model_path: str, adapter: Path | None, dataset: TextDataset, 
     classify = metric_name(dataset, model_path) == "accuracy"
     if classify:
         model, tokenizer = assets.load_classifier(model_path, dataset.num_labels)
-        test = tokenize_classification(tokenizer, dataset.test_texts, dataset.test_labels, config.max_length)
     else:
         model, tokenizer = assets.load_causal_lm(model_path)
-        test = tokenize_lm(tokenizer, dataset.test_texts, config.max_length)
+    test = tokenize_split(dataset, tokenizer, "classification" if classify else "lm", "test", config.max_length,
+                          config.loss_on)
     if len(test) == 0:
         raise LowrankError(f"data {config.data} gives no test examples at max length {config.max_length}")
     if adapter is not None:

@@ -2,13 +2,16 @@
 
 Classification examples are truncated to ``max_length`` and padded per batch; language-modelling text is joined
 with the end-of-sequence token and cut into blocks of ``max_length`` tokens, whose labels are the inputs.
+Instruction and chat examples (lowrank.data.chat) stay one sequence each, padded per batch, with labels of their own
+(:data:`IGNORE_INDEX` on the tokens without loss).
 Images (:class:`ImageSet`) are rows of a float32 matrix and batch as ``{"x", "labels"}``.
 
 A tokenized set is laid out once as a padded (n, longest) table and a length vector; a batch is one gather of rows
 and columns [0, longest in the batch) and a mask ``arange(width) < length``: no per-row Python work.
-Classification batches are length-bucketed (:func:`iter_batches`): each run of ``BUCKET_BATCHES`` batches of the
-shuffled order is sorted by length before it is cut, and the batches are then shuffled, so a batch holds examples
-of similar length (less padding) while every example still appears once per epoch.
+Batches of examples of varying length (classification, instruction data) are length-bucketed (:func:`iter_batches`):
+each run of ``BUCKET_BATCHES`` batches of the shuffled order is sorted by length before it is cut, and the batches
+are then shuffled, so a batch holds examples of similar length (less padding) while every example still appears
+once per epoch.
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ BUCKET_BATCHES = 50  # batches per length-sorted run (Hugging Face's group_by_le
 
 @dataclass(frozen=True)
 class TokenizedSet:
-    """``input_ids[i]`` is one example; ``labels`` holds class indices, or is empty for language modelling."""
+    """``input_ids[i]`` is one example; ``labels`` holds class indices, or is empty for language modelling.
+    ``targets[i]``: instruction data, example ``i``'s token labels (its ids, :data:`IGNORE_INDEX` where no loss is
+    taken); empty for packed blocks, whose labels are their inputs."""
 
     input_ids: tuple[tuple[int, ...], ...]
     labels: tuple[int, ...]
     pad_id: int
+    targets: tuple[tuple[int, ...], ...] = ()
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -40,6 +46,11 @@ class TokenizedSet:
     @property
     def is_lm(self) -> bool:
         return not self.labels
+
+    @property
+    def varies_in_length(self) -> bool:
+        """Examples of their own lengths (classification, instruction data), not blocks of one length."""
+        return not self.is_lm or bool(self.targets)
 
     def token_count(self, indices: list[int]) -> int:
         return int(self.lengths[torch.as_tensor(indices, dtype=torch.long)].sum())
@@ -49,23 +60,34 @@ class TokenizedSet:
         """(n,) int64: tokens of each example."""
         return torch.tensor([len(ids) for ids in self.input_ids], dtype=torch.long)
 
+    def _padded(self, rows: tuple[tuple[int, ...], ...], fill: int) -> torch.Tensor:
+        """(n, longest) int64: ``rows`` laid out left-aligned, the rest ``fill``."""
+        width = int(self.lengths.max()) if len(self) else 0
+        table = torch.full((len(self), width), fill, dtype=torch.long)
+        table[torch.arange(width) < self.lengths[:, None]] = torch.tensor(list(chain.from_iterable(rows)),
+                                                                          dtype=torch.long)
+        return table
+
     @cached_property
     def _table(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, longest) int64 ids padded with ``pad_id``, and (n,) int64 labels (empty for LM); built once."""
-        width = int(self.lengths.max()) if len(self) else 0
-        table = torch.full((len(self), width), self.pad_id, dtype=torch.long)
-        table[torch.arange(width) < self.lengths[:, None]] = torch.tensor(
-            list(chain.from_iterable(self.input_ids)), dtype=torch.long)
-        return table, torch.tensor(self.labels, dtype=torch.long)
+        """Ids padded with ``pad_id``; labels: (n,) class indices, (n, longest) targets padded with
+        :data:`IGNORE_INDEX` (instruction data), or empty (blocks); built once."""
+        labels = self._padded(self.targets, IGNORE_INDEX) if self.targets else torch.tensor(self.labels,
+                                                                                               dtype=torch.long)
+        return self._padded(self.input_ids, self.pad_id), labels
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """Pad the chosen examples to the longest; LM labels are the inputs with padding ignored."""
+        """Pad the chosen examples to the longest; LM labels are the targets, or the inputs, padding ignored."""
         table, labels = self._table
         chosen = torch.as_tensor(indices, dtype=torch.long)
         lengths = self.lengths[chosen]
-        ids = table[chosen, : int(lengths.max())]
-        mask = (torch.arange(ids.shape[1]) < lengths[:, None]).long()
-        labels = ids.masked_fill(mask == 0, IGNORE_INDEX) if self.is_lm else labels[chosen]
+        width = int(lengths.max())
+        ids = table[chosen, :width]
+        mask = (torch.arange(width) < lengths[:, None]).long()
+        if self.targets:
+            labels = labels[chosen, :width]
+        else:
+            labels = ids.masked_fill(mask == 0, IGNORE_INDEX) if self.is_lm else labels[chosen]
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -125,14 +147,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def _bucketed(data: TokenizedSet | ImageSet) -> bool:
-    """Only classification text has examples of different lengths (LM blocks and images are all one size)."""
-    return isinstance(data, TokenizedSet) and not data.is_lm
+    """Classification text and instruction data have examples of different lengths (LM blocks and images are all
+    one size)."""
+    return isinstance(data, TokenizedSet) and data.varies_in_length
 
 
 def iter_batches(data: TokenizedSet | ImageSet, batch_size: int, seed: int, epoch: int) -> Iterator[list[int]]:
     """The epoch's batches of indices, a function of (seed, epoch) alone (the last, smaller batch is kept).
 
-    Classification text: each run of ``BUCKET_BATCHES * batch_size`` shuffled indices is sorted by length
+    Examples of varying length: each run of ``BUCKET_BATCHES * batch_size`` shuffled indices is sorted by length
     (longest first, stable) and cut into batches, whose order is then shuffled. Otherwise plain shuffled batches.
     """
     order = torch.tensor(epoch_order(len(data), seed, epoch), dtype=torch.long)
@@ -150,7 +173,7 @@ def iter_batches(data: TokenizedSet | ImageSet, batch_size: int, seed: int, epoc
 
 def eval_batches(data: TokenizedSet | ImageSet, batch_size: int, limit: int | None) -> Iterator[list[int]]:
     """Batches over all examples, or over a fixed seeded sample of ``limit`` of them (the same every call);
-    classification text in order of decreasing length (least padding)."""
+    examples of varying length in order of decreasing length (least padding)."""
     chosen = range(len(data)) if limit is None or limit >= len(data) else sorted(epoch_order(len(data), 0, 0)[:limit])
     chosen = torch.tensor(list(chosen), dtype=torch.long)
     if _bucketed(data) and len(chosen):

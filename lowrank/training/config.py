@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lowrank.data.instructions import LOSS_ON
 from lowrank.errors import LowrankError
 
 DEFAULT_LR = {("lora", "classification"): 2e-3, ("lora", "lm"): 1e-3,
@@ -36,7 +37,9 @@ class TrainConfig:
     checkpoint is kept) or ``"skip"`` the step (lowrank.training.guard). ``parallel``: on several processes
     (torchrun), ``"ddp"`` or ``"fsdp"`` (lowrank.training.parallel); ``batch_size`` is then the global batch.
     ``compile`` runs the model through torch.compile (pays off on long runs only: compiling takes tens of
-    seconds). ``cuda_graphs``: on one GPU, replay each step from a CUDA graph (lowrank.training.graphed)."""
+    seconds). ``cuda_graphs``: on one GPU, replay each step from a CUDA graph (lowrank.training.graphed).
+    ``loss_on``: instruction data's loss on the ``"completion"`` (prompt and non-assistant tokens masked) or on
+    ``"all"`` tokens (lowrank.data.chat); plain text learns every token either way."""
 
     model: str
     data: str
@@ -74,6 +77,7 @@ class TrainConfig:
     resume: bool = False
     nonfinite: str = "stop"
     parallel: str = "ddp"
+    loss_on: str = "completion"
 
     def __post_init__(self) -> None:
         checks = [
@@ -91,6 +95,7 @@ class TrainConfig:
             (self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}"),
             (self.nonfinite in ("stop", "skip"), f"on-nonfinite must be stop or skip, got {self.nonfinite!r}"),
             (self.parallel in ("ddp", "fsdp"), f"parallel must be ddp or fsdp, got {self.parallel!r}"),
+            (self.loss_on in LOSS_ON, f"loss-on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}"),
         ]
         for ok, message in checks:
             if not ok:

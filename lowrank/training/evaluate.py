@@ -1,6 +1,7 @@
 """Held-out evaluation: accuracy and loss for classification, loss and perplexity for language modelling.
 
-Perplexity is exp(mean token cross-entropy), the mean taken over every non-padding target token.
+Perplexity is exp(mean token cross-entropy), the mean taken over every target token: not padding, and for
+instruction data not a masked prompt or non-assistant token (lowrank.data.chat).
 Batches come as the trainer's do (length-sorted, pinned, copied without blocking); losses and correct counts add up
 on the device and are read once at the end, so evaluation never waits on the device batch by batch. On several
 processes each rank evaluates every ``size``-th batch (a rank short of batches repeats the first at weight 0, so
@@ -63,10 +64,12 @@ def loss_and_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
     """Mean loss over the batch (a device scalar: nothing is read back) and the logits.
 
     An image batch ``{"x", "labels"}`` goes to ``model(x)`` (an MLP, which returns logits); a text batch
-    ``{"input_ids", "attention_mask", "labels"}`` to a Hugging Face model (``.logits``). Language-modelling blocks
-    are whole (lowrank.data.batches.tokenize_lm), so they go without their all-ones mask: the model then needs no
-    look at the mask's values to choose SDPA's causal flash kernel (a host synchronization in an eager step, and in
-    a captured CUDA graph a materialized mask, which rules that kernel out)."""
+    ``{"input_ids", "attention_mask", "labels"}`` to a Hugging Face model (``.logits``). Language-modelling batches
+    go without their mask: blocks are whole (lowrank.data.batches.tokenize_lm), and instruction examples are padded
+    on the right only, after their last real token, which causal attention never lets a real token see (and whose
+    labels are ignored). The model then needs no look at the mask's values to choose SDPA's causal flash kernel (a
+    host synchronization in an eager step, and in a captured CUDA graph a materialized mask, which rules that
+    kernel out)."""
     labels = batch["labels"]
     if "x" in batch:
         logits = model(batch["x"])

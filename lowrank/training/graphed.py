@@ -4,9 +4,9 @@ A small model's step is mostly host time: MiniLM-L6 at 32 x 128 launches about 4
 against 2.2 ms on an H200 (reports/training_speed.md). A CUDA graph launches the whole step at once: forward,
 backward, gradient clipping, AdamW and the zeroing of the gradients.
 
-Shapes: classification batches are padded to a multiple of :data:`WIDTH_STEP` tokens, so a run sees few shapes
-(``max_length / WIDTH_STEP`` widths, and the shorter last batch of an epoch); language-modelling blocks all have one
-width already. Each shape's first batch runs eagerly (a real step, which also warms up the kernels' lazy state),
+Shapes: batches of examples of varying length (classification, instruction data) are padded to a multiple of
+:data:`WIDTH_STEP` tokens, so a run sees few shapes (``max_length / WIDTH_STEP`` widths, and the shorter last batch
+of an epoch); language-modelling blocks all have one width already. Each shape's first batch runs eagerly (a real step, which also warms up the kernels' lazy state),
 its second eagerly and timed, its third is captured, then replayed and timed. The faster of the two runs that
 shape's later steps. Once a shape has replayed :data:`CLEAR_WIN` times faster than it ran eagerly, later shapes
 skip the timed eager step: each is captured at its second batch. A graph wins where the host is the bottleneck
@@ -19,8 +19,9 @@ Everything a graph touches lives at fixed addresses: parameters, optimizer state
 graph rather than freed) and the static inputs. The graphs share one memory pool; nothing in it outlives a replay
 but each graph's output, the step's (loss, gradient norm), which is copied out after each replay.
 
-Padding adds masked key positions only (attention weight 0, no target), so a padded batch's loss is the unpadded
-one's up to the order of floating-point sums. Dropout draws differ from an eager run's, as between any two seeds
+Padding adds masked key positions only (attention weight 0, no target; for instruction data positions after the
+last real token, which causal attention hides from every real one), so a padded batch's loss is the unpadded one's
+up to the order of floating-point sums. Dropout draws differ from an eager run's, as between any two seeds
 of the random stream.
 """
 
@@ -31,6 +32,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from lowrank.data.batches import IGNORE_INDEX
 from lowrank.training import faults
 from lowrank.training.evaluate import autocast, loss_and_logits, to_device
 
@@ -47,16 +49,23 @@ def usable(config, setup) -> bool:
             and not faults.installed("loss"))
 
 
+def widens(data) -> bool:
+    """Whether the batches of ``data`` are padded by :func:`padded`: examples of varying length (classification,
+    instruction data); language-modelling blocks all have one width, images have no tokens."""
+    return bool(getattr(data, "varies_in_length", False))
+
+
 def padded(batch: dict[str, torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
-    """A host classification batch with its token dimension padded up to a multiple of :data:`WIDTH_STEP` (ids
-    with ``pad_id``, the attention mask with 0). Other batches are returned as they are: language-modelling blocks
-    are never padded (lowrank.training.evaluate.loss_and_logits runs them without a mask), images have no tokens."""
-    if "input_ids" not in batch or batch["labels"].ndim != 1:
+    """A host batch of token sequences with its token dimension padded up to a multiple of :data:`WIDTH_STEP` (ids
+    with ``pad_id``, the attention mask with 0, token labels with ``IGNORE_INDEX``); an image batch as it is."""
+    if "input_ids" not in batch:
         return batch
     extra = -batch["input_ids"].shape[1] % WIDTH_STEP
     if not extra:
         return batch
     fill = {"input_ids": pad_id, "attention_mask": 0}
+    if batch["labels"].ndim == 2:
+        fill["labels"] = IGNORE_INDEX
     return {key: F.pad(value, (0, extra), value=fill[key]) if key in fill else value for key, value in batch.items()}
 
 
@@ -67,6 +76,7 @@ class GraphedSteps:
         self.model, self.optimizer, self.trainable = setup.model, setup.optimizer, setup.trainable
         self.device, self.bf16, self.grad_clip = setup.device, config.bf16, config.grad_clip
         self.pad_id = getattr(setup.train, "pad_id", 0)
+        self.widen = widens(setup.train)
         self.rates = [torch.zeros((), device=self.device) for _ in self.optimizer.param_groups]
         self.pool = torch.cuda.graph_pool_handle()
         self.side = torch.cuda.Stream(self.device)
@@ -76,7 +86,7 @@ class GraphedSteps:
         self.graphs_win_clearly = False  # the last shape timed both ways replayed CLEAR_WIN x faster
 
     def step(self, host: dict[str, torch.Tensor]) -> torch.Tensor:
-        host = padded(host, self.pad_id)
+        host = padded(host, self.pad_id) if self.widen else host
         shape = tuple((key, tuple(value.shape)) for key, value in host.items())
         seen = self.seen[shape] = self.seen.get(shape, 0) + 1
         if seen == 1:

@@ -12,8 +12,9 @@ from torch import nn
 
 from lowrank import assets, cpu, cpu_dropout, lora
 from lowrank.distributed import SINGLE, World
-from lowrank.data.batches import ImageSet, TokenizedSet, tokenize_classification, tokenize_lm
+from lowrank.data.batches import ImageSet, TokenizedSet
 from lowrank.data.text import TextDataset, load_text_dataset
+from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP, is_mlp_spec
 from lowrank.training import checks, parallel, pooled
@@ -184,26 +185,16 @@ def _has_module(model: nn.Module, name: str) -> bool:
 
 
 def _tokenize(dataset: TextDataset, tokenizer, task: str, config: TrainConfig) -> tuple[TokenizedSet, TokenizedSet]:
-    train_texts, train_labels = _subset(dataset.train_texts, dataset.train_labels, config.max_train_samples,
-                                        config.seed)
-    if task == "classification":
-        train = tokenize_classification(tokenizer, train_texts, train_labels, config.max_length)
-        test = tokenize_classification(tokenizer, dataset.test_texts, dataset.test_labels, config.max_length)
-    else:
-        train = tokenize_lm(tokenizer, train_texts, config.max_length)
-        test = tokenize_lm(tokenizer, dataset.test_texts, config.max_length)
+    """The training split (a seeded sample of ``max_train_samples`` examples) and the test split."""
+    chosen = None
+    if config.max_train_samples is not None and config.max_train_samples < dataset.size("train"):
+        chosen = _sample(dataset.size("train"), config.max_train_samples, config.seed)
+    train = tokenize_split(dataset, tokenizer, task, "train", config.max_length, config.loss_on, chosen)
+    test = tokenize_split(dataset, tokenizer, task, "test", config.max_length, config.loss_on)
     if len(train) == 0 or len(test) == 0:
         raise LowrankError(f"data {config.data} gives no {'training' if len(train) == 0 else 'test'} examples "
                            f"at max length {config.max_length}")
     return train, test
-
-
-def _subset(texts: tuple[str, ...], labels: tuple[int, ...], limit: int | None,
-            seed: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    if limit is None or limit >= len(texts):
-        return texts, labels
-    chosen = _sample(len(texts), limit, seed)
-    return tuple(texts[i] for i in chosen), tuple(labels[i] for i in chosen) if labels else ()
 
 
 def _sample(n: int, limit: int, seed: int) -> list[int]:
