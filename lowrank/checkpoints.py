@@ -165,6 +165,12 @@ def _pickle(file: Path, allow_pickle: bool) -> Checkpoint:
     return Checkpoint(file, infos, loaded=state)
 
 
+def in_memory(path: Path, tensors: dict[str, torch.Tensor]) -> Checkpoint:
+    """A checkpoint of tensors held in memory (a live model's adapter), indexed as the file ``path`` would be."""
+    infos = {k: TensorInfo(k, path, tuple(v.shape), str(v.dtype)) for k, v in tensors.items()}
+    return Checkpoint(path, infos, loaded=tensors)
+
+
 def _unpickler_reason(error: BaseException) -> str:
     """The line of torch's weights-only error that says what was refused (its advice to disable the check is
     left out on purpose)."""

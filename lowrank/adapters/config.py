@@ -111,7 +111,12 @@ def read_adapter_config(folder: str | Path) -> AdapterConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise LowrankError(f"{folder} is not a peft adapter folder (no {CONFIG_FILE})")
-    raw = read_json_object(path)
+    return parse_adapter_config(read_json_object(path), path)
+
+
+def parse_adapter_config(raw: dict, path: Path) -> AdapterConfig:
+    """Validate the JSON object of an ``adapter_config.json`` (``path`` names it in messages: the file, or where
+    an adapter held in memory would write it)."""
     _refuse_foreign(raw, path)
     peft_type = str(raw.get("peft_type", "LORA")).upper()
     try:
