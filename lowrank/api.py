@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lowrank.adapters import is_adapter_folder, read_adapter_config
+from lowrank.adapters import AdapterConfig, is_adapter_folder, read_adapter_config
 from lowrank.adapters.live import LiveAdapter, live_adapter
 from lowrank.advice.suggest import SuggestConfig, suggest
 from lowrank.analysis.config import AnalyzeConfig
@@ -30,7 +30,7 @@ from lowrank.progress import ProgressCallback
 from lowrank.report import Report
 from lowrank.training.config import TrainConfig
 
-__all__ = ["AnalyzeConfig", "Report", "analyze", "default_device", "run_analysis", "suggest_config",
+__all__ = ["AnalyzeConfig", "Report", "adapter_base", "analyze", "default_device", "run_analysis", "suggest_config",
            "suggest_rank"]
 
 
@@ -94,13 +94,18 @@ def _with_default_base(config: AnalyzeConfig, live: LiveAdapter | None) -> tuple
         return config, "given"
     if not (config.base_metrics or config.data):
         return config, None
-    adapter = live.config if live is not None else (
-        read_adapter_config(Path(config.checkpoint).expanduser())
-        if is_adapter_folder(Path(config.checkpoint).expanduser()) else None)
-    named = adapter.base_model_name_or_path if adapter is not None else None
-    if named and Path(named).expanduser().is_dir():
-        return dataclasses.replace(config, base=named), "base_model_name_or_path"
-    return config, None
+    folder = Path(config.checkpoint).expanduser()
+    adapter = live.config if live is not None else read_adapter_config(folder) if is_adapter_folder(folder) else None
+    named = adapter_base(adapter) if adapter is not None else None
+    if named is None:
+        return config, None
+    return dataclasses.replace(config, base=named), "base_model_name_or_path"
+
+
+def adapter_base(adapter: AdapterConfig) -> str | None:
+    """The adapter's ``base_model_name_or_path`` when it names a local folder, else None (a hub name, or none)."""
+    named = adapter.base_model_name_or_path
+    return named if named and Path(named).expanduser().is_dir() else None
 
 
 def suggest_config(model: str | os.PathLike | nn.Module, data: str, budget: int | None = None,
