@@ -166,8 +166,9 @@ def _pickle(file: Path, allow_pickle: bool) -> Checkpoint:
 
 
 def in_memory(path: Path, tensors: dict[str, torch.Tensor]) -> Checkpoint:
-    """A checkpoint of tensors held in memory (a live model's adapter), indexed as the file ``path`` would be."""
-    infos = {k: TensorInfo(k, path, tuple(v.shape), str(v.dtype)) for k, v in tensors.items()}
+    """A checkpoint of tensors held in memory (a live model's adapter), indexed as the safetensors file ``path``
+    would be: in sorted key order, the order ``safe_open(...).keys()`` gives."""
+    infos = {k: TensorInfo(k, path, tuple(tensors[k].shape), str(tensors[k].dtype)) for k in sorted(tensors)}
     return Checkpoint(path, infos, loaded=tensors)
 
 
