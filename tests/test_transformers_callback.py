@@ -68,10 +68,11 @@ def _peft_llama(folder):
                                             lora_dropout=0.1, task_type="CAUSAL_LM"))
 
 
-def _trainer(model, tokenizer, texts, out, callbacks=(), steps=6, eval_steps=3):
+def _trainer(model, tokenizer, texts, out, callbacks=(), steps=6, eval_steps: int | None = 3):
     args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, learning_rate=5e-3,
-                             logging_steps=2, report_to=[], save_strategy="no", eval_strategy="steps",
-                             eval_steps=eval_steps, use_cpu=True, seed=0, disable_tqdm=True)
+                             logging_steps=2, report_to=[], save_strategy="no",
+                             eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, use_cpu=True, seed=0,
+                             disable_tqdm=True)
     return Trainer(model=model, args=args, train_dataset=Texts(tokenizer, texts[:400]),
                    eval_dataset=Texts(tokenizer, texts[400:]), data_collator=_collate, callbacks=list(callbacks))
 
@@ -114,9 +115,9 @@ def test_signals_on_data_are_logged_and_training_is_unchanged(tiny_llama_folder,
     data = tmp_path / "train.json"  # the training texts as a JSON array, a file a Trainer's dataset is read from
     data.write_text(json.dumps([{"text": t} for t in texts[:400]]))
     plain = _peft_llama(tiny_llama_folder)
-    _trainer(plain, minilm_tokenizer, texts, tmp_path / "plain", steps=3, eval_steps=10).train()
+    _trainer(plain, minilm_tokenizer, texts, tmp_path / "plain", steps=3, eval_steps=None).train()
     watched = _peft_llama(tiny_llama_folder)
-    trainer = _trainer(watched, minilm_tokenizer, texts, tmp_path / "watched", steps=3, eval_steps=10)
+    trainer = _trainer(watched, minilm_tokenizer, texts, tmp_path / "watched", steps=3, eval_steps=None)
     trainer.add_callback(RankCallback(every=2, data=str(data), examples=64, max_length=32))
     trainer.train()
     logs = [e for e in trainer.state.log_history if "lowrank/signal_to_noise" in e]
