@@ -1,14 +1,14 @@
 """lowrank: train LoRA adapters and measure how low-rank fine-tuning updates really are.
 
-``lowrank.analyze`` and ``lowrank.suggest_rank`` are :mod:`lowrank.api`'s, imported on first use (importing torch
-and transformers takes seconds; the command line starts without them).
+``lowrank.analyze``, ``lowrank.suggest_rank`` and ``lowrank.RankLogs`` are :mod:`lowrank.api`'s, imported on first
+use (importing torch and transformers takes seconds; the command line starts without them).
 """
 
 from lowrank.errors import LowrankError
 
-__all__ = ["LowrankError", "analyze", "suggest_rank"]
+__all__ = ["LowrankError", "RankLogs", "analyze", "suggest_rank"]
 __version__ = "0.1.0"
-_API = ("analyze", "suggest_rank")
+_API = ("RankLogs", "analyze", "suggest_rank")
 
 
 def __getattr__(name: str):

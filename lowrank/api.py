@@ -3,6 +3,9 @@
 - :func:`analyze`: a saved adapter or full fine-tune (a path), or a live ``peft.PeftModel`` or model holding
   lowrank's LoRA layers (read in memory, :mod:`lowrank.adapters.live`: no save and reload), -> :class:`Report`.
 - :func:`run_analysis`: the same from an :class:`AnalyzeConfig` carrying every ``lowrank analyze`` option.
+- :class:`RankLogs`: a training model's rank logs (effective rank, k90, ``||dW||_F`` per module and summarized;
+  with data, the sufficiency signals), for any training loop's logger and for
+  :mod:`lowrank.integrations.transformers`.
 - :func:`suggest_rank`: per-module ranks before training -> ``peft.LoraConfig``; :func:`suggest_config` builds the
   :class:`SuggestConfig` behind it (and behind ``lowrank suggest-rank``).
 
@@ -19,10 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lowrank.adapters import AdapterConfig, is_adapter_folder, read_adapter_config
+from lowrank.adapters import is_adapter_folder, read_adapter_config
 from lowrank.adapters.live import LiveAdapter, live_adapter
 from lowrank.advice.suggest import SuggestConfig, suggest
 from lowrank.analysis.config import AnalyzeConfig
+from lowrank.analysis.training_logs import RankLogs
 from lowrank.analysis import run
 from lowrank.distributed import SINGLE, World
 from lowrank.errors import LowrankError
@@ -30,7 +34,7 @@ from lowrank.progress import ProgressCallback
 from lowrank.report import Report
 from lowrank.training.config import TrainConfig
 
-__all__ = ["AnalyzeConfig", "Report", "adapter_base", "analyze", "default_device", "run_analysis", "suggest_config",
+__all__ = ["AnalyzeConfig", "RankLogs", "Report", "analyze", "default_device", "run_analysis", "suggest_config",
            "suggest_rank"]
 
 
@@ -96,16 +100,10 @@ def _with_default_base(config: AnalyzeConfig, live: LiveAdapter | None) -> tuple
         return config, None
     folder = Path(config.checkpoint).expanduser()
     adapter = live.config if live is not None else read_adapter_config(folder) if is_adapter_folder(folder) else None
-    named = adapter_base(adapter) if adapter is not None else None
+    named = adapter.local_base() if adapter is not None else None
     if named is None:
         return config, None
     return dataclasses.replace(config, base=named), "base_model_name_or_path"
-
-
-def adapter_base(adapter: AdapterConfig) -> str | None:
-    """The adapter's ``base_model_name_or_path`` when it names a local folder, else None (a hub name, or none)."""
-    named = adapter.base_model_name_or_path
-    return named if named and Path(named).expanduser().is_dir() else None
 
 
 def suggest_config(model: str | os.PathLike | nn.Module, data: str, budget: int | None = None,

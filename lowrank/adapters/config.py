@@ -93,6 +93,11 @@ class AdapterConfig:
     def rank_for(self, module: str) -> int:
         return int(lora.pattern_value(self.rank_pattern, module, self.r))
 
+    def local_base(self) -> str | None:
+        """``base_model_name_or_path`` when it names a local folder, else None (a hub name, or no name)."""
+        named = self.base_model_name_or_path
+        return named if named and Path(named).expanduser().is_dir() else None
+
     def scaling_for(self, module: str, rank: int) -> float:
         """peft's scaling: ``alpha / r`` (``alpha / sqrt(r)`` with rsLoRA); AdaLoRA ``alpha / (init_r + 1e-5)``
         (``alpha`` 0 means ``init_r``), whatever rank pruning left."""

@@ -1,6 +1,2 @@
-"""lowrank inside training loops: :func:`rank_metrics` (rank logs of a live model, for any loop) and, in
-:mod:`lowrank.integrations.transformers`, the ``RankCallback`` of a transformers Trainer."""
-
-from lowrank.integrations.metrics import rank_metrics
-
-__all__ = ["rank_metrics"]
+"""lowrank inside training frameworks, through :mod:`lowrank.api` only: :mod:`lowrank.integrations.transformers`
+holds the ``RankCallback`` of a transformers (or TRL) Trainer. Any other loop logs ``lowrank.RankLogs(model)``."""

@@ -5,8 +5,8 @@
 LoRA layers:
 
 - every ``every`` optimizer steps, and at each evaluation not already at such a step, it logs
-  :func:`lowrank.integrations.metrics.rank_metrics` (per module and summarized: effective rank, k90, ``||dW||_F``;
-  with ``data``, the sufficiency signals on a sample of it) through the Trainer's own ``log``, so they land in
+  :class:`lowrank.api.RankLogs` (per module and summarized: effective rank, k90, ``||dW||_F``; with ``data``, the
+  sufficiency signals on a sample of it) through the Trainer's own ``log``, so they land in
   ``trainer.state.log_history`` and in every ``report_to`` integration. On other steps ``on_step_end`` returns after
   one modulo: nothing is read, copied or synchronized.
 - at the end of training, on the main process, it writes ``lowrank_analysis.json`` (``lowrank.analysis/1``, what
@@ -27,10 +27,8 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from lowrank.api import analyze
-from lowrank.adapters.live import LiveAdapter, live_adapter
+from lowrank.api import RankLogs, analyze
 from lowrank.errors import LowrankError
-from lowrank.integrations.metrics import adapter_metrics, check_data, device_of
 
 JSON_FILE = "lowrank_analysis.json"
 HTML_FILE = "lowrank_report.html"
@@ -59,14 +57,12 @@ class RankCallback(TrainerCallback):
             raise LowrankError("RankCallback(verdict=True) judges the rank on data: pass data=")
         self.every, self.data, self.base, self.examples = every, data, base, examples
         self.max_length, self.seed, self.verdict, self.html = max_length, seed, verdict, html
-        self._live: LiveAdapter | None = None  # read when training begins; its tensors are the model's own
+        self._logs: RankLogs | None = None  # made when training begins (the adapter read once, the data checked)
         self._logged_step = -1
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        _running_trainer(self)  # outside a Trainer, or a model without LoRA layers: fail before the first step
-        self._live = live_adapter(model)
-        if self.data is not None:
-            check_data(self._live, self.data, self.base, getattr(getattr(model, "config", None), "num_labels", None))
+        _running_trainer(self)  # outside a Trainer, without LoRA layers, or with bad data: fail before the first step
+        self._logs = self._rank_logs(model)
         self._logged_step = -1
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -96,14 +92,17 @@ class RankCallback(TrainerCallback):
         call from here would take from the Trainer's regular log. Logging clears ``control.should_log``, which
         the Trainer's own loss log of this step may be waiting on: it is restored."""
         if state.is_world_process_zero:
-            live = self._live if self._live is not None else live_adapter(model)  # evaluate() outside train()
+            rank_logs = self._logs if self._logs is not None else self._rank_logs(model)  # evaluate() alone
             with _own_random_streams():
-                logs = adapter_metrics(live, self.data, base=self.base, examples=self.examples,
-                                       max_length=self.max_length, seed=self.seed, device=device_of(model))
+                logs = rank_logs.measure()
             should_log = control.should_log
             Trainer.log(_running_trainer(self), logs)
             control.should_log = should_log
         self._logged_step = state.global_step
+
+    def _rank_logs(self, model) -> RankLogs:
+        return RankLogs(model, self.data, base=self.base, examples=self.examples, max_length=self.max_length,
+                        seed=self.seed)
 
 
 def _own_random_streams():
