@@ -138,6 +138,7 @@ def test_given_base_and_no_base_metrics(peft_llama, tiny_llama_folder):
 @pytest.mark.parametrize("model, fragment", [
     ("plain", "LlamaForCausalLM has no LoRA layers"),
     ("layers without config", "holds lowrank LoRA layers but no lowrank_lora_config"),
+    ("peft layers without PeftModel", "holds peft LoRA layers but is not a peft PeftModel"),
     (42, "analyze takes a path or a torch model, not int"),
 ])
 def test_bad_models_raise_lowrank_errors(model, fragment, tiny_llama_folder):
@@ -148,6 +149,10 @@ def test_bad_models_raise_lowrank_errors(model, fragment, tiny_llama_folder):
         if model == "layers without config":
             lora.inject(loaded, lora.LoraConfig(r=2, alpha=2.0, targets=lora.Targets.parse("q_proj")))
             delattr(loaded, lora.CONFIG_ATTRIBUTE)
+        elif model == "peft layers without PeftModel":  # transformers' own peft integration
+            from peft import LoraConfig
+
+            loaded.add_adapter(LoraConfig(r=2, target_modules=["q_proj"]))
         model = loaded
     with pytest.raises(LowrankError, match=fragment):
         lowrank.analyze(model, device="cpu")
