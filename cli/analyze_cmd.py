@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,12 +38,6 @@ class _DelayedProgress:
         self.stack.close()
 
 
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
     """Refuse an output path that cannot be written, before any work is done."""
     if path is None or (allow_stdout and path == "-"):
@@ -59,7 +52,8 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.command("analyze")
 @click.argument("checkpoint", metavar="CHECKPOINT")
 @click.option("--base", metavar="MODEL", help="Pre-trained model (folder, safetensors file or registry key) giving "
-              "W0. Needed for a full CHECKPOINT; for an adapter it adds amplification and intruder dimensions.")
+              "W0. Needed for a full CHECKPOINT; for an adapter it adds amplification and intruder dimensions "
+              "[default for an adapter: its base_model_name_or_path when that is a local folder].")
 @click.option("--against", metavar="CHECKPOINT2", help="A second update (adapter, or full model against --base) to "
               "compare module by module: phi(i, j), principal angles, random baselines.")
 @click.option("--json", "json_path", metavar="FILE", help="Write the lowrank.analysis/1 JSON ('-': stdout, only it).")
@@ -86,7 +80,8 @@ def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
 @click.option("--modules", metavar="REGEX", help="Analyze only modules whose name matches this regular expression.")
 @click.option("--allow-pickle", is_flag=True, help="Read .bin/.pt checkpoints with torch.load(weights_only=True). "
               "Pickle files can run code; they are refused without this flag.")
-@click.option("--data", metavar="DATA", help=f"The data the adapter was trained on (registry key or {DATA_FILES}): "
+@click.option("--data", metavar="DATA", help=f"The data the adapter was trained on (registry key, or {DATA_FILES}, "
+              "as it is on disk; .json: an array of rows): "
               "judge whether r was enough, one verdict for the model. First the adapter must be at a trained point "
               "(not collapsed on held-out data, training loss no longer falling per metrics.json); then the probe "
               "continues it at r, 2r and r/2 for a share of its run's steps at a fraction of its learning rates "
@@ -123,8 +118,7 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, prin
     same report one process would (to the last bit when the processes have as many CPU threads as one); only it
     prints or writes. --data's probe and gradients run once, on process 0.
     """
-    from lowrank import distributed
-    from lowrank.analysis.config import AnalyzeConfig
+    from lowrank import api, distributed
     from lowrank.analysis.sharding import rank_device
 
     for path, option, stdout_ok in ((json_path, "--json", True), (markdown_path, "--markdown", False),
@@ -132,20 +126,18 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, prin
         _check_output(path, option, stdout_ok)
     if print_report and json_path == "-":
         raise click.UsageError("--print-report with --json - would mix the terminal report into the JSON on stdout")
-    config = AnalyzeConfig(checkpoint=checkpoint, base=base, against=against, dtype=dtype, k=k,
+    config = api.AnalyzeConfig(checkpoint=checkpoint, base=base, against=against, dtype=dtype, k=k,
                            reference_rank=reference_rank, grid_max=grid_max, base_metrics=not no_base_metrics,
                            intruder_k=intruder_k, intruder_epsilon=intruder_epsilon, allow_pickle=allow_pickle,
-                           modules=modules, seed=seed, device=device or _default_device(), data=data,
+                           modules=modules, seed=seed, device=device or api.default_device(), data=data,
                            max_length=max_length, loss_on=loss_on, fast=fast, cache=cache)
     if relaunched(nproc):
         return
-    from lowrank.analysis.run import analyze as run_analysis
-
     world = distributed.from_environment()
     progress = _DelayedProgress(sys.stderr.isatty() and world.is_main)
     try:
         with distributed.joined(world, rank_device(config.device, world)):
-            report = run_analysis(config, progress, world)
+            report = api.run_analysis(config, progress, world)
     finally:
         progress.close()
     if report is not None:  # rank 0 (or the one process) reports; the others' measures are in it
@@ -158,15 +150,11 @@ def _write_outputs(report, json_path: str | None, markdown_path: str | None, htm
 
     texts = {}
     if json_path is not None:
-        texts[json_path] = json.dumps(report.to_dict(), indent=1) + "\n"
+        texts[json_path] = report.to_json()
     if markdown_path is not None:
-        from lowrank.render.markdown import render as to_markdown
-
-        texts[markdown_path] = to_markdown(report)
+        texts[markdown_path] = report.to_markdown()
     if html_path is not None:
-        from lowrank.render.html import render as to_html
-
-        texts[html_path] = to_html(report)
+        texts[html_path] = report.to_html()
     for path, text in texts.items():
         if path == "-":
             click.echo(text, nl=False)
@@ -179,4 +167,4 @@ def _write_outputs(report, json_path: str | None, markdown_path: str | None, htm
         from lowrank.render.terminal import render as to_terminal
 
         console = Console(width=min(Console().width, REPORT_WIDTH) if sys.stdout.isatty() else REPORT_WIDTH)
-        to_terminal(report, console)
+        to_terminal(report.analysis, console)

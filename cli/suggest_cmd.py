@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from lowrank.errors import LowrankError
-from lowrank.training.config import TrainConfig
 from lowrank_cli.data_options import DATA_FILES, loss_on_option
 
 
@@ -40,17 +39,17 @@ def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_ran
                  batch_size, max_length, loss_on, seed, device, out, json_path) -> None:
     """Choose each target module's LoRA rank before training, under a parameter budget, from the gradient at
     initialization or a short probe; writes a LoraConfig that peft and `lowrank train --config` accept."""
-    from lowrank.advice.suggest import SuggestConfig, suggest
+    from lowrank.api import suggest_config
+    from lowrank.advice.suggest import suggest
     from lowrank.outputs import write_text_atomic
 
     for path, option in ((out, "--out"), (json_path, "--json")):
         if path is not None and (path.is_dir() or not path.parent.is_dir()):
             raise LowrankError(f"{option} {path}: expected a file path in an existing folder")
-    train = TrainConfig(model=model, data=data, method="lora", out=Path("."), targets=targets, epochs=epochs, lr=lr,
-                        batch_size=batch_size, max_length=max_length, loss_on=loss_on, seed=seed, device=device)
-    config = SuggestConfig(train=train, budget=budget, rank=rank, signal=signal, examples=examples,
-                           probe_rank=probe_rank, probe_fraction=probe_fraction)
-    result = suggest(config)
+    result = suggest(suggest_config(model, data, budget, rank, targets=targets, signal=signal, examples=examples,
+                                    probe_rank=probe_rank, probe_fraction=probe_fraction, epochs=epochs, lr=lr,
+                                    batch_size=batch_size, max_length=max_length, loss_on=loss_on, seed=seed,
+                                    device=device))
     write_text_atomic(out, json.dumps(result.lora_config, indent=1) + "\n")
     if json_path is not None:
         evidence = {"signal": result.signal, "global_rank": result.global_rank, "budget": result.budget,

@@ -165,6 +165,13 @@ def _pickle(file: Path, allow_pickle: bool) -> Checkpoint:
     return Checkpoint(file, infos, loaded=state)
 
 
+def in_memory(path: Path, tensors: dict[str, torch.Tensor]) -> Checkpoint:
+    """A checkpoint of tensors held in memory (a live model's adapter), indexed as the safetensors file ``path``
+    would be: in sorted key order, the order ``safe_open(...).keys()`` gives."""
+    infos = {k: TensorInfo(k, path, tuple(tensors[k].shape), str(tensors[k].dtype)) for k in sorted(tensors)}
+    return Checkpoint(path, infos, loaded=tensors)
+
+
 def _unpickler_reason(error: BaseException) -> str:
     """The line of torch's weights-only error that says what was refused (its advice to disable the check is
     left out on purpose)."""

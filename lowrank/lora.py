@@ -19,6 +19,7 @@ from lowrank.errors import LowrankError
 from lowrank.lora_function import lora_linear
 
 HEAD_NAMES = ("lm_head", "classifier", "score", "qa_outputs")
+CONFIG_ATTRIBUTE = "lowrank_lora_config"  # where :func:`inject` leaves its LoraConfig on the model
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,9 @@ def _describe(targets: Targets) -> str:
 
 
 def inject(model: nn.Module, config: LoraConfig, generator: torch.Generator | None = None) -> list[str]:
-    """Replace each selected module by a :class:`LoraLayer` in place; return the adapted module names."""
+    """Replace each selected module by a :class:`LoraLayer` in place; return the adapted module names. The model
+    keeps ``config`` as ``model.lowrank_lora_config`` (:data:`CONFIG_ATTRIBUTE`), so that its adapter can be saved
+    or analyzed in memory later with its own alpha, rsLoRA flag and trained modules."""
     names = select_targets(model, config.targets, exclude=config.trainable_modules)
     for name in names:
         parent_name, _, child = name.rpartition(".")
@@ -241,6 +244,7 @@ def inject(model: nn.Module, config: LoraConfig, generator: torch.Generator | No
         layer = LoraLayer(getattr(parent, child), config.rank_for(name), config.scaling_for(name),
                           config.dropout, config.init, generator)
         setattr(parent, child, layer)
+    setattr(model, CONFIG_ATTRIBUTE, config)
     return names
 
 
@@ -290,3 +294,5 @@ def unwrap(model: nn.Module) -> None:
     for name, layer in lora_layers(model).items():
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, layer.base_layer)
+    if hasattr(model, CONFIG_ATTRIBUTE):
+        delattr(model, CONFIG_ATTRIBUTE)

@@ -36,6 +36,17 @@ def test_jsonl_without_labels_is_language_modelling(tmp_path):
     assert not data.has_labels and data.test_texts == ("line 0", "line 1", "line 2")
 
 
+def test_json_array_is_read_like_json_lines(tmp_path):
+    """A .json file may hold one array of rows (json.dump, what a Trainer's dataset is often read from) or JSON
+    lines: the same dataset either way."""
+    rows = [{"text": f"doc {i}", "label": "pos" if i % 2 else "neg"} for i in range(50)]
+    (tmp_path / "array.json").write_text(json.dumps(rows, indent=2))
+    (tmp_path / "lines.json").write_text("\n".join(json.dumps(r) for r in rows))
+    array, lines = (load_text_dataset(str(tmp_path / name)) for name in ("array.json", "lines.json"))
+    assert array.train_texts == lines.train_texts and array.test_labels == lines.test_labels
+    assert array.label_names == ("neg", "pos") and len(array.train_texts) == 45
+
+
 def test_txt_paragraphs(tmp_path):
     path = tmp_path / "d.txt"
     path.write_text("\n\n".join(f"paragraph {i}\nsecond line" for i in range(20)))
@@ -47,6 +58,8 @@ def test_txt_paragraphs(tmp_path):
     ("bad.csv", "sentence,y\na,1\n", "needs a 'text' column"),
     ("bad.jsonl", '{"text": "a"}\nnot json\n', "bad.jsonl:2 is not valid JSON"),
     ("bad.parquet", "x", "unsupported data file type"),
+    ("bad.json", '[{"text": "a"}, "b"]', "expected a JSON array of objects"),
+    ("cut.json", '[{"text": "a"},', "cut.json is not valid JSON"),
     ("empty.csv", "", "holds no rows"),
 ])
 def test_bad_files(tmp_path, name, content, fragment):

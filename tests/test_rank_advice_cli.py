@@ -60,9 +60,15 @@ def test_analyze_data_whose_labels_do_not_fit_the_head(invoke, adapter, tiny_ber
     assert "labels" in result.stderr and not (tmp_path / "out.json").exists()
 
 
-def test_analyze_data_needs_base(invoke, adapter, r8_csv):
-    result = invoke("analyze", str(adapter), "--data", str(r8_csv))
-    assert result.exit_code == 2 and "--data needs --base" in result.stderr
+def test_analyze_data_takes_the_base_from_the_adapter_config(invoke, adapter, tiny_bert_folder, r8_csv):
+    """The adapter's base_model_name_or_path is the local tiny BERT folder: --data needs no --base (a hub name
+    there is refused: tests/test_api.py)."""
+    runs = [json.loads(invoke("analyze", str(adapter), "--data", str(r8_csv), "--max-length", "32", "--json", "-",
+                              "--device", "cpu", *base).stdout) for base in ((), ("--base", str(tiny_bert_folder)))]
+    assert [r["base_from"] for r in runs] == ["base_model_name_or_path", "given"]
+    for report in runs:
+        report.pop("base_from"), report["sufficiency"].pop("seconds")
+    assert runs[0] == runs[1] and runs[0]["base"] == str(tiny_bert_folder)
 
 
 def test_suggest_rank_writes_a_config_peft_loads(invoke, tiny_bert_folder, r8_csv, tmp_path):

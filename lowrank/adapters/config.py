@@ -93,6 +93,11 @@ class AdapterConfig:
     def rank_for(self, module: str) -> int:
         return int(lora.pattern_value(self.rank_pattern, module, self.r))
 
+    def local_base(self) -> str | None:
+        """``base_model_name_or_path`` when it names a local folder, else None (a hub name, or no name)."""
+        named = self.base_model_name_or_path
+        return named if named and Path(named).expanduser().is_dir() else None
+
     def scaling_for(self, module: str, rank: int) -> float:
         """peft's scaling: ``alpha / r`` (``alpha / sqrt(r)`` with rsLoRA); AdaLoRA ``alpha / (init_r + 1e-5)``
         (``alpha`` 0 means ``init_r``), whatever rank pruning left."""
@@ -111,7 +116,12 @@ def read_adapter_config(folder: str | Path) -> AdapterConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise LowrankError(f"{folder} is not a peft adapter folder (no {CONFIG_FILE})")
-    raw = read_json_object(path)
+    return parse_adapter_config(read_json_object(path), path)
+
+
+def parse_adapter_config(raw: dict, path: Path) -> AdapterConfig:
+    """Validate the JSON object of an ``adapter_config.json`` (``path`` names it in messages: the file, or where
+    an adapter held in memory would write it)."""
     _refuse_foreign(raw, path)
     peft_type = str(raw.get("peft_type", "LORA")).upper()
     try:

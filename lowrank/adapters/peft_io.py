@@ -40,7 +40,8 @@ def adapter_config_dict(model: nn.Module, config: lora.LoraConfig, adapted: list
 
 
 def adapter_state_dict(model: nn.Module, trainable_modules: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """peft's key names for every LoRA factor and every parameter of the fully trained modules."""
+    """peft's key names for every LoRA factor and every parameter of the fully trained modules, as detached views
+    of the parameters (where they are: training's later steps show through)."""
     tensors = {}
     for name, layer in lora.lora_layers(model).items():
         if layer.kind == "embedding":
@@ -52,13 +53,14 @@ def adapter_state_dict(model: nn.Module, trainable_modules: tuple[str, ...]) -> 
     for name, param in model.named_parameters():
         if lora.is_under(name.rpartition(".")[0], trainable_modules):
             tensors[PREFIX + name] = param
-    return {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
+    return {key: value.detach() for key, value in tensors.items()}
 
 
 def save_adapter(folder: Path, model: nn.Module, config: lora.LoraConfig, adapted: list[str],
                  base_model_name_or_path: str, task_type: str | None) -> None:
     """Write adapter_config.json and adapter_model.safetensors into an existing ``folder``."""
-    tensors = adapter_state_dict(model, config.trainable_modules)
+    tensors = {key: value.to("cpu").contiguous() for key, value in
+               adapter_state_dict(model, config.trainable_modules).items()}
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     settings = adapter_config_dict(model, config, adapted, base_model_name_or_path, task_type)
     write_text_atomic(folder / CONFIG_FILE, json.dumps(settings, indent=2) + "\n")

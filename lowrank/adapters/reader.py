@@ -20,7 +20,7 @@ from lowrank.adapters.adapter import Adapter, LoraUpdate
 from lowrank.adapters.config import CONFIG_FILE, AdapterConfig, read_adapter_config
 from lowrank.adapters.kohya import open_single_file
 from lowrank.adapters.layout import AdapterModule, peft_layout
-from lowrank.checkpoints import open_checkpoint
+from lowrank.checkpoints import Checkpoint, open_checkpoint
 from lowrank.errors import LowrankError
 
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -43,7 +43,13 @@ def _open_peft(folder: Path, allow_pickle: bool) -> Adapter:
         weights = folder / PICKLED_WEIGHTS_FILE
     elif not weights.is_file():
         raise LowrankError(f"{folder} has no {WEIGHTS_FILE}")
-    checkpoint = open_checkpoint(weights, allow_pickle)
+    return peft_adapter(folder, config, open_checkpoint(weights, allow_pickle))
+
+
+def peft_adapter(folder: Path, config: AdapterConfig, checkpoint: Checkpoint) -> Adapter:
+    """The :class:`Adapter` of a peft config and the checkpoint of its tensors (a file's, or one held in memory
+    whose ``path`` names where it would be saved): modules grouped, ranks checked against the config, notes."""
+    weights = checkpoint.path
     modules, full = peft_layout(checkpoint.tensors, weights, config.block_diagonal)
     _check_ranks(config, modules, weights)
     return Adapter(folder, "peft", config, checkpoint, modules, full, _notes(config, modules, weights))

@@ -76,6 +76,16 @@ def _image(model: str, data: str, seed: int, examples: int, adapter: str | None,
     return network, train_set.subset(chosen), test_set.subset(kept) if kept else None
 
 
+def is_causal(config: adapters.AdapterConfig, base: str, dataset: TextDataset, where: str) -> bool:
+    """Whether the adapter ``config`` (of ``where``) on ``base`` is a causal LM's (task_type CAUSAL_LM, or none and
+    a causal base) rather than a classifier's. Raises LowrankError when ``dataset`` cannot serve that task: a
+    classifier needs labels."""
+    causal = config.task_type == "CAUSAL_LM" or (config.task_type is None and assets.is_causal_lm(base))
+    if not causal and not dataset.has_labels:
+        raise LowrankError(f"data {dataset.name} has no labels, but the adapter in {where} is a classifier")
+    return causal
+
+
 def trained(adapter: str, base: str, data: str, examples: int, max_length: int, seed: int, loss_on: str,
             heldout: int = 0) -> Sample:
     """The base with ``adapter`` loaded, ``examples`` training examples and ``heldout`` test examples. Raises
@@ -85,9 +95,7 @@ def trained(adapter: str, base: str, data: str, examples: int, max_length: int, 
         return Sample(model, lora.lora_layers(model), sample, test)
     dataset = load_text_dataset(data)
     config = adapters.read_adapter_config(adapter)
-    causal = config.task_type == "CAUSAL_LM" or (config.task_type is None and assets.is_causal_lm(base))
-    if not causal and not dataset.has_labels:
-        raise LowrankError(f"data {dataset.name} has no labels, but the adapter in {adapter} is a classifier")
+    causal = is_causal(config, base, dataset, adapter)
     model, tokenizer = assets.load_causal_lm(base) if causal else assets.load_classifier(base, dataset.num_labels)
     heads = () if causal else head_modules(model, "classification")
     if heads and not set(heads) & set(config.modules_to_save):

@@ -41,8 +41,9 @@ class AnalyzeConfig:
         seed: seeds the random baselines of the amplification factor.
         device: where SVDs run, ``"cpu"`` (default) or ``"cuda"``; tensors are read on the CPU and moved there
             one module at a time.
-        data: the dataset the adapter was trained on; with ``base``, LoRA verdicts come from the gradient the
-            adapter cannot reach on the calibrated sample of training examples (:mod:`lowrank.advice.sufficiency`).
+        data: the dataset the adapter was trained on; with ``base`` (needed, checked when the analysis starts:
+            :mod:`lowrank.api` first fills it in from the adapter's ``base_model_name_or_path``), the model's data
+            verdict (:mod:`lowrank.analysis.data_verdict`).
         max_length: tokens per example in the gradient sample (as in training; default 128).
         loss_on: instruction data's loss, on the ``"completion"`` or on ``"all"`` tokens; None (default): the
             run's choice from the adapter folder's metrics.json, else "completion".
@@ -76,8 +77,6 @@ class AnalyzeConfig:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise LowrankError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.data is not None and self.base is None:
-            raise LowrankError("--data needs --base: the model the adapter was trained on")
         for name in ("reference_rank", "grid_max", "intruder_k"):
             if getattr(self, name) < 1:
                 raise LowrankError(f"{name} must be >= 1, got {getattr(self, name)}")

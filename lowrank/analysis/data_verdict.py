@@ -22,6 +22,7 @@ from lowrank.advice.trained_point import Trend, loss_trend
 from lowrank.advice.verdict import HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.analysis.results import ModelSufficiency, Probe, ProbeDifference
+from lowrank.adapters.live import adapter_folder
 from lowrank.analysis.sources import LoraSource
 from lowrank.errors import LowrankError
 from lowrank.jsonfile import read_json_object
@@ -33,22 +34,24 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
     """The model-level verdict of a LoRA ``source`` on ``config.data``: first its state (:func:`point_state`); at a
     trained point, the probe's verdict (:func:`probe_verdict`), with every module's gradient signals as evidence
     (they do not decide). Instruction data's loss is on ``config.loss_on``, else on the run's choice (its
-    metrics.json)."""
+    metrics.json). The base model is loaded with the adapter from its folder (for an adapter held in memory, a
+    temporary copy)."""
     if not isinstance(source, LoraSource):
         raise LowrankError(f"--data judges LoRA adapters; {source.path} is a full model (its delta's verdict "
                            "comes from its spectrum)")
     if source.adapter.format != "peft" or source.config.variant != "lora":
         raise LowrankError(f"--data judges plain peft LoRA adapters; {source.path} is a {source.adapter.format} "
                            f"{source.config.variant} adapter")
-    settings = verdicts.run_settings(source.path, *verdicts.default_rates(config.base, source.config.task_type))
-    loss_on = config.loss_on or settings.loss_on
-    state = point_state(config, source, loss_on, progress)
-    if state.verdict is not None:
-        return {}, state.sufficiency(config.data, source.config.r, loss_on)
-    measured = measure_signals(MeasureConfig(adapter=str(source.path), base=config.base, data=config.data,
-                                             examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
-                                             seed=config.seed, device=config.device, loss_on=loss_on), progress)
-    verdict, probe = probe_verdict(config, source, settings, loss_on, progress)
+    with adapter_folder(source.adapter) as folder:  # an adapter held in memory is written to a temporary folder
+        settings = verdicts.run_settings(folder, *verdicts.default_rates(config.base, source.config.task_type))
+        loss_on = config.loss_on or settings.loss_on
+        state = point_state(config, folder, loss_on, progress)
+        if state.verdict is not None:
+            return {}, state.sufficiency(config.data, source.config.r, loss_on)
+        measured = measure_signals(MeasureConfig(adapter=str(folder), base=config.base, data=config.data,
+                                                 examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
+                                                 seed=config.seed, device=config.device, loss_on=loss_on), progress)
+        verdict, probe = probe_verdict(config, folder, settings, loss_on, progress)
     signals = list(measured.signals.values())
     limit = max(min(shape) for shape in source.shapes.values())
     return measured.signals, ModelSufficiency(
@@ -59,7 +62,7 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
         raise_se=RAISE_SE, raise_cost=RAISE_COST, loss_on=loss_on, **state.evidence())
 
 
-def probe_verdict(config: AnalyzeConfig, source: LoraSource, settings: verdicts.RunSettings, loss_on: str,
+def probe_verdict(config: AnalyzeConfig, folder: Path, settings: verdicts.RunSettings, loss_on: str,
                   progress: ProgressCallback | None) -> tuple[str, Probe]:
     """Continue the adapter at ranks r, 2r and r/2 for ``n`` = PROBE_FRACTION of its run's steps, at
     PROBE_LR_SCALE times its learning rates on a schedule of HORIZON_FRACTION of its steps, on its batch size
@@ -68,7 +71,7 @@ def probe_verdict(config: AnalyzeConfig, source: LoraSource, settings: verdicts.
     ``verdict.judge(L - L_2r, L_r/2 - L, L)`` (:mod:`lowrank.advice.verdict`)."""
     began = time.perf_counter()
     n = settings.probe_steps
-    setup = probing.load(str(source.path), config.base, config.data, n, settings.batch_size, HELDOUT_EXAMPLES,
+    setup = probing.load(str(folder), config.base, config.data, n, settings.batch_size, HELDOUT_EXAMPLES,
                          config.max_length, settings.lr, settings.head_lr, loss_on, config.seed)
     result = probing.probe(setup, {"same": (n,), "doubled": (n,), "halved": (n,)}, torch.device(config.device),
                            config.seed, PROBE_LR_SCALE, progress, settings.horizon_steps)
@@ -116,17 +119,16 @@ class PointState:
                                 raise_se=RAISE_SE, loss_on=loss_on, **self.evidence())
 
 
-def point_state(config: AnalyzeConfig, source: LoraSource, loss_on: str,
-                progress: ProgressCallback | None) -> PointState:
-    """The adapter's state: "collapsed" when its held-out loss is no better than a baseline's
-    (:func:`held_out_check`), else "not converged" when the adapter folder's metrics.json says the training loss
+def point_state(config: AnalyzeConfig, folder: Path, loss_on: str, progress: ProgressCallback | None) -> PointState:
+    """The state of the adapter in ``folder``: "collapsed" when its held-out loss is no better than a baseline's
+    (:func:`held_out_check`), else "not converged" when the folder's metrics.json says the training loss
     was still falling at the end (:func:`loss_trend`), else None: a trained point, which rank advice may judge."""
     began = time.perf_counter()
     report(progress, "held-out evaluation", 0, 1)
-    held_out = held_out_check(str(source.path), config.base, config.data, config.max_length, config.seed,
-                              config.device, loss_on)
+    held_out = held_out_check(str(folder), config.base, config.data, config.max_length, config.seed, config.device,
+                              loss_on)
     report(progress, "held-out evaluation", 1, 1)
-    trend = _trend(Path(source.path) / "metrics.json")
+    trend = _trend(folder / "metrics.json")
     verdict = "collapsed" if held_out.collapsed else "not converged" if trend is not None and trend.falling else None
     return PointState(verdict, held_out, trend, time.perf_counter() - began)
 

@@ -399,6 +399,8 @@ class AnalysisReport(_Record):
     paired full-model weights with ``W1 == W0`` exactly (frozen during fine-tuning). For an adapter,
     ``adapter_format`` says which layout was read (``"peft"``, ``"kohya"``, ``"diffusers"``), ``trained_in_full``
     lists the modules its file stores in full, and ``notes`` what the reader resolved (e.g. fan_in_fan_out).
+    ``base_from`` says where ``base`` came from: ``"given"`` (``--base``) or ``"base_model_name_or_path"`` (the
+    adapter config's, a local folder, taken when no base was given); null without a base.
     """
 
     schema: str
@@ -422,6 +424,7 @@ class AnalysisReport(_Record):
     adapter_format: str | None = None
     trained_in_full: tuple[TrainedInFull, ...] = ()
     notes: tuple[str, ...] = ()
+    base_from: str | None = None
 
     _nested = {"thresholds": Threshold, "summary": Summary, "modules": ModuleAnalysis,
                "comparisons": Comparison, "against_modules": ModuleAnalysis, "sufficiency": ModelSufficiency,

@@ -33,6 +33,7 @@ from lowrank.analysis.results import SCHEMA, AnalysisReport, Comparison, ModuleA
 from lowrank.analysis.decompose import Plan
 from lowrank.analysis.sharding import NotMain, gathered, merged, on_main, rank_device, shares
 from lowrank.analysis.sources import LoraSource, Update, open_source
+from lowrank.adapters import Adapter
 from lowrank.assets import resolve_model_path
 from lowrank.cpu import release_freed_memory
 from lowrank.distributed import SINGLE, World
@@ -146,9 +147,13 @@ def _pairing(mine: list[str], theirs: list[str]) -> dict[str, str]:
     return {name: other for name, other in found.items() if other is not None}
 
 
-def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None,
-            world: World = SINGLE) -> AnalysisReport | None:
+def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None, world: World = SINGLE,
+            live: Adapter | None = None) -> AnalysisReport | None:
     """Analyze ``config.checkpoint`` (and compare it with ``config.against``); see :class:`AnalyzeConfig`.
+
+    ``live``: an adapter held in memory (:func:`lowrank.adapters.live.live_adapter`) analyzed in place of a file,
+    ``config.checkpoint`` being only its name in the report; its modules go through the same code as a saved
+    adapter's (on one process).
 
     With a ``world`` of several processes (called inside :func:`lowrank.distributed.joined` on every rank, as
     ``torchrun`` or ``lowrank analyze --nproc N`` run it) each rank streams and decomposes its share of the modules
@@ -168,15 +173,20 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None,
         raise LowrankError(f"analyze on {world.size} processes needs their process group: call it inside "
                            "lowrank.distributed.joined(world, device)")
     try:
-        return _analyze(config, progress, world)
+        return _analyze(config, progress, world, live)
     except NotMain:
         return None
 
 
-def _analyze(config: AnalyzeConfig, progress: ProgressCallback | None, world: World) -> AnalysisReport:
+def _analyze(config: AnalyzeConfig, progress: ProgressCallback | None, world: World,
+             live: Adapter | None) -> AnalysisReport:
     base = open_checkpoint(resolve_model_path(config.base), config.allow_pickle) if config.base else None
     with_base = base is not None and config.base_metrics
-    primary = open_source(config.checkpoint, base, config)
+    primary = LoraSource(live, base) if live is not None else open_source(config.checkpoint, base, config)
+    if config.data and base is None:
+        named = primary.config.base_model_name_or_path if isinstance(primary, LoraSource) else None
+        raise LowrankError("--data needs --base: the model the adapter was trained on" + (
+            f" (the adapter's base_model_name_or_path, {named}, is not a local folder)" if named else ""))
     other = open_source(config.against, base, config) if config.against else None
     names = _selected(primary.names, config.modules)
     if not names:

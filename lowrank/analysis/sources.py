@@ -47,21 +47,22 @@ class Update:
 
 
 class LoraSource:
-    """An adapter (peft folder or kohya / diffusers file): module names and ranks from the file's header, each
-    module's true update built lazily (:mod:`lowrank.adapters.variants` for DoRA, PiSSA and OLoRA)."""
+    """An opened adapter (peft folder, kohya / diffusers file, or a live model's adapter held in memory,
+    :mod:`lowrank.adapters.live`): module names and ranks from the file's header, each module's true update built
+    lazily (:mod:`lowrank.adapters.variants` for DoRA, PiSSA and OLoRA)."""
 
     kind = "lora"
 
-    def __init__(self, path: Path, base: Checkpoint | None, allow_pickle: bool = False):
-        self.adapter = open_adapter(path, allow_pickle)
-        self.path = path
+    def __init__(self, adapter: Adapter, base: Checkpoint | None):
+        self.adapter = adapter
+        self.path = adapter.path
         self.config = self.adapter.config
         self.shapes = {name: module.shape for name, module in self.adapter.modules.items()}
         self.ranks = {name: module.rank for name, module in self.adapter.modules.items()}
         self.names = list(self.shapes)
         self.base = base
         if base is None and self.config.variant in NEEDS_BASE:
-            raise LowrankError(f"{path}: a {NEEDS_BASE[self.config.variant]} adapter's update depends on the base "
+            raise LowrankError(f"{self.path}: a {NEEDS_BASE[self.config.variant]} adapter's update depends on the base "
                                "weights W0; pass --base MODEL")
         self.base_names = _base_names(self, base) if base is not None else {}
         self.not_in_base: tuple[str, ...] = ()
@@ -223,5 +224,5 @@ def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig):
     if not where.exists():
         raise LowrankError(f"{where} does not exist")
     if (where.is_dir() and is_adapter_folder(where)) or is_single_file_lora(where):
-        return LoraSource(where, base, config.allow_pickle)
+        return LoraSource(open_adapter(where, config.allow_pickle), base)
     return FullSource(where, base, config.allow_pickle)

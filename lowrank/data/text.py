@@ -1,4 +1,5 @@
-"""Text datasets: registry keys (the README's Registry section) and local CSV, JSONL or .txt files.
+"""Text datasets: registry keys (the README's Registry section) and local CSV, JSONL, JSON (an array of rows) or .txt
+files.
 
 Classification data has ``text`` and ``label`` columns; language-modelling data has ``text`` alone (or is a plain
 .txt file, one document per blank-line-separated paragraph), or is instruction data: ``prompt`` + ``completion``
@@ -67,7 +68,7 @@ def dataset_keys() -> list[str]:
 
 
 def load_text_dataset(name_or_path: str) -> TextDataset:
-    """A registry key or a local .csv / .jsonl / .txt file -> :class:`TextDataset`."""
+    """A registry key or a local .csv / .jsonl / .json / .txt file -> :class:`TextDataset`."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         return _load_local(path)
@@ -123,10 +124,29 @@ def _read_rows(path: Path) -> list[dict]:
     elif suffix == ".csv":
         with path.open(encoding="utf-8-sig", newline="") as handle:  # -sig: a byte-order mark is not a column
             rows = list(csv.DictReader(handle))
-    elif suffix in (".jsonl", ".json"):
+    elif suffix == ".jsonl" or (suffix == ".json" and not _is_json_array(path)):
         rows = _read_jsonl(path)
+    elif suffix == ".json":
+        rows = _read_json_array(path)
     else:
-        raise LowrankError(f"{path}: unsupported data file type {suffix!r}; use .csv, .jsonl or .txt")
+        raise LowrankError(f"{path}: unsupported data file type {suffix!r}; use .csv, .jsonl, .json or .txt")
+    return rows
+
+
+def _is_json_array(path: Path) -> bool:
+    """A .json file holding one array (``json.dump(rows)``) rather than JSON lines: both are what a Trainer's
+    dataset was loaded from (``datasets.load_dataset("json", ...)`` reads either)."""
+    with path.open(encoding="utf-8") as handle:
+        return handle.read(4096).lstrip().startswith("[")
+
+
+def _read_json_array(path: Path) -> list[dict]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise LowrankError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise LowrankError(f"{path}: expected a JSON array of objects, one per example, with 'text' (and 'label')")
     return rows
 
 

@@ -75,7 +75,8 @@ def source_line(report: AnalysisReport) -> list[tuple[str, str, str]]:
         what = f"{report.adapter_format} LoRA adapter"
     lines = [("checkpoint", report.checkpoint, what)]
     if report.base:
-        lines.append(("base", report.base, "pre-trained weights W0"))
+        lines.append(("base", report.base, "pre-trained weights W0" + (
+            ", from the adapter's base_model_name_or_path" if report.base_from == "base_model_name_or_path" else "")))
     if report.against:
         lines.append(("against", report.against, KIND_TEXT[report.against_kind]))
     return lines
