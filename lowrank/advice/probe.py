@@ -44,10 +44,11 @@ from lowrank.compress.factors import split_factors
 from lowrank.data.batches import IGNORE_INDEX
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback, report
-from lowrank.training.evaluate import autocast, loss_and_logits, to_device
+from lowrank.training.evaluate import autocast, forward, loss_and_logits, to_device
 
 WARMUP = 0.1
 EVAL_BATCH = 64
+LM_ROWS = 8
 LR_SCALE = 0.1
 
 
@@ -141,18 +142,25 @@ def score(model: nn.Module, data, device: torch.device) -> Scores:
     for start in range(0, len(data), EVAL_BATCH):
         batch = to_device(data.collate(list(range(start, min(start + EVAL_BATCH, len(data))))), device)
         with autocast(device, True):
-            _, logits = loss_and_logits(model, batch)
+            logits = forward(model, batch)
         labels = batch["labels"]
         if logits.ndim == 3:
-            targets = labels[:, 1:]
-            token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
-                                    reduction="none")
-            counts = (targets != IGNORE_INDEX).sum(1).clamp(min=1)
-            losses.append((token.sum(1) / counts).cpu())
+            losses.append(torch.cat([example_losses(logits[i:i + LM_ROWS], labels[i:i + LM_ROWS])
+                                     for i in range(0, len(logits), LM_ROWS)]).cpu())
         else:
             losses.append(F.cross_entropy(logits.float(), labels, reduction="none").cpu())
             correct.append((logits.argmax(-1) == labels).cpu())
     return Scores(torch.cat(losses).double(), torch.cat(correct) if correct else None)
+
+
+def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sequence's mean next-token cross-entropy over its target tokens (labels not IGNORE_INDEX), in float32.
+    Taken :data:`LM_ROWS` sequences at a time, so that a large vocabulary's float32 logits are never held for the
+    whole batch (SmolLM2: 64 x 128 tokens x 49,152 would be 1.6 GB)."""
+    targets = labels[:, 1:]
+    token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                            reduction="none")
+    return token.sum(1) / (targets != IGNORE_INDEX).sum(1).clamp(min=1)
 
 
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module -> (A, B)

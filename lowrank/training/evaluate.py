@@ -71,15 +71,19 @@ def loss_and_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
     host synchronization in an eager step, and in a captured CUDA graph a materialized mask, which rules that
     kernel out)."""
     labels = batch["labels"]
-    if "x" in batch:
-        logits = model(batch["x"])
-    else:
-        mask = None if labels.ndim == 2 else batch["attention_mask"]
-        logits = model(input_ids=batch["input_ids"], attention_mask=mask).logits
+    logits = forward(model, batch)
     if logits.ndim == 3:  # causal LM: predict token t+1 from tokens <= t
         shifted, targets = logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
         return F.cross_entropy(shifted.float(), targets, ignore_index=IGNORE_INDEX), logits
     return F.cross_entropy(logits.float(), labels), logits
+
+
+def forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The logits of a batch (see :func:`loss_and_logits` for the two kinds of batch and the mask)."""
+    if "x" in batch:
+        return model(batch["x"])
+    mask = None if batch["labels"].ndim == 2 else batch["attention_mask"]
+    return model(input_ids=batch["input_ids"], attention_mask=mask).logits
 
 
 def loss_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, torch.Tensor]:
