@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from lowrank.intrinsic.problems import text_problem  # noqa: E402
 from lowrank.intrinsic.search import SearchConfig, measure_intrinsic_dimension, parse_dims  # noqa: E402
 from lowrank.intrinsic.subspace import SubspaceConfig, SubspaceModel  # noqa: E402
-from lowrank.intrinsic.training import TrainConfig  # noqa: E402
+from lowrank.intrinsic.training import RunBudget  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -105,9 +105,9 @@ def run_curves(problem, args, out: Path) -> None:
     results, baseline = [], args.baseline
     for mode in args.modes.split(","):
         bf16 = args.device == "cuda"
-        train = TrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, device=args.device,
+        train = RunBudget(steps=args.steps, lr=args.lr, batch_size=args.batch_size, device=args.device,
                             autocast_bf16=bf16)
-        direct = TrainConfig(steps=args.steps, lr=args.baseline_lr, batch_size=args.batch_size, device=args.device,
+        direct = RunBudget(steps=args.steps, lr=args.baseline_lr, batch_size=args.batch_size, device=args.device,
                              autocast_bf16=bf16)
         config = SearchConfig(dims=parse_dims(args.dims), train=train, baseline_train=direct,
                               projection="fastfood", said=mode == "said", direct=tuple(args.direct),

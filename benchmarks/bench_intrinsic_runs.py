@@ -22,7 +22,7 @@ import torch
 
 from lowrank.intrinsic.problems import image_problem
 from lowrank.intrinsic.subspace import SubspaceConfig, SubspaceModel
-from lowrank.intrinsic.training import TrainConfig
+from lowrank.intrinsic.training import RunBudget
 
 MODEL, DATA, SEEDS, FIRST_ROUND = "mlp:784,200,200,10", "mnist-5k", (0, 1, 2), (105, 457, 2000)
 
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     problem = image_problem(MODEL, DATA)
-    config = TrainConfig(steps=args.steps, lr=1e-2, batch_size=256)
+    config = RunBudget(steps=args.steps, lr=1e-2, batch_size=256)
     result = {"steps": args.steps, "threads": args.threads, "unit": "[wall, cpu] seconds per step"}
     wrapped = SubspaceModel(problem.build_model(0), SubspaceConfig(457, "fastfood", 1_000_003))
     seconds = _timed(lambda: problem.task.train_and_score(wrapped, config, 0))

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from lowrank.intrinsic.problems import resolve_problem
 from lowrank.intrinsic.search import SearchConfig, measure_intrinsic_dimension, parse_baseline, parse_dims
-from lowrank.intrinsic.training import TrainConfig
+from lowrank.intrinsic.training import RunBudget
 from lowrank.outputs import write_bytes_atomic, write_text_atomic
 from lowrank_cli.progress import rich_progress
 
@@ -61,8 +61,8 @@ def intrinsic_dim(model, data, dims, projection, said, layout, direct, cache_pro
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     use_bf16 = bf16 and device.startswith("cuda")
-    train = TrainConfig(steps=steps, lr=lr, batch_size=batch_size, device=device, autocast_bf16=use_bf16)
-    baseline_train = TrainConfig(steps=steps, lr=baseline_lr or lr, batch_size=batch_size, device=device,
+    train = RunBudget(steps=steps, lr=lr, batch_size=batch_size, device=device, autocast_bf16=use_bf16)
+    baseline_train = RunBudget(steps=steps, lr=baseline_lr or lr, batch_size=batch_size, device=device,
                                  autocast_bf16=use_bf16)
     config = SearchConfig(dims=parse_dims(dims), train=train, baseline_train=baseline_train, projection=projection,
                           said=said, layout=layout, direct=tuple(direct), cache=cache_projection, seeds=seeds,

@@ -18,7 +18,7 @@ import torch
 
 from lowrank.intrinsic.problems import image_problem
 from lowrank.intrinsic.search import SearchConfig, measure_intrinsic_dimension
-from lowrank.intrinsic.training import TrainConfig
+from lowrank.intrinsic.training import RunBudget
 from lowrank.outputs import write_text_atomic
 from lowrank.render.intrinsic import plot, summary_lines
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--out", default="reports")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the CPU is shared: one thread avoids OpenMP oversubscription
-    train = TrainConfig(steps=args.steps, lr=1e-2, batch_size=4096)
+    train = RunBudget(steps=args.steps, lr=1e-2, batch_size=4096)
     results = []
     for width in (int(w) for w in args.widths.split(",")):
         model = f"mlp:64,{width},{width},10"

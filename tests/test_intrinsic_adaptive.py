@@ -8,7 +8,7 @@ from torch import nn
 
 from lowrank.intrinsic.adaptive import first_round, midpoint, pass_fractions, undecided
 from lowrank.intrinsic.search import SearchConfig, measure_intrinsic_dimension
-from lowrank.intrinsic.training import TrainConfig
+from lowrank.intrinsic.training import RunBudget
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +68,7 @@ def test_adaptive_search_keeps_d90_and_interval_with_fewer_runs():
     grid = (10, 15, 22, 33, 50, 75, 110, 165, 250)
     results = {}
     for adaptive in (False, True):
-        config = SearchConfig(dims=grid, train=TrainConfig(steps=1), baseline_train=TrainConfig(steps=1),
+        config = SearchConfig(dims=grid, train=RunBudget(steps=1), baseline_train=RunBudget(steps=1),
                               projection="sparse", seeds=3, bootstrap=500, adaptive=adaptive)
         results[adaptive] = measure_intrinsic_dimension(lambda s: Step(400, s), StepTask(), config)
     full, fast = results[False], results[True]

@@ -11,7 +11,7 @@ from lowrank.intrinsic.problems import image_problem
 from lowrank.intrinsic.projections import FastfoodProjection
 from lowrank.intrinsic.search import SearchConfig, measure_intrinsic_dimension
 from lowrank.intrinsic.subspace import SubspaceConfig, SubspaceModel
-from lowrank.intrinsic.training import TrainConfig
+from lowrank.intrinsic.training import RunBudget
 from lowrank.mlp import build_mlp
 from lowrank.tiny_models import tiny_model
 
@@ -43,7 +43,7 @@ def test_stacked_fastfood_equals_each_projection():
                                                   ("sparse", True)])
 def test_batched_subspace_runs_match_one_at_a_time(problem, projection, said):
     runs = [(12, 0), (12, 1), (40, 0), (40, 2)]
-    config = TrainConfig(steps=40, lr=2e-2, batch_size=128)
+    config = RunBudget(steps=40, lr=2e-2, batch_size=128)
     alone = _wrapped(problem, runs, projection, said)
     scores = [problem.task.train_and_score(w, config, s) for w, (_, s) in zip(alone, runs)]
     batched = BatchedSubspaceMLP(_wrapped(problem, runs, projection, said))
@@ -60,7 +60,7 @@ def test_batched_subspace_runs_match_one_at_a_time(problem, projection, said):
 
 
 def test_batched_direct_training_matches_one_at_a_time(problem):
-    config = TrainConfig(steps=30, lr=1e-2, batch_size=100)
+    config = RunBudget(steps=30, lr=1e-2, batch_size=100)
     models = [problem.build_model(s) for s in (0, 1, 2)]
     scores = [problem.task.train_and_score(m, config, s) for m, s in zip(models, (0, 1, 2))]
     batched = BatchedMLP([problem.build_model(s) for s in (0, 1, 2)])
@@ -71,7 +71,7 @@ def test_batched_direct_training_matches_one_at_a_time(problem):
 
 
 def test_search_batched_and_one_at_a_time_agree_and_repeat(problem):
-    train = TrainConfig(steps=25, lr=2e-2, batch_size=256)
+    train = RunBudget(steps=25, lr=2e-2, batch_size=256)
     results = []
     for batch_runs in (True, False, True):
         config = SearchConfig(dims=(8, 32, 128), train=train, baseline_train=train, seeds=2, bootstrap=50,

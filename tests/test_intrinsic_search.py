@@ -14,7 +14,7 @@ from lowrank.intrinsic.results import SCHEMA, CurvePoint, IntrinsicResult
 from lowrank.intrinsic.search import (SearchConfig, bootstrap_interval, first_reaching, interpolate_d90, log_grid,
                                       measure_intrinsic_dimension, parse_baseline, parse_dims)
 from lowrank.intrinsic.subspace import SubspaceConfig, SubspaceModel
-from lowrank.intrinsic.training import TrainConfig
+from lowrank.intrinsic.training import RunBudget
 
 
 class PlantedModel(nn.Module):
@@ -73,7 +73,7 @@ def _fit_exactly(task: PlantedTask, module: nn.Module, iterations: int = 500) ->
 
 
 def _config(dims, projection="fastfood", bisect_steps=0, steps=250):
-    train = TrainConfig(steps=steps)
+    train = RunBudget(steps=steps)
     return SearchConfig(dims=dims, train=train, baseline_train=train, projection=projection, cache=True, seeds=3,
                         bisect_steps=bisect_steps, bootstrap=200, adaptive=False, model_name="planted",
                         data_name="planted")
@@ -117,12 +117,12 @@ def test_bisection_refines_between_grid_points():
 
 def test_global_baseline_and_d_larger_than_D():
     D, k = 64, 4
-    config = SearchConfig(dims=(2, 8), train=TrainConfig(steps=300, lr=0.05), baseline_train=TrainConfig(steps=1),
+    config = SearchConfig(dims=(2, 8), train=RunBudget(steps=300, lr=0.05), baseline_train=RunBudget(steps=1),
                           global_baseline=1.0, seeds=2, bootstrap=50)
     result = measure_intrinsic_dimension(lambda s: PlantedModel(D, s), PlantedTask(D, k), config)
     assert result.baseline == 1.0 and result.baseline_kind == "global" and result.baseline_scores == ()
     assert result.d90 == 8
-    too_big = SearchConfig(dims=(8, 65), train=TrainConfig(steps=1), baseline_train=TrainConfig(steps=1))
+    too_big = SearchConfig(dims=(8, 65), train=RunBudget(steps=1), baseline_train=RunBudget(steps=1))
     with pytest.raises(LowrankError, match="d=65 is larger than the number of parameters D=64"):
         measure_intrinsic_dimension(lambda s: PlantedModel(D, s), PlantedTask(D, k), too_big)
 
@@ -147,19 +147,19 @@ def test_helpers_exact_cases():
 
 
 def test_config_validation():
-    train = TrainConfig(steps=1)
+    train = RunBudget(steps=1)
     for bad in ({"dims": (5, 3)}, {"dims": ()}, {"dims": (0, 2)}, {"threshold": 0.0}, {"seeds": 0},
                 {"global_baseline": -1.0}, {"projection": "gauss"}):
         options = {"dims": (2, 4), "train": train, "baseline_train": train} | bad
         with pytest.raises(LowrankError):
             SearchConfig(**options)
     with pytest.raises(LowrankError, match="learning rate"):
-        TrainConfig(lr=0.0)
+        RunBudget(lr=0.0)
 
 
 def test_result_json_round_trip_and_contract_fields():
     D, k = 64, 4
-    config = SearchConfig(dims=(2, 8), train=TrainConfig(steps=100, lr=0.05), baseline_train=TrainConfig(steps=100),
+    config = SearchConfig(dims=(2, 8), train=RunBudget(steps=100, lr=0.05), baseline_train=RunBudget(steps=100),
                           seeds=2, bootstrap=20, model_name="planted", data_name="planted")
     result = measure_intrinsic_dimension(lambda s: PlantedModel(D, s), PlantedTask(D, k), config)
     data = json.loads(json.dumps(result.to_dict()))

@@ -19,7 +19,7 @@ from torch import nn
 
 from lowrank.intrinsic.batched import BatchedMLP, BatchedSubspaceMLP, batchable
 from lowrank.intrinsic.subspace import SubspaceConfig, SubspaceModel
-from lowrank.intrinsic.training import TrainConfig
+from lowrank.intrinsic.training import RunBudget
 from lowrank.progress import ProgressCallback, report
 from lowrank.spectra import next_power_of_two
 
@@ -35,7 +35,7 @@ class Task(Protocol):
 
     metric: str
 
-    def train_and_score(self, module: nn.Module, config: TrainConfig, seed: int,
+    def train_and_score(self, module: nn.Module, config: RunBudget, seed: int,
                         progress: ProgressCallback | None, label: str) -> float: ...
 
 
@@ -54,7 +54,7 @@ class Runs:
         self.done += 1
         report(self.progress, "intrinsic-dim", self.done, max(self.total, self.done), info)
 
-    def baseline(self, config: TrainConfig) -> list[float]:
+    def baseline(self, config: RunBudget) -> list[float]:
         """Direct training, one score per seed."""
         first = self.build_model(self.seeds[0])
         if self.batched and batchable(first):
@@ -76,7 +76,7 @@ class Runs:
         self.direct_parameters = sum(p.numel() for p in wrapped.direct_params)
         return wrapped
 
-    def train(self, dims: list[int], config: TrainConfig) -> None:
+    def train(self, dims: list[int], config: RunBudget) -> None:
         """Train every seed at every ``d`` of ``dims`` not trained yet (one round)."""
         todo = [(d, seed) for d in dims if d not in self.scores for seed in self.seeds]
         if not todo:

@@ -30,7 +30,7 @@ from lowrank.intrinsic import adaptive
 from lowrank.intrinsic.results import CurvePoint, IntrinsicResult, TrainingBudget
 from lowrank.intrinsic.runs import PROJECTION_SEED_OFFSET, ModelBuilder, Runs, Task  # noqa: F401 (re-exported)
 from lowrank.intrinsic.subspace import SubspaceConfig, count_projected
-from lowrank.intrinsic.training import TrainConfig
+from lowrank.intrinsic.training import RunBudget
 from lowrank.progress import ProgressCallback
 
 
@@ -82,8 +82,8 @@ class SearchConfig:
     """
 
     dims: tuple[int, ...]
-    train: TrainConfig
-    baseline_train: TrainConfig
+    train: RunBudget
+    baseline_train: RunBudget
     projection: str = "fastfood"
     said: bool = False
     layout: str = "global"

@@ -6,7 +6,7 @@ batch when ``batch_size >= n_train`` else shuffled minibatches (a new permutatio
 then accuracy on the test set. The module is called with keyword inputs, ``module(**inputs)``, and may return
 logits or an object with ``.logits`` (Hugging Face). The same loop trains ``R`` runs at once when the module is
 run-batched (``lowrank.intrinsic.batched``: inputs ``(R, B, ...)``, logits ``(R, B, C)``, each run with its own
-minibatch order). The lead's ``lowrank/training/loop.py`` could take this loop over.
+minibatch order).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from lowrank.progress import ProgressCallback, report
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class RunBudget:
     """Budget of one run. ``autocast_bf16`` runs forward passes under bfloat16 autocast (CUDA)."""
 
     steps: int = 1000
@@ -68,12 +68,12 @@ class ClassificationTask:
                 if tensor.shape[0] != labels.shape[0]:
                     raise LowrankError(f"{part} input {name!r} has {tensor.shape[0]} rows, labels {labels.shape[0]}")
 
-    def train_and_score(self, module: nn.Module, config: "TrainConfig", seed: int,
+    def train_and_score(self, module: nn.Module, config: "RunBudget", seed: int,
                         progress: ProgressCallback | None = None, label: str = "training") -> float:
         """Train ``module`` on the train split, return its test accuracy (see :func:`train_and_score`)."""
         return train_and_score(module, self, config, seed, progress, label)
 
-    def train_and_score_runs(self, module: nn.Module, config: "TrainConfig", seeds: list[int],
+    def train_and_score_runs(self, module: nn.Module, config: "RunBudget", seeds: list[int],
                              progress: ProgressCallback | None = None, label: str = "training") -> list[float]:
         """Train a plain or run-batched ``module``, one test accuracy per run (:func:`train_and_score_runs`)."""
         return train_and_score_runs(module, self, config, seeds, progress, label)
@@ -87,7 +87,7 @@ def _batch(inputs: dict[str, torch.Tensor], index: torch.Tensor, device: str) ->
     return {name: tensor[index].to(device) for name, tensor in inputs.items()}
 
 
-def _autocast(config: TrainConfig):
+def _autocast(config: RunBudget):
     return torch.autocast(device_type=torch.device(config.device).type, dtype=torch.bfloat16,
                           enabled=config.autocast_bf16)
 
@@ -104,7 +104,7 @@ def _forward(module: nn.Module, inputs: dict[str, torch.Tensor], index: torch.Te
     return module(**_batch(inputs, index, device))
 
 
-def evaluate_accuracies(module: nn.Module, task: ClassificationTask, config: TrainConfig) -> list[float]:
+def evaluate_accuracies(module: nn.Module, task: ClassificationTask, config: RunBudget) -> list[float]:
     """Per run, the fraction of test examples whose argmax logit is the label."""
     module.eval()
     runs = _runs(module) or 1
@@ -118,7 +118,7 @@ def evaluate_accuracies(module: nn.Module, task: ClassificationTask, config: Tra
     return [int(c) / n for c in correct]
 
 
-def evaluate_accuracy(module: nn.Module, task: ClassificationTask, config: TrainConfig) -> float:
+def evaluate_accuracy(module: nn.Module, task: ClassificationTask, config: RunBudget) -> float:
     """Fraction of test examples whose argmax logit is the label (a plain, one-run module)."""
     return evaluate_accuracies(module, task, config)[0]
 
@@ -148,7 +148,7 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, batched: bool) -> torch.Te
     return per_example.view(labels.shape).mean(1).sum()
 
 
-def train_and_score_runs(module: nn.Module, task: ClassificationTask, config: TrainConfig, seeds: list[int],
+def train_and_score_runs(module: nn.Module, task: ClassificationTask, config: RunBudget, seeds: list[int],
                          progress: ProgressCallback | None = None, label: str = "training") -> list[float]:
     """Train ``module``'s trainable parameters with Adam for ``config.steps`` steps; return test accuracy per run.
 
@@ -185,7 +185,7 @@ def train_and_score_runs(module: nn.Module, task: ClassificationTask, config: Tr
     return evaluate_accuracies(module, task, config)
 
 
-def train_and_score(module: nn.Module, task: ClassificationTask, config: TrainConfig, seed: int,
+def train_and_score(module: nn.Module, task: ClassificationTask, config: RunBudget, seed: int,
                     progress: ProgressCallback | None = None, label: str = "training") -> float:
     """One run of :func:`train_and_score_runs`: train a plain ``module``, return its test accuracy."""
     return train_and_score_runs(module, task, config, [seed], progress, label)[0]
