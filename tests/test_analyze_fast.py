@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 from test_analysis import peft_adapter, save_base, tiny
 
-from lowrank.analysis.fast import possible_verdicts
+from lowrank.analysis.sketched_measures import possible_verdicts
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
 from lowrank.analysis.run import AnalyzeConfig, analyze
 from lowrank.render.markdown import render as to_markdown

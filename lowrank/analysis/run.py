@@ -25,7 +25,7 @@ import torch
 from lowrank.advice.sufficiency import Signals
 from lowrank.analysis import rank as ranking
 from lowrank import distributed, spectra
-from lowrank.analysis import fast, subspaces
+from lowrank.analysis import sketched_measures, subspaces
 from lowrank.checkpoints import find_name, open_checkpoint
 from lowrank.analysis.data_verdict import data_verdict
 from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
@@ -56,11 +56,11 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
     r = min(update.rank if update.kind == "lora" else reference_rank, limit)
     tail, captured = spectra.tail_ratio(s, r), spectra.energy_captured(s, r)
     norm, effective, stable = float(torch.linalg.vector_norm(s)), spectra.effective_rank(s), spectra.stable_rank(s)
-    if update.sketch is not None:  # --fast: energy ranks as intervals (lowrank.analysis.fast)
-        bounded = fast.bounded_measures(update.sketch, r, ENERGY_LEVELS)
+    if update.sketch is not None:  # --fast: energy ranks as intervals (lowrank.analysis.sketched_measures)
+        bounded = sketched_measures.bounded_measures(update.sketch, r, ENERGY_LEVELS)
         energy, bounds, captured, tail = bounded.energy, bounded.bounds, bounded.captured[0], bounded.tail_ratio
         norm, effective, stable = math.sqrt(update.sketch.total), bounded.effective_rank, bounded.stable_rank
-        verdict = fast.judge_bounded(r, bounded, limit, update.sketch.size)
+        verdict = sketched_measures.judge_bounded(r, bounded, limit, update.sketch.size)
         kept = s
     elif update.kind == "lora":
         verdict = ranking.judge_lora(update.rank, energy["0.9"], energy["0.99"], tail, limit, signals, model_verdict)
@@ -221,9 +221,9 @@ def _analyze(config: AnalyzeConfig, progress: ProgressCallback | None, world: Wo
 
 
 def _with_fast_note(fields: dict, config: AnalyzeConfig, modules) -> dict:
-    """``fields`` with :data:`fast.NOTE` added to its notes when ``--fast`` met a full delta."""
+    """``fields`` with :data:`sketched_measures.NOTE` added to its notes when ``--fast`` met a full delta."""
     if config.fast and any(m.kind == "full" for m in modules):
-        fields = {**fields, "notes": (*fields.get("notes", ()), fast.NOTE)}
+        fields = {**fields, "notes": (*fields.get("notes", ()), sketched_measures.NOTE)}
     return fields
 
 
