@@ -13,8 +13,8 @@ import torch
 
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
-    """torch on one thread inside the block: on a loaded 2-core machine two threads made an 11008 x 16 QR 40x
-    slower (reports/analyze_benchmarks.md) and a 1536 x 384 SVD 14x slower (2.2 s against 0.15 s)."""
+    """torch on one thread inside the block: on a loaded 2-core machine, two threads made tall-skinny QRs and
+    mid-sized SVDs many times slower (reports/analyze_benchmarks.md)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -39,7 +39,7 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 
     """glibc ``mallopt`` (a no-op elsewhere): blocks under ``mmap_threshold`` come from the heap, and up to
     ``trim_threshold`` of freed heap stays mapped. A training step frees and allocates tensors of the same sizes again
     and again; under glibc's defaults some are mapped afresh or handed back to the OS each step, and every page of
-    them faults again at its first touch. For the demo's CPU runs that was +2.2% tokens/s (LoRA) and +1.5% (full)
+    them faults again at its first touch. Keeping them mapped raised the demo's CPU throughput
     (reports/training_speed.md, "Lockstep"), at the cost of keeping the step's peak heap mapped."""
     if _MALLOPT is not None:
         _MALLOPT(M_MMAP_THRESHOLD, mmap_threshold)

@@ -1,20 +1,18 @@
 """Dropout for training on the CPU: the same Bernoulli masks, drawn and applied several times faster than torch's.
 
-torch's CPU dropout draws one Mersenne-Twister number per element (``bernoulli_``): 4.8 ms for the 442,368
-attention probabilities of one MiniLM-L6 layer at the demo's batch (16 x 12 heads x 48 x 48, 2 cores), longer than
-that layer's attention, and dropout keeps scaled-dot-product attention on its slow unfused path (10.7 ms against
-1.3 ms forward). Here one random 64-bit word gives four 16-bit lanes, each a uniform integer L in [0, 2^16), and
+torch's CPU dropout draws one Mersenne-Twister number per element (``bernoulli_``), which on MiniLM-L6's attention
+probabilities takes longer than the layer's attention itself, and dropout keeps scaled-dot-product attention on its
+slow unfused path. Here one random 64-bit word gives four 16-bit lanes, each a uniform integer L in [0, 2^16), and
 
     keep = L >= t,   t = round(p * 2^16),   so   P(drop) = t / 2^16,   |P(drop) - p| <= 2^-17;
 
     m = keep / (1 - p)  (in x's dtype),   y = x * m,   dy/dx = m
 
 The scaled mask m is made in three cheap passes (the lanes as floats, compared in place, scaled) and dropping is one
-float product each way: reading a bool mask costs torch a conversion copy and two products
-(``native_dropout_backward``, 0.44-0.47 ms against 0.10 ms on that layer). The words come from numpy's SFC64
-generator (0.36-0.52 ms against torch's 0.60-0.81 ms for that layer's), seeded by one draw from torch's default
-generator, so ``torch.manual_seed`` (and a checkpoint's saved random state) fixes every mask. Figures:
-``python benchmarks/cpu_step_bounds.py parts``.
+float product each way (reading a bool mask costs torch a conversion copy and two products,
+``native_dropout_backward``). The words come from numpy's SFC64 generator, seeded by one draw from torch's default
+generator, so ``torch.manual_seed`` (and a checkpoint's saved random state) fixes every mask. The measured times
+are in reports/training_speed.md ("CPU dropout and the last layer"; ``python benchmarks/cpu_step_bounds.py parts``).
 
 :func:`install` puts this into a Hugging Face model for CPU training: every ``nn.Dropout`` becomes a
 :class:`CpuDropout` (same ``p``, which models also read for their attention), and attention that drops
