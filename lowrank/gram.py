@@ -16,10 +16,8 @@ Where the work runs: on a GPU, torch (a gemm for ``G``, cusolver's syevd). On th
 its BLAS threads: ``G`` by syrk (one triangle, half a gemm's flops), all eigenvalues by syevd without vectors,
 all vectors by syevd, only the top ``k`` vectors by syevr (MRRR: the tridiagonal reduction plus ``k`` vectors, no
 full back-transformation), and all values with the top ``k`` vectors from one reduction (sytrd, sterf, stemr).
-Measured on 2 cores for a 2048 x 5632 float64 matrix (benchmarks/bench_gram_routes.py): syrk 0.55 s against
-torch's gemm 0.74 s; the 2048 x 2048 eigenproblem 0.51 s values only, 1.36 s all vectors, 0.56 s all values with
-the top 64 vectors, 0.64 s the top 10 vectors, against torch's (MKL) 0.63 s values only and 1.61-2.23 s with every
-vector. scipy's LAPACK calls hold the GIL, so they run one after the other, each on every core.
+Each route was chosen by measurement on 2 cores (reports/analyze_benchmarks.md, `python
+benchmarks/bench_gram_routes.py`). scipy's LAPACK calls hold the GIL, so they run one after the other, each on every core.
 """
 
 from __future__ import annotations
@@ -149,7 +147,7 @@ def _values_and_top(A: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     """All eigenvalues (ascending) and the eigenvectors of the ``top`` largest (ascending) of the symmetric ``A``
     (lower triangle read), from one tridiagonal reduction ``A = Q T Q^T`` (sytrd): values of T by sterf, its top
     vectors by stemr (MRRR), carried back by Q's reflectors (ormqr on ``A[1:, :-1]``, as LAPACK's ormtr does for a
-    lower triangle). syevd's values plus syevr's vectors reduce A twice: about 1.0 s against 0.56 s at p = 2048."""
+    lower triangle). syevd's values plus syevr's vectors would reduce A twice."""
     p = A.shape[0]
     sytrd, sytrd_lwork, sterf, stemr, ormqr = scipy.linalg.get_lapack_funcs(
         ("sytrd", "sytrd_lwork", "sterf", "stemr", "ormqr"), (A,))

@@ -140,8 +140,8 @@ def _factorize(tuned: Checkpoint, base: Checkpoint, chosen: list[tuple[str, str]
                writer: AdapterWriter, progress: ProgressCallback | None) -> tuple[list[ModuleRecord], list[str]]:
     """SVD and truncate each chosen module's delta, one at a time; zero deltas are listed, not adapted.
 
-    CPU SVDs run on one thread: on a shared 2-core machine a 1536 x 384 SVD took 2.2 s on two threads and 0.15 s
-    on one."""
+    CPU SVDs run on one thread (:func:`lowrank.cpu.single_thread`: two threads were many times slower on a shared
+    2-core machine)."""
     device = torch.device(config.device)
     records, unchanged = [], []
     for i, (name, base_name) in enumerate(chosen):

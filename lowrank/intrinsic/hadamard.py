@@ -9,7 +9,7 @@ The transform is computed through the Kronecker factorization ``H_L = H_m1 (x) H
 ``m_i <= 16`` (the smallest factor first): with ``x`` viewed as ``(rows, m1, ..., mk)``, factor ``i`` is one
 (batched) matrix product ``H_mi @ x.view(-1, m_i, m_{i+1} ... m_k)`` along its own axis, so no pass transposes or
 copies the array. Cost ``L * sum(m_i)`` multiply-adds (at most ``4 L log2 L``), ``O(L)`` extra memory; on the
-CPU about 3x faster than passes over factors of 128 that each end in a transposing copy (reports/intrinsic_speed.md).
+CPU faster than passes over factors of 128 that each end in a transposing copy (reports/intrinsic_speed.md).
 """
 
 from __future__ import annotations
