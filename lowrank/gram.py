@@ -17,7 +17,8 @@ its BLAS threads: ``G`` by syrk (one triangle, half a gemm's flops), all eigenva
 all vectors by syevd, only the top ``k`` vectors by syevr (MRRR: the tridiagonal reduction plus ``k`` vectors, no
 full back-transformation), and all values with the top ``k`` vectors from one reduction (sytrd, sterf, stemr).
 Each route was chosen by measurement on 2 cores (reports/analyze_benchmarks.md, `python
-benchmarks/bench_gram_routes.py`). scipy's LAPACK calls hold the GIL, so they run one after the other, each on every core.
+benchmarks/bench_gram_routes.py`). scipy's LAPACK calls hold the GIL, so they run one after the other, each on every
+core.
 """
 
 from __future__ import annotations
