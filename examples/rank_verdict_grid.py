@@ -2,14 +2,16 @@
 
 Each job trains one LoRA adapter with lowrank's defaults (task, rank, seed), then measures on it what the verdict may
 read: the probe's held-out differences (lowrank.advice.probe: continuing at r, 2r and r/2, scored after a tenth, two
-tenths and three tenths of the run's steps) and the older gradient signal-to-noise (lowrank.advice.measure). One JSON line per adapter.
+tenths and three tenths of the run's steps) and the older gradient signal-to-noise (lowrank.advice.measure). One
+JSON line per adapter.
 
     python examples/rank_verdict_grid.py --model .carry/minilm-l6 --data-dir .carry --out OUT \\
         --tasks reuters-r8,reuters-r52 --ranks 1,2,4,8,16,32,64,128,256 --seeds 0,1,2 --workers 12 --deadline 480
     python examples/rank_verdict_grid.py --job TASK RANK SEED LR ...   (one job; what the workers run)
 
-Jobs start in order (ranks 1..64 of every task and seed first, task by task) until --deadline seconds have passed; the results
-file holds every job that finished, and a second call with the same --out runs only the jobs still missing. With
+Jobs start in order (ranks 1..64 of every task and seed first, task by task) until --deadline seconds have passed;
+the results file holds every job that finished, and a second call with the same --out runs only the jobs still
+missing. With
 --lrs, each task's rate is swept first (train only, seed 0, at --lr-ranks; OUT/lr_sweep.jsonl) and its grid runs at
 the rate with the best mean held-out metric (OUT/rates.json). Language models (SmolLM2-135M on the news-lm and
 friends-lm corpora of examples/gpu_assets.py), reports/rank_advice.md:
