@@ -11,13 +11,12 @@ JSON line per adapter.
 
 Jobs start in order (ranks 1..64 of every task and seed first, task by task) until --deadline seconds have passed;
 the results file holds every job that finished, and a second call with the same --out runs only the jobs still
-missing. With
---lrs, each task's rate is swept first (train only, seed 0, at --lr-ranks; OUT/lr_sweep.jsonl) and its grid runs at
-the rate with the best mean held-out metric (OUT/rates.json). Language models (SmolLM2-135M on the news-lm and
+missing. With --lrs, each task's rate is swept first (train only, seed 0, at --lr-ranks; OUT/lr_sweep.jsonl) and
+its grid runs at the rate with the best mean held-out metric (OUT/rates.json). Language models (SmolLM2-135M on the news-lm and
 friends-lm corpora of examples/gpu_assets.py), reports/rank_advice.md:
 
     python examples/rank_verdict_grid.py --model /tmp/smollm2 --data-dir .carry/lm --out OUT --tasks news-lm \\
-        --lrs 5e-4,1e-3,2e-3,4e-3,8e-3 --max-steps 400 --batch-size 16 --no-signal --workers 16 --deadline 540
+        --lrs 5e-4,1e-3,2e-3,4e-3,8e-3 --max-steps 400 --batch-size 16 --no-signal --workers 6 --deadline 540
 """
 
 from __future__ import annotations
