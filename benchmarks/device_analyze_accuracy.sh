@@ -3,7 +3,7 @@
 # dense float64 SVDs (--dtype float64), max |s - s_ref| / s_1 per module. Run on the GPU machine (any machine works).
 set -e
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-mkdir -p /tmp/pkg /tmp/pkgb; ln -sfn "$PWD/cli" /tmp/pkg/lowrank_cli; ln -sfn "$PWD/.carry/before/cli" /tmp/pkgb/lowrank_cli
+mkdir -p /tmp/pkg /tmp/pkgb; ln -sfn "$PWD/lowrank_cli" /tmp/pkg/lowrank_cli; ln -sfn "$PWD/.carry/before/cli" /tmp/pkgb/lowrank_cli
 R=$PWD
 python3 - <<'PY'
 import sys; sys.path.insert(0, "benchmarks")

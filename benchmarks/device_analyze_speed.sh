@@ -9,7 +9,7 @@ set -euo pipefail
 LAYERS=${LAYERS:-8}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p /tmp/pkg /tmp/pkgb
-ln -sfn "$PWD/cli" /tmp/pkg/lowrank_cli
+ln -sfn "$PWD/lowrank_cli" /tmp/pkg/lowrank_cli
 ln -sfn "$PWD/.carry/before/cli" /tmp/pkgb/lowrank_cli
 timed() {  # label, PYTHONPATH, analyze args...
   local label=$1 path=$2; shift 2

@@ -16,7 +16,7 @@ NPROC=${NPROC:-$(nvidia-smi -L | wc -l)}
 WORK=${WORK:-/tmp/llama7b-dist}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p /tmp/pkg
-ln -sfn "$PWD/cli" /tmp/pkg/lowrank_cli
+ln -sfn "$PWD/lowrank_cli" /tmp/pkg/lowrank_cli
 export PYTHONPATH="$PWD:/tmp/pkg"
 echo "device $DEVICE, $NPROC processes, $LAYERS layers of ($HIDDEN, $MLP)"
 python3 benchmarks/llama_pair.py "$LAYERS" "$HIDDEN" "$MLP" "$DEVICE" "$WORK"

@@ -7,7 +7,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}; PER_GPU=${PER_GPU:-32}; FIRST=${FIRST:-60}; LAST=${LAST:-65}
 GPUS=$(nvidia-smi -L | wc -l)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-mkdir -p /tmp/pkg /tmp/data "$OUT" && ln -sfn "$PWD/cli" /tmp/pkg/lowrank_cli
+mkdir -p /tmp/pkg /tmp/data "$OUT" && ln -sfn "$PWD/lowrank_cli" /tmp/pkg/lowrank_cli
 export PYTHONPATH="$PWD:/tmp/pkg"
 [ -f /tmp/data/reuters-r8.csv ] || gunzip -c .carry/reuters-r8.csv.gz > /tmp/data/reuters-r8.csv
 [ -d /tmp/models/smollm2-135m ] || python3 benchmarks/shaped_llama.py smollm2-135m .carry/smollm2-tokenizer /tmp/models/smollm2-135m | tail -1

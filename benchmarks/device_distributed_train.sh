@@ -16,7 +16,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}; STEPS=${STEPS:-40}; PER_GPU=${PER_GPU:-16}; SHAPES=${SHAPES:-"smollm2-135m llama-1b"}
 GPUS=$(nvidia-smi -L | wc -l)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-mkdir -p /tmp/pkg /tmp/data "$OUT" && ln -sfn "$PWD/cli" /tmp/pkg/lowrank_cli
+mkdir -p /tmp/pkg /tmp/data "$OUT" && ln -sfn "$PWD/lowrank_cli" /tmp/pkg/lowrank_cli
 export PYTHONPATH="$PWD:/tmp/pkg"
 gunzip -c .carry/reuters-r8.csv.gz > /tmp/data/reuters-r8.csv
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader

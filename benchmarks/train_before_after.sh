@@ -12,7 +12,8 @@ PY=${PYTHON:-python3}
 ARGS=("$@")
 mkdir -p "$OUT"
 run() {  # name root
-  local root; root=$(cd "$2" && pwd); local pkg="$OUT/pkg-$1"; mkdir -p "$pkg"; ln -sfn "$root/cli" "$pkg/lowrank_cli"
+  local root; root=$(cd "$2" && pwd); local pkg="$OUT/pkg-$1"; mkdir -p "$pkg"
+  [ -d "$root/cli" ] && ln -sfn "$root/cli" "$pkg/lowrank_cli"  # an older checkout: cli/ was lowrank_cli
   local t0=$(date +%s.%N)
   PYTHONPATH="$root:$pkg" $PY -P -m lowrank_cli.main train "${ARGS[@]}" --out "$OUT/run-$1" --overwrite --quiet >/dev/null 2>"$OUT/$1.log" \
     || { cat "$OUT/$1.log"; return 1; }

@@ -4,7 +4,7 @@ code differ by up to 15% (benchmarks/train_before_after.sh), which hides a diffe
 
     python benchmarks/train_lockstep.py BEFORE_ROOT AFTER_ROOT OUT [--runs N] -- TRAIN ARGUMENTS...
 
-Each root is a checkout holding ``lowrank/`` and ``cli/`` (as ``git worktree add /tmp/before cebfcc5`` makes).
+Each root is a checkout holding ``lowrank/`` and ``lowrank_cli/`` (or, before it was renamed, ``cli/``; as ``git worktree add /tmp/before cebfcc5`` makes).
 Both train with the same arguments, in two processes that start together and wait for each other: a process times
 its step from the moment it gets the turn (at the step's first ``lr_factor`` call) to its progress report after
 the optimizer step, then hands the turn over and waits. Set-up and evaluations run outside the turns (both
@@ -102,8 +102,8 @@ def _pair_run(roots: dict[str, Path], out: Path, index: int, leader: str, args: 
     other = dict(zip(roots, reversed(list(roots))))
     processes = {}
     for side, root in roots.items():
-        pkg = out / f"pkg-{side}"  # the checkout's cli/ importable as lowrank_cli
-        if not (pkg / "lowrank_cli").exists():
+        pkg = out / f"pkg-{side}"  # an older checkout's cli/ importable as lowrank_cli (newer ones hold lowrank_cli/)
+        if (root / "cli").is_dir() and not (pkg / "lowrank_cli").exists():
             pkg.mkdir(parents=True, exist_ok=True)
             (pkg / "lowrank_cli").symlink_to(root / "cli")
         fds = (go[side][0], go[other[side]][1], ready_write)

@@ -14,7 +14,7 @@
 set -euo pipefail
 W=/tmp/lmgt
 STEPS=400; BATCH=16
-mkdir -p /tmp/pkg "$W/out" && ln -sfn "$PWD/cli" /tmp/pkg/lowrank_cli
+mkdir -p /tmp/pkg "$W/out" && ln -sfn "$PWD/lowrank_cli" /tmp/pkg/lowrank_cli
 export PYTHONPATH="$PWD:/tmp/pkg:/tmp/site" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Rates: swept at ranks 4 and 64 (seed 0) unless LR is given. A SmolLM2 job with its probe holds about 11 GB of
 # GPU memory: 9 and 16 processes ran out of the H100's.
