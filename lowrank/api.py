@@ -19,9 +19,9 @@ import dataclasses
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from lowrank import devices
 from lowrank.adapters import is_adapter_folder, read_adapter_config
 from lowrank.adapters.live import LiveAdapter, live_adapter
 from lowrank.advice.suggest import SuggestConfig, suggest
@@ -34,13 +34,8 @@ from lowrank.progress import ProgressCallback
 from lowrank.report import Report
 from lowrank.training.config import TrainConfig
 
-__all__ = ["AnalyzeConfig", "RankLogs", "Report", "analyze", "default_device", "run_analysis", "suggest_config",
+__all__ = ["AnalyzeConfig", "RankLogs", "Report", "analyze", "run_analysis", "suggest_config",
            "suggest_rank"]
-
-
-def default_device() -> str:
-    """``"cuda"`` when a GPU is present, else ``"cpu"``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def analyze(model_or_path: str | os.PathLike | nn.Module, base: str | None = None, against: str | None = None,
@@ -76,7 +71,7 @@ def analyze(model_or_path: str | os.PathLike | nn.Module, base: str | None = Non
     elif not isinstance(model_or_path, (str, os.PathLike)):
         raise LowrankError(f"analyze takes a path or a torch model, not {type(model_or_path).__name__}")
     config = AnalyzeConfig(checkpoint=str(live.path if live else model_or_path), base=base, against=against,
-                           data=data, max_length=max_length, seed=seed, device=device or default_device(),
+                           data=data, max_length=max_length, seed=seed, device=devices.choose(device),
                            base_metrics=base_metrics)
     return run_analysis(config, progress, live=live)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from lowrank import devices
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressEvent
 from lowrank_cli.data_options import DATA_FILES, loss_on_option
@@ -129,7 +130,7 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, prin
     config = api.AnalyzeConfig(checkpoint=checkpoint, base=base, against=against, dtype=dtype, k=k,
                            reference_rank=reference_rank, grid_max=grid_max, base_metrics=not no_base_metrics,
                            intruder_k=intruder_k, intruder_epsilon=intruder_epsilon, allow_pickle=allow_pickle,
-                           modules=modules, seed=seed, device=device or api.default_device(), data=data,
+                           modules=modules, seed=seed, device=devices.choose(device), data=data,
                            max_length=max_length, loss_on=loss_on, fast=fast, cache=cache)
     if relaunched(nproc):
         return

@@ -72,9 +72,9 @@ def _evaluation(data, max_length, loss_on, batch_size, eval_samples, device) -> 
 
 
 def _device(device: str | None) -> str:
-    import torch
+    from lowrank import devices
 
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return devices.choose(device)
 
 
 @click.command("extract")

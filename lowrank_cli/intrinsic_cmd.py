@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import click
-import torch
 from rich.console import Console
 
+from lowrank import devices
 from lowrank.intrinsic.problems import resolve_problem
 from lowrank.intrinsic.search import SearchConfig, measure_intrinsic_dimension, parse_baseline, parse_dims
 from lowrank.intrinsic.training import RunBudget
@@ -59,7 +59,7 @@ def intrinsic_dim(model, data, dims, projection, said, layout, direct, cache_pro
     """Measure the intrinsic dimension d90 of MODEL on DATA (Li et al. 2018; SAID: Aghajanyan et al. 2020)."""
     from lowrank.render import intrinsic as render
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    device = devices.choose(device)
     use_bf16 = bf16 and device.startswith("cuda")
     train = RunBudget(steps=steps, lr=lr, batch_size=batch_size, device=device, autocast_bf16=use_bf16)
     baseline_train = RunBudget(steps=steps, lr=baseline_lr or lr, batch_size=batch_size, device=device,

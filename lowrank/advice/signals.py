@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lowrank import adapters
-from lowrank import spectra
+from lowrank import adapters, devices, spectra
 from lowrank.advice import sample as samples
 from lowrank.advice.allocate import ModuleSignal
 from lowrank.advice.gradients import weight_gradients
@@ -34,7 +33,7 @@ def gradient_signal(config: TrainConfig, examples: int, max_rank: int) -> tuple[
     not counted)."""
     sample = samples.initial(config.model, config.data, config.targets, examples, config.max_length, config.seed,
                              config.loss_on)
-    device = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
+    device = torch.device(devices.choose_available(config.device))
     began = time.perf_counter()
     model = sample.model.to(device)
     grads = weight_gradients(model, sample.layers, sample.batches(), device)  # B = 0: the model is exactly the base

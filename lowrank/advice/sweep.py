@@ -21,6 +21,7 @@ import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lowrank import devices
 from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES
 from lowrank.errors import LowrankError
 from lowrank.outputs import write_text_atomic
@@ -109,7 +110,7 @@ def _run_one(config: TrainConfig, signals: bool, examples: int, threads: int) ->
     else:
         train(config)
     if signals and config.method == "lora" and not (out / "signals.json").is_file():
-        device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
+        device = devices.choose_available(config.device)
         result = measure(MeasureConfig(adapter=str(out), base=config.model, data=config.data, examples=examples,
                                        max_length=config.max_length, seed=config.seed, device=device,
                                        loss_on=config.loss_on))
