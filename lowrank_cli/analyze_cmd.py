@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from lowrank import devices
 from lowrank.errors import LowrankError
-from lowrank.progress import ProgressEvent
 from lowrank_cli.data_options import DATA_FILES, loss_on_option
 from lowrank_cli.launching import nproc_option, relaunched
 from lowrank_cli.progress import rich_progress
 
 REPORT_WIDTH = 100
 PROGRESS_AFTER_S = 1.0
-
-
-class _DelayedProgress:
-    """A progress callback that shows a rich bar on stderr only once the work has taken more than a second."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.start = time.monotonic()
-        self.stack = contextlib.ExitStack()
-        self.callback = None
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if self.callback is None and self.enabled and time.monotonic() - self.start > PROGRESS_AFTER_S:
-            self.callback = self.stack.enter_context(rich_progress(True))
-        if self.callback is not None:
-            self.callback(event)
-
-    def close(self) -> None:
-        self.stack.close()
 
 
 def _check_output(path: str | None, option: str, allow_stdout: bool) -> None:
@@ -135,12 +113,9 @@ def analyze(checkpoint, base, against, json_path, markdown_path, html_path, prin
     if relaunched(nproc):
         return
     world = distributed.from_environment()
-    progress = _DelayedProgress(sys.stderr.isatty() and world.is_main)
-    try:
+    with rich_progress(sys.stderr.isatty() and world.is_main, after=PROGRESS_AFTER_S) as progress:
         with distributed.joined(world, rank_device(config.device, world)):
             report = api.run_analysis(config, progress, world)
-    finally:
-        progress.close()
     if report is not None:  # rank 0 (or the one process) reports; the others' measures are in it
         _write_outputs(report, json_path, markdown_path, html_path, print_report)
 

@@ -7,6 +7,7 @@ callback, which shows one bar per task description on stderr (stdout stays clean
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Callable, Iterator
 
 from rich.console import Console
@@ -16,11 +17,14 @@ from lowrank.progress import ProgressEvent
 
 
 @contextlib.contextmanager
-def rich_progress(enabled: bool = True) -> Iterator[Callable[[ProgressEvent], None]]:
-    """Yield a callback that draws each :class:`ProgressEvent` as a bar; a no-op callback when disabled."""
+def rich_progress(enabled: bool = True, after: float = 0.0) -> Iterator[Callable[[ProgressEvent], None]]:
+    """Yield a callback that draws each :class:`ProgressEvent` as a bar; a no-op callback when disabled. With
+    ``after`` seconds, the bars appear only for work that is still running that long after the block began (short
+    work prints nothing)."""
     if not enabled:
         yield lambda event: None
         return
+    began = time.monotonic()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -33,10 +37,14 @@ def rich_progress(enabled: bool = True) -> Iterator[Callable[[ProgressEvent], No
     )
     tasks: dict[str, int] = {}
 
-    def callback(event: ProgressEvent) -> None:
-        if event.task not in tasks:
-            tasks[event.task] = progress.add_task(event.task, total=event.total, info="")
-        progress.update(tasks[event.task], completed=event.done, total=event.total, info=event.info)
+    with contextlib.ExitStack() as shown:
+        def callback(event: ProgressEvent) -> None:
+            if not tasks and time.monotonic() - began < after:
+                return
+            if not tasks:
+                shown.enter_context(progress)
+            if event.task not in tasks:
+                tasks[event.task] = progress.add_task(event.task, total=event.total, info="")
+            progress.update(tasks[event.task], completed=event.done, total=event.total, info=event.info)
 
-    with progress:
         yield callback
