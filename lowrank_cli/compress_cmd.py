@@ -3,7 +3,6 @@ call :mod:`lowrank.compress`, render the per-module report."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ from lowrank.compress import (EvalConfig, ExtractConfig, RankTarget, ResizeConfi
                               resize as run_resize)
 from lowrank.compress.records import CompressReport
 from lowrank.outputs import write_text_atomic
-from lowrank.progress import ProgressEvent
 from lowrank_cli.data_options import DATA_FILES, loss_on_option
 from lowrank_cli.progress import rich_progress
 
@@ -44,24 +42,6 @@ def _shared(command):
     for option in reversed(options):
         command = option(command)
     return command
-
-
-class _LazyProgress(contextlib.ExitStack):
-    """A rich bar that appears with the first progress event, so an early error prints its one line alone."""
-
-    def __init__(self, enabled: bool):
-        super().__init__()
-        self.enabled, self.callback = enabled, None
-
-    def __enter__(self):
-        super().__enter__()
-        return self
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if self.callback is None and self.enabled:
-            self.callback = self.enter_context(rich_progress(True))
-        if self.callback is not None:
-            self.callback(event)
 
 
 def _evaluation(data, max_length, loss_on, batch_size, eval_samples, device) -> EvalConfig | None:
@@ -103,7 +83,7 @@ def extract(tuned, base, rank, energy, out, data, max_length, loss_on, batch_siz
                            embeddings=embeddings, modules=modules, save_modules=saved, bias=bias,
                            allow_pickle=allow_pickle, device=device,
                            evaluation=_evaluation(data, max_length, loss_on, batch_size, eval_samples, device))
-    with _LazyProgress(enabled=not quiet and json_path != "-") as progress:
+    with rich_progress(not quiet and json_path != "-") as progress:
         report = run_extract(config, progress)
     _render(report, json_path)
 
@@ -123,7 +103,7 @@ def resize(adapter, rank, energy, out, data, max_length, loss_on, batch_size, ev
     config = ResizeConfig(adapter=adapter, out=out, target=RankTarget(rank=rank, energy=energy), base=base,
                           evaluation=_evaluation(data, max_length, loss_on, batch_size, eval_samples,
                                                  _device(device)))
-    with _LazyProgress(enabled=not quiet and json_path != "-") as progress:
+    with rich_progress(not quiet and json_path != "-") as progress:
         report = run_resize(config, progress)
     _render(report, json_path)
 

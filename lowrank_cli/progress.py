@@ -18,9 +18,9 @@ from lowrank.progress import ProgressEvent
 
 @contextlib.contextmanager
 def rich_progress(enabled: bool = True, after: float = 0.0) -> Iterator[Callable[[ProgressEvent], None]]:
-    """Yield a callback that draws each :class:`ProgressEvent` as a bar; a no-op callback when disabled. With
-    ``after`` seconds, the bars appear only for work that is still running that long after the block began (short
-    work prints nothing)."""
+    """Yield a callback that draws each :class:`ProgressEvent` as a bar; a no-op callback when disabled. Nothing is
+    drawn before the first event (an early error prints its one line alone), and with ``after`` seconds, nothing for
+    work that ends sooner than that after the block began."""
     if not enabled:
         yield lambda event: None
         return
