@@ -9,16 +9,15 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from lowrank.compress import (EvalConfig, ExtractConfig, RankTarget, ResizeConfig, extract as run_extract,
                               resize as run_resize)
 from lowrank.compress.records import CompressReport
 from lowrank.outputs import write_text_atomic
+from lowrank.render.commands import compress_summary, compress_table
 from lowrank_cli.data_options import DATA_FILES, loss_on_option
 from lowrank_cli.progress import rich_progress
 
-SHOWN_MODULES = 40
 
 
 def _shared(command):
@@ -116,35 +115,6 @@ def _render(report: CompressReport, json_path: str | None) -> None:
             return
         write_text_atomic(json_path, text)
     console = Console(width=110) if not sys.stdout.isatty() else Console()
-    table = Table(title=f"lowrank {report.command}: {report.source} -> {report.out} ({report.target})")
-    for column in ("module", "shape", "rank", "kept energy", "rel. error", "parameters", "note"):
-        table.add_column(column, justify="left" if column in ("module", "note") else "right")
-    for m in report.modules[:SHOWN_MODULES]:
-        note = "dense delta is smaller" if not m.worth_it else ""
-        rank = f"{m.rank} of {m.rank_available}" if m.original_rank is None else f"{m.original_rank} -> {m.rank}"
-        table.add_row(m.name, f"{m.shape[0]}x{m.shape[1]}", rank, f"{m.kept_energy:.4f}",
-                      f"{m.relative_error:.4f}", f"{m.parameters:,}", note)
-    console.print(table)
-    if len(report.modules) > SHOWN_MODULES:
-        console.print(f"... {len(report.modules) - SHOWN_MODULES} more modules in OUT/compress_report.json")
-    _summary(report, console)
-
-
-def _summary(report: CompressReport, console: Console) -> None:
-    console.print(f"LoRA parameters: {report.lora_parameters:,} in {len(report.modules)} modules; energy kept "
-                  f"overall {report.total_energy_kept:.4f}; carried in full: {report.carried_parameters:,} "
-                  f"parameters ({len(report.carried)} tensors)")
-    worse = report.not_worth_it()
-    if worse:
-        console.print(f"{len(worse)} modules are not low-rank enough to be worth it (factors >= dense delta): "
-                      + ", ".join(m.name for m in worse[:5]) + (" ..." if len(worse) > 5 else ""))
-    if report.unchanged:
-        console.print(f"{len(report.unchanged)} modules are unchanged and not adapted")
-    if report.not_carried:
-        top = sorted(report.not_carried.items(), key=lambda kv: -kv[1])[:3]
-        console.print(f"{len(report.not_carried)} changed tensors are not in the adapter (largest relative change: "
-                      + ", ".join(f"{k} {v:.2e}" for k, v in top) + "); see --save-modules, --bias, --embeddings")
-    if report.evaluation is not None:
-        e = report.evaluation
-        console.print(f"held-out {e.metric} on {e.data}: original {e.original[e.metric]:.4f}, "
-                      f"new adapter {e.compressed[e.metric]:.4f}")
+    console.print(compress_table(report))
+    for line in compress_summary(report):
+        console.print(line)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from lowrank.errors import LowrankError
+from lowrank.render.commands import suggest_table
 from lowrank_cli.data_options import DATA_FILES, loss_on_option
 
 
@@ -52,23 +52,6 @@ def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_ran
                                     device=device))
     write_text_atomic(out, json.dumps(result.lora_config, indent=1) + "\n")
     if json_path is not None:
-        evidence = {"signal": result.signal, "global_rank": result.global_rank, "budget": result.budget,
-                    "parameters": result.parameters,
-                    "uniform_rank": result.uniform_rank, "seconds": result.seconds,
-                    "modules": [vars(m) for m in result.modules], "lora_config": result.lora_config}
-        write_text_atomic(json_path, json.dumps(evidence, indent=1) + "\n")
-    Console().print(render(result, f"lowrank suggest-rank: {model} on {data}"))
+        write_text_atomic(json_path, json.dumps(result.to_dict(), indent=1) + "\n")
+    Console().print(suggest_table(result, f"lowrank suggest-rank: {model} on {data}"))
     click.echo(f"wrote {out}", err=True)
-
-
-def render(result, title: str) -> Table:
-    """Per module: the rank chosen and the share of its signal energy that rank keeps."""
-    table = Table(title=title, caption=(
-        f"signal: {result.signal} ({result.seconds:.1f} s); {result.parameters:,} of {result.budget:,} parameters "
-        f"(uniform rank {result.uniform_rank:.2f} at the same cost); decided by: largest signal energy per "
-        f"parameter, one direction at a time. The signal alone suggests a uniform r = {result.global_rank}."))
-    for column in ("module", "shape", "rank", "signal energy kept"):
-        table.add_column(column, justify="left" if column == "module" else "right")
-    for m in result.modules:
-        table.add_row(m.name, f"{m.shape[0]}x{m.shape[1]}", str(m.rank), f"{100 * m.kept:.1f}%")
-    return table

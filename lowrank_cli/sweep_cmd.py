@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from lowrank.errors import LowrankError
 from lowrank.training.config import TrainConfig
 from lowrank.advice.sweep import SweepConfig, run_sweep
+from lowrank.render.commands import sweep_table
 from lowrank_cli.data_options import DATA_FILES, loss_on_option
 from lowrank_cli.progress import rich_progress
 
@@ -56,26 +56,4 @@ def sweep(model, data, out, ranks, seeds, full, lora_lr, full_lr, targets, epoch
                          full_lr=full_lr, jobs=jobs, signals=signals)
     with rich_progress(enabled=not quiet) as progress:
         table = run_sweep(config, progress)
-    Console().print(render(table, f"lowrank sweep: {model} on {data}"))
-
-
-def render(table: dict, title: str) -> Table:
-    """The per-rank table: the learning rate kept (the best of those swept), mean +- sd over seeds, the doubling
-    step's difference and whether it is beyond noise."""
-    percent = table["metric"] == "accuracy"
-    fmt = (lambda v: f"{100 * v:.2f}") if percent else (lambda v: f"{v:.4f}")
-    steps = {s["rank"]: s for s in table.get("doubling", [])}
-    grid = Table(title=title, caption=f"r* = {table.get('sufficient_rank')} (smallest rank within noise of the best)")
-    for column in ("rank", "lr", f"held-out {table['metric']}{' %' if percent else ''}", "seeds",
-                   "doubling r: change"):
-        grid.add_column(column, justify="right")
-    for row in table["ranks"]:
-        step = steps.get(row["rank"])
-        noise = "(beyond 2 SE)" if step and step["beyond_noise"] else "(noise)"
-        change = f"{fmt(step['difference'])} {noise}" if step else ""
-        grid.add_row(str(row["rank"]), f"{row['lr']:g}", f"{fmt(row['mean'])} ± {fmt(row['sd'])}", str(row["n"]),
-                     change)
-    if table.get("full"):
-        full = table["full"]
-        grid.add_row("full", f"{full['lr']:g}", f"{fmt(full['mean'])} ± {fmt(full['sd'])}", str(full["n"]), "")
-    return grid
+    Console().print(sweep_table(table, f"lowrank sweep: {model} on {data}"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
+from lowrank.render.commands import train_table
 from lowrank.training.lora_file import read_lora_file
 from lowrank.training.loop import TrainConfig, train as run_training
 from lowrank_cli.data_options import DATA_FILES, loss_on_option
@@ -94,20 +94,7 @@ def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout,
     with rich_progress(enabled=not quiet and is_main()) as progress:
         metrics = run_training(config, progress)
     if is_main():
-        _summary(metrics, out)
+        Console(stderr=True).print(train_table(metrics, out))
         if metrics["collapsed"]:
             click.echo(f"Warning: the run collapsed: {metrics['collapsed']}; lower the learning rate (--lr)",
                        err=True)
-
-
-def _summary(metrics: dict, out: Path) -> None:
-    table = Table(title=f"lowrank train: {metrics['method']} on {metrics['data']}", show_header=False)
-    table.add_row("model", metrics["model"])
-    table.add_row("trainable parameters", f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}")
-    unit = "tokens" if "tokens_per_second" in metrics else "examples"
-    table.add_row("steps", f"{metrics['steps']} ({metrics['train_seconds']:.1f} s, "
-                           f"{metrics[f'{unit}_per_second']:,.0f} {unit}/s on {metrics['device']})")
-    for key, value in metrics["final"].items():
-        table.add_row(f"held-out {key}", f"{value:.4f}" if isinstance(value, float) else str(value))
-    table.add_row("written to", str(out))
-    Console(stderr=True).print(table)

@@ -81,6 +81,12 @@ class Suggestion:
     lora_config: dict
     global_rank: int  # the uniform rank the signal suggests (see :func:`global_rank`)
 
+    def to_dict(self) -> dict:
+        """The evidence as ``suggest-rank --json`` writes it."""
+        return {"signal": self.signal, "global_rank": self.global_rank, "budget": self.budget,
+                "parameters": self.parameters, "uniform_rank": self.uniform_rank, "seconds": self.seconds,
+                "modules": [vars(m) for m in self.modules], "lora_config": self.lora_config}
+
 
 def _probe_steps(config: SuggestConfig, train_steps: int) -> int:
     return max(1, round(config.probe_fraction * train_steps))
