@@ -176,7 +176,7 @@ def test_sft_trainer(tiny_llama_folder, minilm_tokenizer, texts, tmp_path):
     model = _peft_llama(tiny_llama_folder)
     config = trl.SFTConfig(output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=8,
                            learning_rate=5e-3, logging_steps=2, report_to=[], save_strategy="no", use_cpu=True,
-                           max_length=32, disable_tqdm=True)
+                           max_length=32, disable_tqdm=True, eos_token="[SEP]")  # the WordPiece tokenizer has no EOS
     trainer = trl.SFTTrainer(model=model, args=config, processing_class=minilm_tokenizer,
                              train_dataset=datasets.Dataset.from_dict({"text": list(texts[:200])}))
     trainer.add_callback(RankCallback(every=2))
