@@ -7,7 +7,8 @@ single-file LoRAs, and ``peft_io`` writes and loads lowrank's adapters.
 """
 
 from lowrank.adapters.config import CONFIG_FILE, AdapterConfig, is_adapter_folder, read_adapter_config
-from lowrank.adapters.layout import PREFIX, AdapterModule, FullyTrained
+from lowrank.adapters.keys import PREFIX
+from lowrank.adapters.layout import AdapterModule, FullyTrained
 from lowrank.adapters.peft_io import adapter_config_dict, adapter_state_dict, load_adapter, save_adapter
 from lowrank.adapters.adapter import Adapter, LoraUpdate
 from lowrank.adapters.reader import WEIGHTS_FILE, iter_lora_updates, open_adapter

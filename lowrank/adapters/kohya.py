@@ -22,6 +22,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from lowrank.adapters.config import AdapterConfig
+from lowrank.adapters.keys import LORA_A, LORA_B
 from lowrank.adapters.layout import AdapterModule
 from lowrank.adapters.adapter import Adapter
 from lowrank.checkpoints import TensorInfo, open_checkpoint
@@ -31,7 +32,7 @@ COMPONENTS = {"lora_unet_": "unet.", "lora_te1_": "text_encoder.", "lora_te2_": 
               "lora_te3_": "text_encoder_3.", "lora_te_": "text_encoder.", "lora_transformer_": "transformer."}
 FACTORS = ((".lora_down.weight", ".lora_up.weight", "kohya"), (".lora.down.weight", ".lora.up.weight", "diffusers"),
            (".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight", "diffusers"),
-           (".lora_A.weight", ".lora_B.weight", "diffusers"))
+           (LORA_A, LORA_B, "diffusers"))
 FOREIGN = {".hada_w1_a": "LoHa (LyCORIS Hadamard product)", ".lokr_w1": "LoKr (LyCORIS Kronecker product)",
            ".lokr_w1_a": "LoKr (LyCORIS Kronecker product)", ".lora_mid.weight": "LoCon with a CP-decomposed middle",
            ".dora_scale": "DoRA in kohya's layout", ".oft_blocks": "OFT", ".diff": "a full-difference (LyCORIS diff)"}

@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 
 from lowrank import adapters, spectra
+from lowrank.adapters.keys import EMBEDDING_A, LORA_A, WRITTEN
 from lowrank.cpu import single_thread
 from lowrank.assets import resolve_model_path
 from lowrank.compress import factors
@@ -31,9 +32,6 @@ from lowrank.errors import LowrankError
 from lowrank.jsonfile import read_json_object
 from lowrank.outputs import staged_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
-
-_LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_embedding_A", ".lora_embedding_B")
-
 
 @dataclass(frozen=True)
 class ResizeConfig:
@@ -112,7 +110,7 @@ def _factorize(folder: Path, target: factors.RankTarget, rslora: bool, writer: A
 
 def _module_names(folder: Path) -> list[str]:
     with safe_open(str(folder / adapters.WEIGHTS_FILE), framework="pt") as handle:
-        return [k for k in handle.keys() if k.endswith((".lora_A.weight", ".lora_embedding_A"))]
+        return [k for k in handle.keys() if k.endswith((LORA_A, EMBEDDING_A))]
 
 
 def _carry(folder: Path, writer: AdapterWriter) -> tuple[list[str], int]:
@@ -120,7 +118,7 @@ def _carry(folder: Path, writer: AdapterWriter) -> tuple[list[str], int]:
     carried, count = [], 0
     with safe_open(str(folder / adapters.WEIGHTS_FILE), framework="pt") as handle:
         for key in handle.keys():
-            if not key.endswith(_LORA_SUFFIXES):
+            if not key.endswith(WRITTEN):
                 tensor = handle.get_tensor(key)
                 writer.add_tensor(key, tensor)
                 carried.append(key.removeprefix(adapters.PREFIX))
