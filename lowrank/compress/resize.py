@@ -4,7 +4,7 @@ Per module, :func:`lowrank.spectra.lora_svd` gives ``dW = U diag(S) Vh`` exactly
 rank is ``k = min(R, r)`` (``--rank R``) or the energy rank ``k_F`` (``--energy F``). Each module keeps its scaling
 ``s`` (``alpha' = s k``, or ``s sqrt(k)`` with rsLoRA, so further training sees the same step sizes), and the factors
 are ``B' = U_k sqrt(S_k / s)``, ``A' = sqrt(S_k / s) V_k^T``, so ``s B' A'`` is the best rank-``k`` approximation of
-``dW``. r / lora_alpha / rank_pattern / alpha_pattern are rewritten (:mod:`lowrank.compress.patterns`); every other
+``dW``. r / lora_alpha / rank_pattern / alpha_pattern are rewritten (:mod:`lowrank.adapters.patterns`); every other
 config field and every fully trained tensor (modules_to_save, biases) is copied unchanged.
 """
 
@@ -25,7 +25,7 @@ from lowrank.assets import resolve_model_path
 from lowrank.compress import factors
 from lowrank.compress.evaluate import EvalConfig, evaluate_model, load_data, metric_name
 from lowrank.compress.extract import REPORT_FILE
-from lowrank.compress.patterns import rank_alpha_fields
+from lowrank.adapters.patterns import rank_alpha_fields
 from lowrank.compress.records import CompressReport, Evaluation, ModuleRecord
 from lowrank.compress.writer import AdapterWriter, check_new_folder
 from lowrank.errors import LowrankError
