@@ -6,7 +6,8 @@ and yields each module's factors, ``variants`` builds the update of DoRA / PiSSA
 single-file LoRAs, and ``peft_io`` writes and loads lowrank's adapters.
 """
 
-from lowrank.adapters.config import CONFIG_FILE, AdapterConfig, is_adapter_folder, read_adapter_config
+from lowrank.adapters.config import (CONFIG_FILE, AdapterConfig, is_adapter_folder, raw_adapter_config,
+                                     read_adapter_config, write_adapter_config)
 from lowrank.adapters.keys import PREFIX
 from lowrank.adapters.layout import AdapterModule, FullyTrained
 from lowrank.adapters.peft_io import adapter_config_dict, adapter_state_dict, load_adapter, save_adapter
@@ -15,4 +16,5 @@ from lowrank.adapters.reader import WEIGHTS_FILE, iter_lora_updates, open_adapte
 
 __all__ = ["CONFIG_FILE", "PREFIX", "WEIGHTS_FILE", "Adapter", "AdapterConfig", "AdapterModule", "FullyTrained",
            "LoraUpdate", "adapter_config_dict", "adapter_state_dict", "is_adapter_folder", "iter_lora_updates",
-           "load_adapter", "open_adapter", "read_adapter_config", "save_adapter"]
+           "load_adapter", "open_adapter", "raw_adapter_config", "read_adapter_config", "save_adapter",
+           "write_adapter_config"]

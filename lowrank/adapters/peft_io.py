@@ -8,7 +8,6 @@ alpha_pattern and use_rslora, so that peft's PeftModel.from_pretrained rebuilds 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,11 +15,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from lowrank import lora
-from lowrank.adapters.config import CONFIG_FILE, AdapterConfig
+from lowrank.adapters.config import AdapterConfig, write_adapter_config
 from lowrank.adapters.keys import PREFIX, factor_keys, factor_suffixes
 from lowrank.adapters.reader import WEIGHTS_FILE, open_adapter
 from lowrank.errors import LowrankError
-from lowrank.outputs import write_text_atomic
 
 
 def adapter_config_dict(model: nn.Module, config: lora.LoraConfig, adapted: list[str],
@@ -59,7 +57,7 @@ def save_adapter(folder: Path, model: nn.Module, config: lora.LoraConfig, adapte
                adapter_state_dict(model, config.trainable_modules).items()}
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     settings = adapter_config_dict(model, config, adapted, base_model_name_or_path, task_type)
-    write_text_atomic(folder / CONFIG_FILE, json.dumps(settings, indent=2) + "\n")
+    write_adapter_config(folder, settings)
 
 
 def load_adapter(model: nn.Module, folder: str | Path) -> list[str]:

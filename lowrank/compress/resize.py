@@ -29,7 +29,6 @@ from lowrank.adapters.patterns import rank_alpha_fields
 from lowrank.compress.records import CompressReport, Evaluation, ModuleRecord
 from lowrank.compress.writer import AdapterWriter, check_new_folder
 from lowrank.errors import LowrankError
-from lowrank.jsonfile import read_json_object
 from lowrank.outputs import staged_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
 
@@ -58,7 +57,7 @@ def resize(config: ResizeConfig, progress: ProgressCallback | None = None) -> Co
     if adapter_config.variant != "lora" or adapter_config.block_diagonal is not None:
         raise LowrankError(f"{folder_in}: resize writes plain LoRA; a {adapter_config.variant} adapter"
                            f"{' (block-diagonal)' * bool(adapter_config.block_diagonal)} is not s*B@A alone")
-    raw = read_json_object(folder_in / adapters.CONFIG_FILE)
+    raw = adapters.raw_adapter_config(folder_in)
     dataset, base = None, None
     if config.evaluation is not None:
         base = config.base or adapter_config.base_model_name_or_path

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from lowrank.adapters import CONFIG_FILE, WEIGHTS_FILE
+from lowrank.adapters import WEIGHTS_FILE
+from lowrank.adapters.config import write_adapter_config
 from lowrank.adapters.keys import factor_keys
 from lowrank.errors import LowrankError
-from lowrank.outputs import write_text_atomic
 
 _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
            torch.int64: "I64"}
@@ -88,7 +88,7 @@ class AdapterWriter:
             out.write(encoded)
             shutil.copyfileobj(body, out, length=16 << 20)
         body_path.unlink()
-        write_text_atomic(self.folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        write_adapter_config(self.folder, config)
 
     def abort(self) -> None:
         self.body.close()
