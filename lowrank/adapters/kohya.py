@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from lowrank.adapters.config import AdapterConfig
 from lowrank.adapters.keys import LORA_A, LORA_B
 from lowrank.adapters.layout import AdapterModule
-from lowrank.adapters.adapter import Adapter
+from lowrank.adapters.adapter import Adapter, Format
 from lowrank.checkpoints import TensorInfo, open_checkpoint
 from lowrank.errors import LowrankError
 
@@ -50,15 +50,21 @@ WORDS = sorted({
     "time_proj"}, key=lambda w: -w.count("_"))
 
 
-def is_single_file_lora(path: Path) -> bool:
-    """True for a ``.safetensors`` file whose keys are LoRA factors in kohya's or diffusers' layout."""
+def safetensors_keys(path: Path) -> list[str]:
+    """The tensor keys of a ``.safetensors`` file, from its header; empty for anything else."""
     if not (path.is_file() and path.suffix == ".safetensors"):
-        return False
+        return []
     try:
         with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
+            return list(handle.keys())
     except (SafetensorError, OSError, ValueError):
-        return False
+        return []
+
+
+def is_single_file_lora(path: Path) -> bool:
+    """True for a ``.safetensors`` file whose keys are LoRA factors in kohya's or diffusers' layout (or another
+    LyCORIS network in kohya's layout, which :func:`open_single_file` refuses by name)."""
+    keys = safetensors_keys(path)
     return any(key.endswith(down) for key in keys for down, _, _ in FACTORS) or any(
         key.endswith(tuple(FOREIGN)) for key in keys)
 
@@ -95,6 +101,15 @@ def open_single_file(path: Path) -> Adapter:
     if not any(key.endswith(".alpha") for key in tensors):
         notes.append("no alpha stored: scale 1 (alpha = r), as diffusers loads such files")
     return Adapter(path, fmt, config, checkpoint, modules, (), tuple(notes))
+
+
+def _open(path: Path, allow_pickle: bool) -> Adapter:
+    """:func:`open_single_file` as a :class:`Format` opener (single files are safetensors: nothing is pickled)."""
+    return open_single_file(path)
+
+
+SINGLE_FILE = Format("kohya / diffusers", ("kohya LoRA", "LyCORIS LoCon", "diffusers LoRA"), is_single_file_lora,
+                     _open)
 
 
 def _module(name: str, stem: str, down: TensorInfo, up: TensorInfo, down_suffix: str, up_suffix: str,
