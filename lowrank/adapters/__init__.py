@@ -4,7 +4,7 @@ lowrank's own adapters in peft's format. This package is the one owner of peft's
 ``keys`` spells peft's key layout, ``config`` reads and writes adapter_config.json, ``lora_file`` reads a LoraConfig
 given to ``lowrank train --config``, ``patterns`` writes rank_pattern / alpha_pattern, ``layout`` groups a file's
 tensors into modules, ``adapter`` holds an opened file, ``registry`` detects a path's format and opens it with one
-of the format files (``reader``: peft, ``kohya``: kohya / diffusers single files),
+of the format files (``reader``: peft, ``kohya``: kohya / diffusers single files, ``loha``: LyCORIS LoHa, refused),
 ``variants`` builds the update of DoRA / PiSSA / OLoRA from the base, ``peft_io`` writes and loads lowrank's
 adapters and ``live`` reads the adapter a live model holds.
 """

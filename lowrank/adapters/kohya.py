@@ -33,7 +33,7 @@ COMPONENTS = {"lora_unet_": "unet.", "lora_te1_": "text_encoder.", "lora_te2_": 
 FACTORS = ((".lora_down.weight", ".lora_up.weight", "kohya"), (".lora.down.weight", ".lora.up.weight", "diffusers"),
            (".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight", "diffusers"),
            (LORA_A, LORA_B, "diffusers"))
-FOREIGN = {".hada_w1_a": "LoHa (LyCORIS Hadamard product)", ".lokr_w1": "LoKr (LyCORIS Kronecker product)",
+FOREIGN = {".lokr_w1": "LoKr (LyCORIS Kronecker product)",
            ".lokr_w1_a": "LoKr (LyCORIS Kronecker product)", ".lora_mid.weight": "LoCon with a CP-decomposed middle",
            ".dora_scale": "DoRA in kohya's layout", ".oft_blocks": "OFT", ".diff": "a full-difference (LyCORIS diff)"}
 # Parts of diffusers / transformers / FLUX module names that contain "_" themselves.

@@ -12,12 +12,13 @@ from typing import Iterator
 
 import torch
 
-from lowrank.adapters import kohya, reader
+from lowrank.adapters import kohya, loha, reader
 from lowrank.adapters.adapter import Adapter, Format, LoraUpdate
 from lowrank.errors import LowrankError
 
 FORMATS = (
     reader.PEFT,
+    loha.LOHA,
     kohya.SINGLE_FILE,
 )
 
