@@ -11,6 +11,7 @@ PiSSA/OLoRA), is :attr:`AdapterConfig.variant`; :mod:`lowrank.adapters.variants`
 from __future__ import annotations
 
 from pathlib import Path
+
 from lowrank.adapters.adapter import Adapter, Format
 from lowrank.adapters.config import CONFIG_FILE, AdapterConfig, is_adapter_folder, read_adapter_config
 from lowrank.adapters.layout import AdapterModule, peft_layout
