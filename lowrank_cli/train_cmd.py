@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from lowrank.adapters.lora_file import read_lora_file
 from lowrank.render.commands import train_table
-from lowrank.training.lora_file import read_lora_file
 from lowrank.training.loop import TrainConfig, train as run_training
 from lowrank_cli.data_options import DATA_FILES, loss_on_option
 from lowrank_cli.launching import is_main, nproc_option, relaunched

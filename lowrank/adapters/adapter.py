@@ -1,12 +1,12 @@
-"""An opened adapter file: its modules, read one module's factors at a time (:class:`Adapter`), and the factors
-of one module's low-rank term (:class:`LoraUpdate`). :mod:`lowrank.adapters.reader` and
-:mod:`lowrank.adapters.kohya` build them."""
+"""An opened adapter file: its modules, read one module's factors at a time (:class:`Adapter`), the factors
+of one module's low-rank term (:class:`LoraUpdate`), and how a file format is recognised and opened
+(:class:`Format`, one per format file, listed in :mod:`lowrank.adapters.registry`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -28,6 +28,25 @@ class LoraUpdate:
     scale: float
     kind: str
     rank: int
+
+
+@dataclass(frozen=True)
+class Format:
+    """One adapter file format: a probe that tells its files from a path (reading headers only), and an opener.
+
+    Attributes:
+        name: the format's name, as errors and reports give it.
+        supports: what the opener reads, in words; empty for a format that is recognised only to be refused by
+            name.
+        probe: ``probe(path)`` is True for a file or folder of this format.
+        open: ``open(path, allow_pickle)`` gives the :class:`Adapter` (``allow_pickle``: whether a pickled
+            weights file may be read, where the format has one), or raises LowrankError naming ``path``.
+    """
+
+    name: str
+    supports: tuple[str, ...]
+    probe: Callable[[Path], bool]
+    open: Callable[[Path, bool], "Adapter"]
 
 
 class Adapter:

@@ -1,4 +1,4 @@
-"""``adapter_config.json`` as peft reads it: the fields that decide what update an adapter applies.
+"""``adapter_config.json`` as peft reads and writes it: the fields that decide what update an adapter applies.
 
 peft writes one config per adapter; lowrank reads those of every peft version from 0.2 to 0.21 and tells the
 update's form (:attr:`AdapterConfig.variant`):
@@ -15,11 +15,12 @@ update's form (:attr:`AdapterConfig.variant`):
 
 Refused by name: foreign files (a model's config.json, MLX-LM, AdapterHub), other peft types, merged-QKV LoRA
 (enable_lora), and inits whose starting point cannot be recomputed (randomized PiSSA, CorDA, LoftQ, LoRA-GA).
-Every error names the file.
+Every error names the file. Every adapter_config.json lowrank writes goes through :func:`write_adapter_config`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from pathlib import Path
 from lowrank import lora
 from lowrank.errors import LowrankError
 from lowrank.jsonfile import read_json_object
+from lowrank.outputs import write_text_atomic
 
 CONFIG_FILE = "adapter_config.json"
 UNRECOVERABLE_INIT = {"pissa_niter": "randomized PiSSA (its starting point B0 A0 came from a random sketch)",
@@ -117,6 +119,16 @@ def read_adapter_config(folder: str | Path) -> AdapterConfig:
     if not path.is_file():
         raise LowrankError(f"{folder} is not a peft adapter folder (no {CONFIG_FILE})")
     return parse_adapter_config(read_json_object(path), path)
+
+
+def raw_adapter_config(folder: str | Path) -> dict:
+    """The JSON object of ``folder``'s ``adapter_config.json`` as stored (every field, unvalidated)."""
+    return read_json_object(Path(folder) / CONFIG_FILE)
+
+
+def write_adapter_config(folder: str | Path, settings: dict) -> None:
+    """Write ``settings`` as ``folder``'s ``adapter_config.json``, atomically, indented as peft writes it."""
+    write_text_atomic(Path(folder) / CONFIG_FILE, json.dumps(settings, indent=2) + "\n")
 
 
 def parse_adapter_config(raw: dict, path: Path) -> AdapterConfig:

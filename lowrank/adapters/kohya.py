@@ -22,8 +22,9 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from lowrank.adapters.config import AdapterConfig
+from lowrank.adapters.keys import LORA_A, LORA_B
 from lowrank.adapters.layout import AdapterModule
-from lowrank.adapters.adapter import Adapter
+from lowrank.adapters.adapter import Adapter, Format
 from lowrank.checkpoints import TensorInfo, open_checkpoint
 from lowrank.errors import LowrankError
 
@@ -31,8 +32,8 @@ COMPONENTS = {"lora_unet_": "unet.", "lora_te1_": "text_encoder.", "lora_te2_": 
               "lora_te3_": "text_encoder_3.", "lora_te_": "text_encoder.", "lora_transformer_": "transformer."}
 FACTORS = ((".lora_down.weight", ".lora_up.weight", "kohya"), (".lora.down.weight", ".lora.up.weight", "diffusers"),
            (".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight", "diffusers"),
-           (".lora_A.weight", ".lora_B.weight", "diffusers"))
-FOREIGN = {".hada_w1_a": "LoHa (LyCORIS Hadamard product)", ".lokr_w1": "LoKr (LyCORIS Kronecker product)",
+           (LORA_A, LORA_B, "diffusers"))
+FOREIGN = {".lokr_w1": "LoKr (LyCORIS Kronecker product)",
            ".lokr_w1_a": "LoKr (LyCORIS Kronecker product)", ".lora_mid.weight": "LoCon with a CP-decomposed middle",
            ".dora_scale": "DoRA in kohya's layout", ".oft_blocks": "OFT", ".diff": "a full-difference (LyCORIS diff)"}
 # Parts of diffusers / transformers / FLUX module names that contain "_" themselves.
@@ -49,15 +50,21 @@ WORDS = sorted({
     "time_proj"}, key=lambda w: -w.count("_"))
 
 
-def is_single_file_lora(path: Path) -> bool:
-    """True for a ``.safetensors`` file whose keys are LoRA factors in kohya's or diffusers' layout."""
+def safetensors_keys(path: Path) -> list[str]:
+    """The tensor keys of a ``.safetensors`` file, from its header; empty for anything else."""
     if not (path.is_file() and path.suffix == ".safetensors"):
-        return False
+        return []
     try:
         with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
+            return list(handle.keys())
     except (SafetensorError, OSError, ValueError):
-        return False
+        return []
+
+
+def is_single_file_lora(path: Path) -> bool:
+    """True for a ``.safetensors`` file whose keys are LoRA factors in kohya's or diffusers' layout (or another
+    LyCORIS network in kohya's layout, which :func:`open_single_file` refuses by name)."""
+    keys = safetensors_keys(path)
     return any(key.endswith(down) for key in keys for down, _, _ in FACTORS) or any(
         key.endswith(tuple(FOREIGN)) for key in keys)
 
@@ -94,6 +101,15 @@ def open_single_file(path: Path) -> Adapter:
     if not any(key.endswith(".alpha") for key in tensors):
         notes.append("no alpha stored: scale 1 (alpha = r), as diffusers loads such files")
     return Adapter(path, fmt, config, checkpoint, modules, (), tuple(notes))
+
+
+def _open(path: Path, allow_pickle: bool) -> Adapter:
+    """:func:`open_single_file` as a :class:`Format` opener (single files are safetensors: nothing is pickled)."""
+    return open_single_file(path)
+
+
+SINGLE_FILE = Format("kohya / diffusers", ("kohya LoRA", "LyCORIS LoCon", "diffusers LoRA"), is_single_file_lora,
+                     _open)
 
 
 def _module(name: str, stem: str, down: TensorInfo, up: TensorInfo, down_suffix: str, up_suffix: str,

@@ -1,11 +1,8 @@
 """What an adapter file holds, from its safetensors header alone: one :class:`AdapterModule` per adapted module
 and the modules trained in full beside it.
 
-peft's keys are ``base_model.model.<module>.<role>``: ``lora_A.weight`` (r, in[, k...]) and ``lora_B.weight``
-(out, r[, 1...]) for linear, Conv1D and convolution layers; ``lora_embedding_A`` (r, vocab) and
-``lora_embedding_B`` (dim, r) for embeddings; AdaLoRA's ``lora_A``, ``lora_B`` and ``lora_E`` (r, 1) without
-``.weight``; DoRA's ``lora_magnitude_vector``; ``lora_B.bias`` with lora_bias. Every other tensor belongs to a
-module trained in full (modules_to_save, or a head or embedding peft saves anyway).
+Keys are grouped by their role suffix (:mod:`lowrank.adapters.keys`); every other tensor belongs to a module
+trained in full.
 
 A convolution's update acts as the matrix ``(out, in * k1 * k2)``: ``B.reshape(out, r) @ A.reshape(r, -1)``.
 """
@@ -17,13 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowrank.adapters.config import BlockDiagonal
+from lowrank.adapters.keys import EMBEDDING_A, EMBEDDING_B, PREFIX, ROLES
 from lowrank.checkpoints import TensorInfo, module_kind
 from lowrank.errors import LowrankError
 
-PREFIX = "base_model.model."
-ROLES = ((".lora_embedding_A", "A"), (".lora_embedding_B", "B"), (".lora_magnitude_vector.weight", "magnitude"),
-         (".lora_magnitude_vector", "magnitude"), (".lora_A.weight", "A"), (".lora_B.weight", "B"),
-         (".lora_B.bias", "bias"), (".lora_A", "A"), (".lora_B", "B"), (".lora_E", "E"))
 
 
 @dataclass(frozen=True)
@@ -73,7 +67,7 @@ def peft_layout(tensors: dict[str, TensorInfo], path: Path, block_diagonal: Bloc
             if key.endswith(suffix):
                 name = key[: -len(suffix)].removeprefix(PREFIX)
                 roles.setdefault(name, {})[role] = key
-                if "embedding" in suffix:
+                if suffix in (EMBEDDING_A, EMBEDDING_B):
                     embedding.add(name)
                 break
         else:

@@ -24,13 +24,12 @@ from torch import nn
 
 from lowrank import lora
 from lowrank.adapters.adapter import Adapter
-from lowrank.adapters.config import CONFIG_FILE, parse_adapter_config
+from lowrank.adapters.config import CONFIG_FILE, parse_adapter_config, write_adapter_config
 from lowrank.adapters.peft_io import adapter_config_dict, adapter_state_dict
 from lowrank.adapters.reader import WEIGHTS_FILE, peft_adapter
 from lowrank.checkpoints import in_memory
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP
-from lowrank.outputs import write_text_atomic
 
 
 class LiveAdapter(Adapter):
@@ -49,7 +48,7 @@ class LiveAdapter(Adapter):
         """Write adapter_config.json and adapter_model.safetensors into the existing ``folder``."""
         save_file({key: value.detach().to("cpu").contiguous() for key, value in self.tensors.items()},
                   str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-        write_text_atomic(folder / CONFIG_FILE, json.dumps(self.raw, indent=2) + "\n")
+        write_adapter_config(folder, self.raw)
 
 
 def live_adapter(model: nn.Module) -> LiveAdapter:

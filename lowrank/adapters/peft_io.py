@@ -1,14 +1,13 @@
 """Writing lowrank's LoRA layers as a peft adapter, and loading a peft adapter into them.
 
-Keys are ``base_model.model.<module>.lora_A.weight`` (r, in) and ``.lora_B.weight`` (out, r); embeddings use
-``.lora_embedding_A`` (r, vocab) and ``.lora_embedding_B`` (dim, r); fully trained modules (peft's
+Keys are :mod:`lowrank.adapters.keys`'s (``lora_A.weight`` (r, in) and ``lora_B.weight`` (out, r); embeddings
+``lora_embedding_A`` (r, vocab) and ``lora_embedding_B`` (dim, r)); fully trained modules (peft's
 modules_to_save) are stored under their own parameter names. The config says r, lora_alpha, rank_pattern,
 alpha_pattern and use_rslora, so that peft's PeftModel.from_pretrained rebuilds the same model.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,11 +15,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from lowrank import lora
-from lowrank.adapters.config import CONFIG_FILE, AdapterConfig
-from lowrank.adapters.layout import PREFIX
-from lowrank.adapters.reader import WEIGHTS_FILE, open_adapter
+from lowrank.adapters.config import AdapterConfig, write_adapter_config
+from lowrank.adapters.keys import PREFIX, factor_keys, factor_suffixes
+from lowrank.adapters.reader import WEIGHTS_FILE
+from lowrank.adapters.registry import open_adapter
 from lowrank.errors import LowrankError
-from lowrank.outputs import write_text_atomic
 
 
 def adapter_config_dict(model: nn.Module, config: lora.LoraConfig, adapted: list[str],
@@ -44,12 +43,8 @@ def adapter_state_dict(model: nn.Module, trainable_modules: tuple[str, ...]) -> 
     of the parameters (where they are: training's later steps show through)."""
     tensors = {}
     for name, layer in lora.lora_layers(model).items():
-        if layer.kind == "embedding":
-            tensors[f"{PREFIX}{name}.lora_embedding_A"] = layer.lora_A
-            tensors[f"{PREFIX}{name}.lora_embedding_B"] = layer.lora_B
-        else:
-            tensors[f"{PREFIX}{name}.lora_A.weight"] = layer.lora_A
-            tensors[f"{PREFIX}{name}.lora_B.weight"] = layer.lora_B
+        key_a, key_b = factor_keys(name, layer.kind)
+        tensors[key_a], tensors[key_b] = layer.lora_A, layer.lora_B
     for name, param in model.named_parameters():
         if lora.is_under(name.rpartition(".")[0], trainable_modules):
             tensors[PREFIX + name] = param
@@ -63,7 +58,7 @@ def save_adapter(folder: Path, model: nn.Module, config: lora.LoraConfig, adapte
                adapter_state_dict(model, config.trainable_modules).items()}
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     settings = adapter_config_dict(model, config, adapted, base_model_name_or_path, task_type)
-    write_text_atomic(folder / CONFIG_FILE, json.dumps(settings, indent=2) + "\n")
+    write_adapter_config(folder, settings)
 
 
 def load_adapter(model: nn.Module, folder: str | Path) -> list[str]:
@@ -99,9 +94,8 @@ def _own_names(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, param in model.named_parameters():
         if name.endswith(".lora_A") or name.endswith(".lora_B"):
             module, part = name.rsplit(".", 1)
-            layer = model.get_submodule(module)
-            names[f"{module}.{part}.weight" if layer.kind != "embedding" else
-                  f"{module}.lora_embedding_{part[-1]}"] = param
+            suffix_a, suffix_b = factor_suffixes(model.get_submodule(module).kind)
+            names[module + (suffix_a if part == "lora_A" else suffix_b)] = param
         else:  # includes base_layer weights, which peft saves for adapted embeddings
             names[name] = param
     return names

@@ -1,6 +1,5 @@
-"""Adapter files opened for reading, one module's factors at a time: peft folders (``adapter_config.json`` +
-``adapter_model.safetensors``, or an opted-in pickled ``adapter_model.bin``) and single-file kohya / diffusers
-LoRAs (:mod:`lowrank.adapters.kohya`).
+"""The peft format (:data:`PEFT`): folders of ``adapter_config.json`` + ``adapter_model.safetensors`` (or an
+opted-in pickled ``adapter_model.bin``), opened for reading one module's factors at a time.
 
 For every module, :meth:`Adapter.factors` gives dense ``B (out, r)`` and ``A (r, in)`` such that ``scale * B @ A``
 is the low-rank term the adapter adds: AdaLoRA's ``E`` folded into A, block-diagonal factors expanded,
@@ -12,13 +11,9 @@ PiSSA/OLoRA), is :attr:`AdapterConfig.variant`; :mod:`lowrank.adapters.variants`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
-import torch
-
-from lowrank.adapters.adapter import Adapter, LoraUpdate
-from lowrank.adapters.config import CONFIG_FILE, AdapterConfig, read_adapter_config
-from lowrank.adapters.kohya import open_single_file
+from lowrank.adapters.adapter import Adapter, Format
+from lowrank.adapters.config import CONFIG_FILE, AdapterConfig, is_adapter_folder, read_adapter_config
 from lowrank.adapters.layout import AdapterModule, peft_layout
 from lowrank.checkpoints import Checkpoint, open_checkpoint
 from lowrank.errors import LowrankError
@@ -28,15 +23,8 @@ PICKLED_WEIGHTS_FILE = "adapter_model.bin"
 NEEDS_BASE = {"dora": "DoRA", "pissa": "PiSSA", "olora": "OLoRA"}
 
 
-def open_adapter(path: str | Path, allow_pickle: bool = False) -> Adapter:
-    """A peft adapter folder, or a single-file kohya / diffusers LoRA (``*.safetensors``)."""
-    path = Path(path)
-    if path.is_dir():
-        return _open_peft(path, allow_pickle)
-    return open_single_file(path)
-
-
-def _open_peft(folder: Path, allow_pickle: bool) -> Adapter:
+def open_peft(folder: Path, allow_pickle: bool) -> Adapter:
+    """The peft adapter in ``folder`` (its pickled weights only with ``allow_pickle``)."""
     config = read_adapter_config(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file() and (folder / PICKLED_WEIGHTS_FILE).is_file():
@@ -90,18 +78,5 @@ def _notes(config: AdapterConfig, modules: dict[str, AdapterModule], path: Path)
     return tuple(notes)
 
 
-def iter_lora_updates(path: str | Path, dtype: torch.dtype = torch.float32) -> Iterator[LoraUpdate]:
-    """Yield each module's :class:`LoraUpdate` of a plain-LoRA adapter (memory-mapped, one module at a time).
-
-    Raises:
-        LowrankError: for an adapter whose update is not its low-rank term alone (DoRA, unconverted PiSSA/OLoRA):
-            those need the base; see :mod:`lowrank.adapters.variants`.
-    """
-    adapter = open_adapter(path)
-    if adapter.config.variant in NEEDS_BASE:
-        raise LowrankError(f"{adapter.path}: a {NEEDS_BASE[adapter.config.variant]} adapter's update depends on the "
-                           "base weights W0, not on its factors alone")
-    yield from adapter.updates(dtype)
-
-
-
+PEFT = Format("peft", ("LoRA", "rsLoRA", "AdaLoRA", "DoRA", "PiSSA", "OLoRA", "block-diagonal LoRA"),
+              is_adapter_folder, open_peft)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lowrank.adapters.patterns import pattern_fields
 from lowrank.advice.allocate import ModuleSignal, allocate, uniform_cost
 from lowrank.advice.signals import gradient_signal, probe_signal
 from lowrank.data.text import load_text_dataset
@@ -136,14 +137,14 @@ def _choice(module: ModuleSignal, rank: int) -> ModuleChoice:
 
 def peft_fields(ranks: dict[str, int], targets: str, names: list[str]) -> dict:
     """``{r, lora_alpha, target_modules, rank_pattern, alpha_pattern}`` for ``peft.LoraConfig(**...)``: ``r`` the
-    most common rank (ties: the larger), patterns keyed by full module path (peft matches ``(.*\\.)?key$``),
-    ``lora_alpha`` lowrank's default (:data:`DEFAULT_ALPHA`) for every module."""
+    most common rank (ties: the larger), patterns written by :func:`lowrank.adapters.patterns.pattern_fields`
+    (escaped full module paths, each checked to match its module), ``lora_alpha`` lowrank's default
+    (:data:`DEFAULT_ALPHA`) for every module."""
     counts = Counter(ranks.values())
     r = max(counts, key=lambda k: (counts[k], k))
-    pattern = {name: k for name, k in ranks.items() if k != r}
+    patterns = pattern_fields(ranks, dict.fromkeys(ranks, DEFAULT_ALPHA), r, DEFAULT_ALPHA)
     if targets == "all-linear" or targets.startswith("re:") or targets == "auto":
         target_modules = names
     else:
         target_modules = [t.strip() for t in targets.split(",") if t.strip()]
-    return {"r": r, "lora_alpha": DEFAULT_ALPHA, "target_modules": target_modules, "rank_pattern": pattern,
-            "alpha_pattern": {}}
+    return {"r": r, "lora_alpha": DEFAULT_ALPHA, "target_modules": target_modules, **patterns}

@@ -13,9 +13,8 @@ from typing import Iterator
 import torch
 
 from lowrank import spectra
-from lowrank.adapters import Adapter, AdapterModule, is_adapter_folder, open_adapter, variants
+from lowrank.adapters import Adapter, AdapterModule, detect, variants
 from lowrank.adapters.reader import NEEDS_BASE
-from lowrank.adapters.kohya import is_single_file_lora
 from lowrank.cpu import single_thread
 from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.analysis.config import AnalyzeConfig
@@ -219,10 +218,12 @@ class FullSource:
 
 
 def open_source(path: str, base: Checkpoint | None, config: AnalyzeConfig):
-    """A :class:`LoraSource` for a peft adapter folder, else a :class:`FullSource` (which needs ``base``)."""
+    """A :class:`LoraSource` for a file or folder of a known adapter format (:data:`lowrank.adapters.FORMATS`),
+    else a :class:`FullSource` (which needs ``base``)."""
     where = Path(path).expanduser()
     if not where.exists():
         raise LowrankError(f"{where} does not exist")
-    if (where.is_dir() and is_adapter_folder(where)) or is_single_file_lora(where):
-        return LoraSource(open_adapter(where, config.allow_pickle), base)
+    found = detect(where)
+    if found is not None:
+        return LoraSource(found.open(where, config.allow_pickle), base)
     return FullSource(where, base, config.allow_pickle)

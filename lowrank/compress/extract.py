@@ -25,7 +25,7 @@ from lowrank.assets import resolve_model_path
 from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.compress import factors
 from lowrank.compress.evaluate import EvalConfig, evaluate_model, load_data, metric_name
-from lowrank.compress.patterns import rank_alpha_fields
+from lowrank.adapters.patterns import rank_alpha_fields
 from lowrank.compress.records import CompressReport, Evaluation, ModuleRecord
 from lowrank.compress.writer import AdapterWriter, check_new_folder
 from lowrank.errors import LowrankError

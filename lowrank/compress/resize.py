@@ -4,7 +4,7 @@ Per module, :func:`lowrank.spectra.lora_svd` gives ``dW = U diag(S) Vh`` exactly
 rank is ``k = min(R, r)`` (``--rank R``) or the energy rank ``k_F`` (``--energy F``). Each module keeps its scaling
 ``s`` (``alpha' = s k``, or ``s sqrt(k)`` with rsLoRA, so further training sees the same step sizes), and the factors
 are ``B' = U_k sqrt(S_k / s)``, ``A' = sqrt(S_k / s) V_k^T``, so ``s B' A'`` is the best rank-``k`` approximation of
-``dW``. r / lora_alpha / rank_pattern / alpha_pattern are rewritten (:mod:`lowrank.compress.patterns`); every other
+``dW``. r / lora_alpha / rank_pattern / alpha_pattern are rewritten (:mod:`lowrank.adapters.patterns`); every other
 config field and every fully trained tensor (modules_to_save, biases) is copied unchanged.
 """
 
@@ -19,21 +19,18 @@ import torch
 from safetensors import safe_open
 
 from lowrank import adapters, spectra
+from lowrank.adapters.keys import EMBEDDING_A, LORA_A, WRITTEN
 from lowrank.cpu import single_thread
 from lowrank.assets import resolve_model_path
 from lowrank.compress import factors
 from lowrank.compress.evaluate import EvalConfig, evaluate_model, load_data, metric_name
 from lowrank.compress.extract import REPORT_FILE
-from lowrank.compress.patterns import rank_alpha_fields
+from lowrank.adapters.patterns import rank_alpha_fields
 from lowrank.compress.records import CompressReport, Evaluation, ModuleRecord
 from lowrank.compress.writer import AdapterWriter, check_new_folder
 from lowrank.errors import LowrankError
-from lowrank.jsonfile import read_json_object
 from lowrank.outputs import staged_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
-
-_LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_embedding_A", ".lora_embedding_B")
-
 
 @dataclass(frozen=True)
 class ResizeConfig:
@@ -60,7 +57,7 @@ def resize(config: ResizeConfig, progress: ProgressCallback | None = None) -> Co
     if adapter_config.variant != "lora" or adapter_config.block_diagonal is not None:
         raise LowrankError(f"{folder_in}: resize writes plain LoRA; a {adapter_config.variant} adapter"
                            f"{' (block-diagonal)' * bool(adapter_config.block_diagonal)} is not s*B@A alone")
-    raw = read_json_object(folder_in / adapters.CONFIG_FILE)
+    raw = adapters.raw_adapter_config(folder_in)
     dataset, base = None, None
     if config.evaluation is not None:
         base = config.base or adapter_config.base_model_name_or_path
@@ -112,7 +109,7 @@ def _factorize(folder: Path, target: factors.RankTarget, rslora: bool, writer: A
 
 def _module_names(folder: Path) -> list[str]:
     with safe_open(str(folder / adapters.WEIGHTS_FILE), framework="pt") as handle:
-        return [k for k in handle.keys() if k.endswith((".lora_A.weight", ".lora_embedding_A"))]
+        return [k for k in handle.keys() if k.endswith((LORA_A, EMBEDDING_A))]
 
 
 def _carry(folder: Path, writer: AdapterWriter) -> tuple[list[str], int]:
@@ -120,7 +117,7 @@ def _carry(folder: Path, writer: AdapterWriter) -> tuple[list[str], int]:
     carried, count = [], 0
     with safe_open(str(folder / adapters.WEIGHTS_FILE), framework="pt") as handle:
         for key in handle.keys():
-            if not key.endswith(_LORA_SUFFIXES):
+            if not key.endswith(WRITTEN):
                 tensor = handle.get_tensor(key)
                 writer.add_tensor(key, tensor)
                 carried.append(key.removeprefix(adapters.PREFIX))

@@ -3,9 +3,8 @@
 A safetensors file is ``u64 little-endian header length`` + JSON header ``{key: {dtype, shape, data_offsets}}``
 + the tensors' bytes back to back. Offsets are known only once every tensor is, so the bytes go to a temporary
 body file as modules arrive, and :meth:`AdapterWriter.close` writes the header and copies the body after it.
-Key layout and config fields are those of :mod:`lowrank.adapters` (``base_model.model.<module>.lora_A.weight``
-(r, in), ``.lora_B.weight`` (out, r); embeddings ``.lora_embedding_A`` (r, vocab), ``.lora_embedding_B``
-(dim, r); fully carried modules under their own parameter names).
+Key layout and config fields are those of :mod:`lowrank.adapters` (:mod:`lowrank.adapters.keys`; fully carried
+modules under their own parameter names).
 """
 
 from __future__ import annotations
@@ -17,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from lowrank.adapters import CONFIG_FILE, PREFIX, WEIGHTS_FILE
+from lowrank.adapters import WEIGHTS_FILE
+from lowrank.adapters.config import write_adapter_config
+from lowrank.adapters.keys import factor_keys
 from lowrank.errors import LowrankError
-from lowrank.outputs import write_text_atomic
 
 _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
            torch.int64: "I64"}
@@ -67,12 +67,13 @@ class AdapterWriter:
     def add_lora(self, module: str, B: torch.Tensor, A: torch.Tensor, kind: str) -> None:
         """Factors of ``dW = s B A`` (``dW`` shaped like the module's ``(out, in)``; for an embedding
         ``(num_embeddings, dim)``) under peft's key names."""
+        key_a, key_b = factor_keys(module, kind)
         if kind == "embedding":  # peft: dW = s (B_e A_e)^T with A_e (r, vocab), B_e (dim, r)
-            self.add_tensor(f"{PREFIX}{module}.lora_embedding_A", B.T.contiguous())
-            self.add_tensor(f"{PREFIX}{module}.lora_embedding_B", A.T.contiguous())
+            self.add_tensor(key_a, B.T.contiguous())
+            self.add_tensor(key_b, A.T.contiguous())
         else:  # linear and GPT-2 Conv1D alike: lora_A (r, in), lora_B (out, r)
-            self.add_tensor(f"{PREFIX}{module}.lora_A.weight", A)
-            self.add_tensor(f"{PREFIX}{module}.lora_B.weight", B)
+            self.add_tensor(key_a, A)
+            self.add_tensor(key_b, B)
 
     def close(self, config: dict) -> None:
         """Write the safetensors file (header, then the body) and ``adapter_config.json``."""
@@ -87,7 +88,7 @@ class AdapterWriter:
             out.write(encoded)
             shutil.copyfileobj(body, out, length=16 << 20)
         body_path.unlink()
-        write_text_atomic(self.folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        write_adapter_config(self.folder, config)
 
     def abort(self) -> None:
         self.body.close()
