@@ -22,8 +22,9 @@ from lowrank.data.batches import TokenizedSet, epoch_order
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
-from lowrank.training.images import is_image_model, load_image_task
-from lowrank.training.setup import auto_targets, head_modules
+from lowrank.tasks.images import is_image_model, load_image_task
+from lowrank.tasks.kind import adapter_is_causal, require_labels, text_task
+from lowrank.tasks.modules import auto_targets, head_modules
 
 BATCH_SIZE = 32
 
@@ -76,16 +77,6 @@ def _image(model: str, data: str, seed: int, examples: int, adapter: str | None,
     return network, train_set.subset(chosen), test_set.subset(kept) if kept else None
 
 
-def is_causal(config: adapters.AdapterConfig, base: str, dataset: TextDataset, where: str) -> bool:
-    """Whether the adapter ``config`` (of ``where``) on ``base`` is a causal LM's (task_type CAUSAL_LM, or none and
-    a causal base) rather than a classifier's. Raises LowrankError when ``dataset`` cannot serve that task: a
-    classifier needs labels."""
-    causal = config.task_type == "CAUSAL_LM" or (config.task_type is None and assets.is_causal_lm(base))
-    if not causal and not dataset.has_labels:
-        raise LowrankError(f"data {dataset.name} has no labels, but the adapter in {where} is a classifier")
-    return causal
-
-
 def trained(adapter: str, base: str, data: str, examples: int, max_length: int, seed: int, loss_on: str,
             heldout: int = 0) -> Sample:
     """The base with ``adapter`` loaded, ``examples`` training examples and ``heldout`` test examples. Raises
@@ -95,7 +86,7 @@ def trained(adapter: str, base: str, data: str, examples: int, max_length: int, 
         return Sample(model, lora.lora_layers(model), sample, test)
     dataset = load_text_dataset(data)
     config = adapters.read_adapter_config(adapter)
-    causal = is_causal(config, base, dataset, adapter)
+    causal = adapter_is_causal(config, base, dataset, adapter)
     model, tokenizer = assets.load_causal_lm(base) if causal else assets.load_classifier(base, dataset.num_labels)
     heads = () if causal else head_modules(model, "classification")
     if heads and not set(heads) & set(config.modules_to_save):
@@ -124,9 +115,8 @@ def initial(model_name: str, data: str, targets: str, examples: int, max_length:
         task = "classification"
     else:
         dataset = load_text_dataset(data)
-        task = "lm" if assets.is_causal_lm(model_name) else "classification"
-        if task == "classification" and not dataset.has_labels:
-            raise LowrankError(f"data {data} has no 'label' column, which a classifier needs")
+        task = text_task(model_name)
+        require_labels(task, dataset, f"data {data} has no 'label' column, which a classifier needs")
         model, tokenizer = (assets.load_causal_lm(model_name) if task == "lm"
                             else assets.load_classifier(model_name, dataset.num_labels))
         sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed, loss_on)

@@ -1,6 +1,6 @@
 """Held-out evaluation for ``extract`` / ``resize --data``: a model folder, optionally with an adapter loaded on
 top, scored on the dataset's test split (accuracy for classification, perplexity for language modelling) with
-:func:`lowrank.training.evaluate.evaluate`."""
+:func:`lowrank.tasks.evaluate.evaluate`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from lowrank.data.instructions import LOSS_ON
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
-from lowrank.training.evaluate import evaluate
+from lowrank.tasks.evaluate import evaluate
+from lowrank.tasks.kind import text_task
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def load_data(config: EvalConfig) -> TextDataset:
 
 
 def metric_name(dataset: TextDataset, model_path: str) -> str:
-    return "accuracy" if dataset.has_labels and not assets.is_causal_lm(model_path) else "perplexity"
+    return "accuracy" if dataset.has_labels and text_task(model_path) == "classification" else "perplexity"
 
 
 def evaluate_model(model_path: str, adapter: Path | None, dataset: TextDataset, config: EvalConfig) -> dict:
