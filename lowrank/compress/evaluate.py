@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from lowrank import adapters, assets
+from lowrank import adapters
 from lowrank.data.instructions import LOSS_ON
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
 from lowrank.tasks.evaluate import evaluate
-from lowrank.tasks.kind import text_task
+from lowrank.tasks.kind import load_text_model, text_task
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,9 @@ def metric_name(dataset: TextDataset, model_path: str) -> str:
 
 def evaluate_model(model_path: str, adapter: Path | None, dataset: TextDataset, config: EvalConfig) -> dict:
     """Metrics of ``model_path`` (plus ``adapter`` when given) on ``dataset``'s test split."""
-    classify = metric_name(dataset, model_path) == "accuracy"
-    if classify:
-        model, tokenizer = assets.load_classifier(model_path, dataset.num_labels)
-    else:
-        model, tokenizer = assets.load_causal_lm(model_path)
-    test = tokenize_split(dataset, tokenizer, "classification" if classify else "lm", "test", config.max_length,
-                          config.loss_on)
+    task = "classification" if metric_name(dataset, model_path) == "accuracy" else "lm"
+    model, tokenizer = load_text_model(model_path, task, dataset)
+    test = tokenize_split(dataset, tokenizer, task, "test", config.max_length, config.loss_on)
     if len(test) == 0:
         raise LowrankError(f"data {config.data} gives no test examples at max length {config.max_length}")
     if adapter is not None:

@@ -4,6 +4,7 @@ The rule, the one place it is decided: causal ("lm") when the adapter's ``task_t
 none (no adapter, or an adapter that does not say) and the base is a causal language model
 (:func:`lowrank.assets.is_causal_lm`); else "classification", which needs labelled data. An MLP on image data is
 the third kind of task (lowrank.tasks.images: :func:`~lowrank.tasks.images.is_image_model`), always classification.
+A text task's model is its base loaded for it (:func:`load_text_model`).
 """
 
 from __future__ import annotations
@@ -35,3 +36,9 @@ def adapter_is_causal(config: adapters.AdapterConfig, base: str, dataset: TextDa
     task = text_task(base, config.task_type)
     require_labels(task, dataset, f"data {dataset.name} has no labels, but the adapter in {where} is a classifier")
     return task == "lm"
+
+
+def load_text_model(base: str, task: str, dataset: TextDataset) -> tuple:
+    """``(model, tokenizer)`` of ``base`` for ``task``: the causal LM for "lm", else a classifier with a new head of
+    ``dataset.num_labels`` outputs."""
+    return assets.load_causal_lm(base) if task == "lm" else assets.load_classifier(base, dataset.num_labels)

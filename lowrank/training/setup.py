@@ -18,7 +18,7 @@ from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
 from lowrank.mlp import is_mlp_spec
 from lowrank.tasks.images import is_image_model, load_image_task
-from lowrank.tasks.kind import require_labels, text_task
+from lowrank.tasks.kind import load_text_model, require_labels, text_task
 from lowrank.tasks.modules import auto_targets, head_modules
 from lowrank.training import checks, parallel, pooled
 from lowrank.training.config import DEFAULT_ALPHA, DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR, TrainConfig
@@ -98,10 +98,7 @@ def _text_inputs(config: TrainConfig) -> tuple:
     model_path = str(assets.resolve_model_path(config.model))
     checks.check_tokenizer_files(Path(model_path))
     task = _task(config, dataset)
-    if task == "classification":
-        model, tokenizer = assets.load_classifier(config.model, dataset.num_labels)
-    else:
-        model, tokenizer = assets.load_causal_lm(config.model)
+    model, tokenizer = load_text_model(config.model, task, dataset)
     checks.check_max_length(model, config.max_length)
     train_set, test_set = _tokenize(dataset, tokenizer, task, config)
     checks.check_token_ids(model, (train_set, test_set), model_path)
