@@ -157,7 +157,7 @@ def test_held_out_scores_are_the_mean_loss_over_learned_tokens(smollm2_tokenizer
     evaluation's token count and loss must be the learned tokens' (positions after the first)."""
     from lowrank.advice.probe import score
     from lowrank.tiny_models import tiny_model
-    from lowrank.training.evaluate import evaluate
+    from lowrank.tasks.evaluate import evaluate
 
     model = tiny_model("llama", "causal-lm", vocab_size=len(smollm2_tokenizer)).double()
     data = tokenize_examples(smollm2_tokenizer, friends[:6], 64, "completion")

@@ -14,8 +14,8 @@ from lowrank import adapters
 from lowrank.errors import LowrankError
 from lowrank.mlp import build_mlp, load_mlp, save_mlp
 from lowrank.training.config import DEFAULT_IMAGE_LR
-from lowrank.training.evaluate import evaluate
-from lowrank.training.images import load_image_task
+from lowrank.tasks.evaluate import evaluate
+from lowrank.tasks.images import load_image_task
 from lowrank.training.loop import TrainConfig, train
 
 FAST = ("--batch-size", "32", "--quiet")

@@ -20,7 +20,7 @@ from torch import nn
 
 from lowrank.errors import LowrankError
 from lowrank.lora import LoraLayer
-from lowrank.training.evaluate import loss_of
+from lowrank.tasks.loss import loss_of
 
 
 @contextlib.contextmanager

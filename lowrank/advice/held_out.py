@@ -1,7 +1,7 @@
 """A trained adapter on its data's held-out (test) split, for the collapse check of ``analyze --data``
 (:func:`lowrank.advice.trained_point.collapse`): base + adapter loaded as rank advice loads them
 (:func:`lowrank.advice.sample.trained`), up to :data:`HELD_OUT_EXAMPLES` test examples tokenized as the training
-sample is, evaluated as training evaluates (:func:`lowrank.training.evaluate.evaluate`).
+sample is, evaluated as training evaluates (:func:`lowrank.tasks.evaluate.evaluate`).
 
 Baselines: for classification the best constant predictor (the training labels' class frequencies; entropy and
 majority-class accuracy), for language modelling the base model on the same blocks (every LoRA update switched
@@ -21,8 +21,8 @@ from lowrank.advice.trained_point import collapse, constant_loss, labels_of, maj
 from lowrank.data.images import load_image_dataset
 from lowrank.data.text import load_text_dataset
 from lowrank.errors import LowrankError
-from lowrank.training.evaluate import evaluate
-from lowrank.training.images import is_image_model
+from lowrank.tasks.evaluate import evaluate
+from lowrank.tasks.images import is_image_model
 
 HELD_OUT_EXAMPLES = 1000
 

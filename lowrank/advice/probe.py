@@ -44,7 +44,7 @@ from lowrank.compress.factors import split_factors
 from lowrank.data.batches import IGNORE_INDEX
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback, report
-from lowrank.training.evaluate import autocast, forward, loss_and_logits, to_device
+from lowrank.tasks.loss import autocast, forward, loss_and_logits, to_device
 
 WARMUP = 0.1
 EVAL_BATCH = 64

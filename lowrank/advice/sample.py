@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lowrank import adapters, assets, lora
+from lowrank import adapters, lora
 from lowrank.data.batches import TokenizedSet, epoch_order
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
-from lowrank.training.images import is_image_model, load_image_task
-from lowrank.training.setup import auto_targets, head_modules
+from lowrank.tasks.images import is_image_model, load_image_task
+from lowrank.tasks.kind import adapter_is_causal, load_text_model, require_labels, text_task
+from lowrank.tasks.modules import auto_targets, head_modules
 
 BATCH_SIZE = 32
 
@@ -76,16 +77,6 @@ def _image(model: str, data: str, seed: int, examples: int, adapter: str | None,
     return network, train_set.subset(chosen), test_set.subset(kept) if kept else None
 
 
-def is_causal(config: adapters.AdapterConfig, base: str, dataset: TextDataset, where: str) -> bool:
-    """Whether the adapter ``config`` (of ``where``) on ``base`` is a causal LM's (task_type CAUSAL_LM, or none and
-    a causal base) rather than a classifier's. Raises LowrankError when ``dataset`` cannot serve that task: a
-    classifier needs labels."""
-    causal = config.task_type == "CAUSAL_LM" or (config.task_type is None and assets.is_causal_lm(base))
-    if not causal and not dataset.has_labels:
-        raise LowrankError(f"data {dataset.name} has no labels, but the adapter in {where} is a classifier")
-    return causal
-
-
 def trained(adapter: str, base: str, data: str, examples: int, max_length: int, seed: int, loss_on: str,
             heldout: int = 0) -> Sample:
     """The base with ``adapter`` loaded, ``examples`` training examples and ``heldout`` test examples. Raises
@@ -95,9 +86,10 @@ def trained(adapter: str, base: str, data: str, examples: int, max_length: int, 
         return Sample(model, lora.lora_layers(model), sample, test)
     dataset = load_text_dataset(data)
     config = adapters.read_adapter_config(adapter)
-    causal = is_causal(config, base, dataset, adapter)
-    model, tokenizer = assets.load_causal_lm(base) if causal else assets.load_classifier(base, dataset.num_labels)
-    heads = () if causal else head_modules(model, "classification")
+    causal = adapter_is_causal(config, base, dataset, adapter)
+    task = "lm" if causal else "classification"
+    model, tokenizer = load_text_model(base, task, dataset)
+    heads = head_modules(model, task)
     if heads and not set(heads) & set(config.modules_to_save):
         raise LowrankError(f"{adapter} saves no trained classifier head ({', '.join(heads)} not in modules_to_save), "
                            "so its loss on --data would go through a random head")
@@ -108,7 +100,6 @@ def trained(adapter: str, base: str, data: str, examples: int, max_length: int, 
             raise
         raise LowrankError(f"{error} (does --data {dataset.name}, with {dataset.num_labels} labels, fit the "
                            "adapter's classifier head?)") from None
-    task = "lm" if causal else "classification"
     sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed, loss_on)
     test = _text_sample(dataset, tokenizer, task, heldout, max_length, seed, loss_on, "test") if heldout else None
     return Sample(model, lora.lora_layers(model), sample, test)
@@ -124,11 +115,9 @@ def initial(model_name: str, data: str, targets: str, examples: int, max_length:
         task = "classification"
     else:
         dataset = load_text_dataset(data)
-        task = "lm" if assets.is_causal_lm(model_name) else "classification"
-        if task == "classification" and not dataset.has_labels:
-            raise LowrankError(f"data {data} has no 'label' column, which a classifier needs")
-        model, tokenizer = (assets.load_causal_lm(model_name) if task == "lm"
-                            else assets.load_classifier(model_name, dataset.num_labels))
+        task = text_task(model_name)
+        require_labels(task, dataset, f"data {data} has no 'label' column, which a classifier needs")
+        model, tokenizer = load_text_model(model_name, task, dataset)
         sample = _text_sample(dataset, tokenizer, task, examples, max_length, seed, loss_on)
     chosen = auto_targets(model) if targets == "auto" else targets
     lora.inject(model, lora.LoraConfig(r=1, alpha=1.0, targets=lora.Targets.parse(chosen),

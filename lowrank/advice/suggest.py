@@ -22,8 +22,8 @@ from lowrank.advice.allocate import ModuleSignal, allocate, uniform_cost
 from lowrank.advice.signals import gradient_signal, probe_signal
 from lowrank.data.text import load_text_dataset
 from lowrank.errors import LowrankError
-from lowrank.training.images import is_image_model
 from lowrank.spectra import energy_rank, next_power_of_two
+from lowrank.tasks.images import is_image_model
 from lowrank.training.config import DEFAULT_ALPHA, TrainConfig
 from lowrank.training.setup import total_steps
 

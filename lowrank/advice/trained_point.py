@@ -146,7 +146,7 @@ def majority_share(train_labels: list[int], held_out_labels: list[int]) -> float
 
 
 def labels_of(data, limit: int | None = None) -> list[int]:
-    """The class labels of a TokenizedSet or ImageSet, of the examples :func:`lowrank.training.evaluate.evaluate`
+    """The class labels of a TokenizedSet or ImageSet, of the examples :func:`lowrank.tasks.evaluate.evaluate`
     reads with ``limit`` (all, or its fixed sample)."""
     chosen = [i for batch in eval_batches(data, max(len(data), 1), limit) for i in batch]
     return [int(data.labels[i]) for i in chosen]

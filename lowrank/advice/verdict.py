@@ -27,10 +27,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lowrank import assets
 from lowrank.advice.probe import Difference
+from lowrank.tasks.images import is_image_model
+from lowrank.tasks.kind import text_task
 from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR
-from lowrank.training.images import is_image_model
 
 PROBE_FRACTION = 0.2
 HORIZON_FRACTION = 0.3
@@ -85,8 +85,7 @@ def default_rates(base: str, task_type: str | None) -> tuple[float, float]:
     if is_image_model(base):
         lr = DEFAULT_IMAGE_LR["lora"]
     else:
-        causal = task_type == "CAUSAL_LM" or (task_type is None and assets.is_causal_lm(base))
-        lr = DEFAULT_LR[("lora", "lm" if causal else "classification")]
+        lr = DEFAULT_LR[("lora", text_task(base, task_type))]
     return lr, max(lr, DEFAULT_HEAD_LR)
 
 

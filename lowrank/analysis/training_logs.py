@@ -23,12 +23,12 @@ from torch import nn
 
 from lowrank.adapters.live import LiveAdapter, adapter_folder, live_adapter
 from lowrank.advice.measure import MeasureConfig, measure
-from lowrank.advice.sample import is_causal
 from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, model_doubling_gain, model_signal_to_noise
 from lowrank.analysis import run
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.data.text import load_text_dataset
 from lowrank.errors import LowrankError
+from lowrank.tasks.kind import adapter_is_causal
 
 PREFIX = "lowrank/"
 
@@ -101,9 +101,9 @@ class RankLogs:
 
 
 def _check_task(live: LiveAdapter, dataset, base: str, num_labels: int | None) -> None:
-    """Refuse data of another task: unlabelled data for a classifier (:func:`is_causal`), or labels that do not
-    fit its head's ``num_labels`` outputs."""
-    if is_causal(live.config, base, dataset, str(live.path)) or num_labels in (None, dataset.num_labels):
+    """Refuse data of another task: unlabelled data for a classifier (:func:`lowrank.tasks.kind.adapter_is_causal`),
+    or labels that do not fit its head's ``num_labels`` outputs."""
+    if adapter_is_causal(live.config, base, dataset, str(live.path)) or num_labels in (None, dataset.num_labels):
         return
     raise LowrankError(f"data {dataset.name} has {dataset.num_labels} labels, but the classifier being trained has "
                        f"{num_labels} outputs; give it the labelled data it trains on")

@@ -1,6 +1,6 @@
 """Held-out evaluation for ``extract`` / ``resize --data``: a model folder, optionally with an adapter loaded on
 top, scored on the dataset's test split (accuracy for classification, perplexity for language modelling) with
-:func:`lowrank.training.evaluate.evaluate`."""
+:func:`lowrank.tasks.evaluate.evaluate`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 
 import torch
 
-from lowrank import adapters, assets
+from lowrank import adapters
 from lowrank.data.instructions import LOSS_ON
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
-from lowrank.training.evaluate import evaluate
+from lowrank.tasks.evaluate import evaluate
+from lowrank.tasks.kind import load_text_model, text_task
 
 
 @dataclass(frozen=True)
@@ -49,18 +50,14 @@ def load_data(config: EvalConfig) -> TextDataset:
 
 
 def metric_name(dataset: TextDataset, model_path: str) -> str:
-    return "accuracy" if dataset.has_labels and not assets.is_causal_lm(model_path) else "perplexity"
+    return "accuracy" if dataset.has_labels and text_task(model_path) == "classification" else "perplexity"
 
 
 def evaluate_model(model_path: str, adapter: Path | None, dataset: TextDataset, config: EvalConfig) -> dict:
     """Metrics of ``model_path`` (plus ``adapter`` when given) on ``dataset``'s test split."""
-    classify = metric_name(dataset, model_path) == "accuracy"
-    if classify:
-        model, tokenizer = assets.load_classifier(model_path, dataset.num_labels)
-    else:
-        model, tokenizer = assets.load_causal_lm(model_path)
-    test = tokenize_split(dataset, tokenizer, "classification" if classify else "lm", "test", config.max_length,
-                          config.loss_on)
+    task = "classification" if metric_name(dataset, model_path) == "accuracy" else "lm"
+    model, tokenizer = load_text_model(model_path, task, dataset)
+    test = tokenize_split(dataset, tokenizer, task, "test", config.max_length, config.loss_on)
     if len(test) == 0:
         raise LowrankError(f"data {config.data} gives no test examples at max length {config.max_length}")
     if adapter is not None:

@@ -58,10 +58,11 @@ def text_problem(model: str, data: str, max_length: int = 128, limit: int = 0) -
     """
     from lowrank.assets import load_classifier
     from lowrank.data.text import load_text_dataset
+    from lowrank.tasks.kind import require_labels
 
     dataset = load_text_dataset(data)
-    if not dataset.has_labels:
-        raise LowrankError(f"dataset {data!r} has no labels; intrinsic-dim needs a labelled classification set")
+    require_labels("classification", dataset,
+                   f"dataset {data!r} has no labels; intrinsic-dim needs a labelled classification set")
     _, tokenizer = load_classifier(model, dataset.num_labels)
     keep = slice(0, limit if limit > 0 else None)
     train_inputs, train_labels = _encode(tokenizer, dataset.train_texts[keep], dataset.train_labels[keep], max_length)

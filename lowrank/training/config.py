@@ -14,7 +14,7 @@ DEFAULT_LR = {("lora", "classification"): 2e-3, ("lora", "lm"): 1e-3,
 # A newly initialized classifier head learns at max(lr, this): at full fine-tuning's 5e-5 a fresh head is still
 # under-trained after 3 epochs (MiniLM-L6 on R52: 83.6% full against 92.4% LoRA r=16, reports/rank_advice.md).
 DEFAULT_HEAD_LR = 2e-3
-# MLPs on images (lowrank.training.images), by method. The text rates are far too low there: full at 5e-5 barely
+# MLPs on images (lowrank.tasks.images), by method. The text rates are far too low there: full at 5e-5 barely
 # moves a fresh network. Measured (held-out accuracy): full from scratch, mlp:784,200,200,10 on mnist-5k, 10 epochs
 # of 32: 0.955 at 3e-3, 0.950 at 1e-2, 0.937 at 3e-2 (1e-2 wins only short runs); LoRA r=1/4 adapting a trained
 # network to left-right mirrored mnist-5k, 3 epochs: 0.894/0.906 at 1e-2, 0.833/0.867 at 3e-3, 0.889/0.909 at 3e-2.

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from lowrank.data.batches import IGNORE_INDEX
+from lowrank.tasks.loss import autocast, loss_and_logits, to_device
 from lowrank.training import faults
-from lowrank.training.evaluate import autocast, loss_and_logits, to_device
 
 WIDTH_STEP = 32  # classification batches are padded to a multiple of this many tokens (16: 5-21% slower)
 CLEAR_WIN = 2.0  # a replay this many times faster than the eager step: later shapes are not timed eagerly

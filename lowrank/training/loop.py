@@ -30,10 +30,10 @@ from lowrank.data.batches import iter_batches
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP, save_mlp
 from lowrank.advice.trained_point import run_collapse
-from lowrank.training.evaluate import (autocast, evaluate, loss_and_logits, target_count, throughput_units,
-                                       to_device)
 from lowrank.outputs import check_output_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
+from lowrank.tasks.evaluate import evaluate
+from lowrank.tasks.loss import autocast, loss_and_logits, target_count, to_device
 from lowrank.training import checkpointing, graphed, parallel
 from lowrank.training.checkpointing import CHECKPOINT, STATE_FILE
 from lowrank.training.config import TrainConfig
@@ -49,6 +49,11 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def throughput_units(batch: dict[str, torch.Tensor]) -> int:
+    """What throughput counts: non-padding tokens of a text batch, examples of an image batch."""
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else len(batch["labels"])
 
 
 def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict:

@@ -1,6 +1,6 @@
 """Everything a training run needs, built and validated before anything is written: data, model, adapters,
 optimizer, step count. Bad input (unknown names, missing columns, targets that match nothing, a network that does
-not fit the images) fails here. Hugging Face models train on text; MLPs (``lowrank.training.images``) on images."""
+not fit the images) fails here. Hugging Face models train on text; MLPs (``lowrank.tasks.images``) on images."""
 
 from __future__ import annotations
 
@@ -16,14 +16,13 @@ from lowrank.data.batches import ImageSet, TokenizedSet
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
-from lowrank.mlp import MLP, is_mlp_spec
+from lowrank.mlp import is_mlp_spec
+from lowrank.tasks.images import is_image_model, load_image_task
+from lowrank.tasks.kind import load_text_model, require_labels, text_task
+from lowrank.tasks.modules import auto_targets, head_modules
 from lowrank.training import checks, parallel, pooled
 from lowrank.training.config import DEFAULT_ALPHA, DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR, TrainConfig
-from lowrank.training.images import is_image_model, load_image_task
 
-AUTO_TARGETS = {"bert": "query,value", "roberta": "query,value", "distilbert": "q_lin,v_lin", "gpt2": "c_attn",
-                "llama": "q_proj,v_proj", "mistral": "q_proj,v_proj", "qwen2": "q_proj,v_proj"}
-CLASSIFIER_HEADS = ("classifier", "score")
 
 
 @dataclass
@@ -99,10 +98,7 @@ def _text_inputs(config: TrainConfig) -> tuple:
     model_path = str(assets.resolve_model_path(config.model))
     checks.check_tokenizer_files(Path(model_path))
     task = _task(config, dataset)
-    if task == "classification":
-        model, tokenizer = assets.load_classifier(config.model, dataset.num_labels)
-    else:
-        model, tokenizer = assets.load_causal_lm(config.model)
+    model, tokenizer = load_text_model(config.model, task, dataset)
     checks.check_max_length(model, config.max_length)
     train_set, test_set = _tokenize(dataset, tokenizer, task, config)
     checks.check_token_ids(model, (train_set, test_set), model_path)
@@ -121,14 +117,6 @@ def _image_inputs(config: TrainConfig) -> tuple:
     return model, None, model_path, "classification", train_set, test_set
 
 
-def head_modules(model: nn.Module, task: str) -> tuple[str, ...]:
-    """The output head, trained in full beside LoRA and at ``head_lr``: an MLP's last layer ``layers.{k-1}``, a
-    Hugging Face classifier's ``classifier`` / ``score``; none for language modelling."""
-    if isinstance(model, MLP):
-        return (f"layers.{len(model.layers) - 1}",)
-    return tuple(h for h in CLASSIFIER_HEADS if task == "classification" and _has_module(model, h))
-
-
 def _param_groups(model: nn.Module, task: str, lr: float, config: TrainConfig) -> list[dict]:
     """Trainable parameters in two groups: the head (:func:`head_modules`) at ``head_lr`` (default
     ``max(lr, DEFAULT_HEAD_LR)``), everything else at ``lr``. Each group keeps its peak rate as ``base_lr``."""
@@ -143,12 +131,9 @@ def _param_groups(model: nn.Module, task: str, lr: float, config: TrainConfig) -
 
 
 def _task(config: TrainConfig, dataset: TextDataset) -> str:
-    task = config.task
-    if task == "auto":
-        task = "lm" if assets.is_causal_lm(config.model) else "classification"
-    if task == "classification" and not dataset.has_labels:
-        raise LowrankError(f"data {config.data} has no 'label' column, which classification needs "
-                           "(use a causal language model, or --task lm)")
+    task = text_task(config.model) if config.task == "auto" else config.task
+    require_labels(task, dataset, f"data {config.data} has no 'label' column, which classification needs "
+                   "(use a causal language model, or --task lm)")
     return task
 
 
@@ -169,19 +154,6 @@ def _adapt(model: nn.Module, config: TrainConfig, task: str) -> tuple[lora.LoraC
     adapted = lora.inject(model, lora_config, torch.Generator().manual_seed(config.seed))
     lora.mark_trainable(model, heads)
     return lora_config, adapted
-
-
-def auto_targets(model: nn.Module) -> str:
-    """An MLP's hidden layers ``layers.0 ... layers.{k-2}``; attention query and value of known architectures."""
-    if isinstance(model, MLP):
-        if len(model.layers) < 2:
-            raise LowrankError(f"an mlp with sizes {list(model.sizes)} has no hidden layer for LoRA to adapt")
-        return ",".join(f"layers.{i}" for i in range(len(model.layers) - 1))
-    return AUTO_TARGETS.get(model.config.model_type, "all-linear")
-
-
-def _has_module(model: nn.Module, name: str) -> bool:
-    return any(n.split(".")[-1] == name for n, _ in model.named_modules())
 
 
 def _tokenize(dataset: TextDataset, tokenizer, task: str, config: TrainConfig) -> tuple[TokenizedSet, TokenizedSet]:

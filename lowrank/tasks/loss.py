@@ -1,25 +1,20 @@
-"""Held-out evaluation: accuracy and loss for classification, loss and perplexity for language modelling.
+"""One batch through a model: on its device, under the forward pass's context, to logits and the task's loss.
 
-Perplexity is exp(mean token cross-entropy), the mean taken over every target token: not padding, and for
-instruction data not a masked prompt or non-assistant token (lowrank.data.chat).
-Batches come as the trainer's do (length-sorted, pinned, copied without blocking); losses and correct counts add up
-on the device and are read once at the end, so evaluation never waits on the device batch by batch. On several
-processes each rank evaluates every ``size``-th batch (a rank short of batches repeats the first at weight 0, so
-that sharded models gather their weights in step) and the sums are added over the ranks.
+The loss is the task's: cross-entropy of each example's label for classification (text or images), of each next
+token for language modelling (logits ``(batch, length, vocab)``, target ``t + 1`` read at ``t``), the mean over
+targets that are not :data:`lowrank.data.batches.IGNORE_INDEX` (padding, and for instruction data a masked prompt
+or non-assistant token). Training, rank advice, the probe and held-out evaluation all take it from here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowrank import distributed
-from lowrank.data.batches import IGNORE_INDEX, ImageSet, TokenizedSet, eval_batches
-from lowrank.distributed import SINGLE, World
+from lowrank.data.batches import IGNORE_INDEX
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -37,18 +32,12 @@ def target_count(batch: dict[str, torch.Tensor]) -> int:
     return labels.numel()
 
 
-def throughput_units(batch: dict[str, torch.Tensor]) -> int:
-    """What throughput counts: non-padding tokens of a text batch, examples of an image batch."""
-    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else len(batch["labels"])
-
-
 def autocast(device: torch.device, bf16: bool):
     """The context of a forward pass on CUDA: bf16 autocast when asked, and scaled-dot-product attention on the
     flash, memory-efficient or math kernels; a no-op elsewhere.
 
-    cuDNN's attention kernel is left out: it builds an execution plan for every new sequence length, about 9 ms
-    forward and 11 ms backward of host time per layer (profiled on an H200, MiniLM-L6, batches of 32 padded to
-    their longest), against 30 us on the device; with length-bucketed batches nearly every step is a new length."""
+    cuDNN's attention kernel is left out: it builds an execution plan for every new sequence length, on the host,
+    and with length-bucketed batches nearly every step is a new length (reports/training_speed.md)."""
     if device.type != "cuda":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -90,34 +79,3 @@ def loss_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Ten
     """Mean loss over the batch, the number of targets it averages (tokens for LM, examples otherwise), logits."""
     loss, logits = loss_and_logits(model, batch)
     return loss, target_count(batch), logits
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: TokenizedSet | ImageSet, batch_size: int, device: torch.device, bf16: bool,
-             limit: int | None = None, world: World = SINGLE) -> dict[str, float]:
-    """{'loss', 'accuracy'} for classification or {'loss', 'perplexity'} for LM, over ``limit`` examples."""
-    was_training = model.training
-    model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    total_count = torch.zeros((), dtype=torch.long, device=device)
-    batches = list(eval_batches(data, batch_size, limit))
-    mine = world.shard(batches)
-    for i in range(-(-len(batches) // world.size)):
-        weight = int(i < len(mine))
-        host = data.collate(mine[i] if weight else batches[0])
-        count = target_count(host) * weight
-        batch = to_device(host, device)
-        with autocast(device, bf16):
-            loss, logits = loss_and_logits(model, batch)
-        if not data.is_lm:
-            correct += (logits.argmax(-1) == batch["labels"]).sum() * weight
-        total_loss += loss.double() * count
-        total_count += count
-    model.train(was_training)
-    for total in (total_loss, correct, total_count):
-        distributed.all_sum(total)
-    mean, correct, total_count = float(total_loss) / max(int(total_count), 1), int(correct), int(total_count)
-    if data.is_lm:
-        return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": total_count}
-    return {"loss": mean, "accuracy": correct / max(total_count, 1), "examples": total_count}
