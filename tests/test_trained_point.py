@@ -10,7 +10,8 @@ import random
 
 import pytest
 
-from lowrank.advice.trained_point import collapse, constant_loss, loss_trend, majority_share
+from lowrank.advice.trained_point import loss_trend
+from lowrank.tasks.collapse import collapse, constant_loss, majority_share
 from lowrank.analysis.results import AnalysisReport
 from lowrank.training.loop import lr_factor
 

@@ -1,4 +1,4 @@
-"""Is an adapter at a trained point? Two checks that come before any rank verdict (pure functions).
+"""Is an adapter at a trained point? The checks that come before any rank verdict (pure functions).
 
 Rank advice reads the gradient at the point training reached; at a point that is not a trained one it answers a
 different question (how to finish training, not what rank to use). Two ways a point is not trained:
@@ -23,26 +23,19 @@ creeping down while it memorizes, which is why the test is on the drop's size, n
 MiniLM-L6 LoRA r = 8 on 1600 R8 examples gives 0.08 at 3.6 SE after 3 epochs (300 steps, 92.5% held-out
 accuracy) and 0.23 at 3.2 SE when stopped at 100 steps (78.1%).
 
-**Collapsed**: the held-out loss says the model learned nothing usable (:func:`collapse`): it is not finite, or
-for classification it is no better than the best constant predictor (the class frequencies ``p_c`` of the
-training labels, whose loss is their entropy ``H = -sum_c p_c ln p_c``) or its accuracy no better than always
-predicting the majority class, or for language modelling it is no better than the base model's (LoRA starts at
-``B = 0``, so a run's step-0 evaluation is the base model).
+**Collapsed** (:mod:`lowrank.tasks.collapse`): the held-out loss says the model learned nothing usable.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import asdict, dataclass
 
-from lowrank.data.batches import eval_batches
 
 WINDOW_FRACTION = 0.2
 MIN_WINDOW = 5
 STILL_FALLING_DROP = 0.15
 STILL_FALLING_SE = 3.0
-CONSTANT_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
@@ -129,52 +122,3 @@ def loss_trend(history: list[dict]) -> Trend | None:
     falling = drop > STILL_FALLING_DROP and earlier_mean - last_mean > STILL_FALLING_SE * standard_error
     return Trend(len(entries), *((w[0]["step"], w[-1]["step"]) for w in (first, earlier, last)), first_mean,
                  earlier_mean, last_mean, drop, standard_error, falling)
-
-
-def constant_loss(train_labels: list[int]) -> float:
-    """The loss of the best constant predictor, the class frequencies ``p_c``: ``H = -sum_c p_c ln p_c``."""
-    counts = Counter(train_labels)
-    total = len(train_labels)
-    return -sum(c / total * math.log(c / total) for c in counts.values())
-
-
-def majority_share(train_labels: list[int], held_out_labels: list[int]) -> float:
-    """The accuracy of always predicting the training set's most frequent class, on ``held_out_labels``."""
-    counts = Counter(train_labels)
-    majority = max(counts, key=lambda label: (counts[label], -label))
-    return sum(label == majority for label in held_out_labels) / max(len(held_out_labels), 1)
-
-
-def labels_of(data, limit: int | None = None) -> list[int]:
-    """The class labels of a TokenizedSet or ImageSet, of the examples :func:`lowrank.tasks.evaluate.evaluate`
-    reads with ``limit`` (all, or its fixed sample)."""
-    chosen = [i for batch in eval_batches(data, max(len(data), 1), limit) for i in batch]
-    return [int(data.labels[i]) for i in chosen]
-
-
-def collapse(final: dict, constant_loss: float | None = None, majority: float | None = None,
-             base_loss: float | None = None) -> str | None:
-    """Why the held-out metrics ``final`` (``{'loss', 'accuracy'}`` or ``{'loss', 'perplexity'}``) say the model
-    collapsed, or None. Classification: ``loss >= (1 - CONSTANT_TOLERANCE) H`` with ``H = constant_loss``, or
-    ``accuracy <= majority`` (the majority class's share). Language modelling: ``loss >= base_loss``."""
-    loss = float(final["loss"])
-    if not math.isfinite(loss):
-        return f"held-out loss is {loss} (training diverged)"
-    if constant_loss is not None and majority is not None:
-        accuracy = float(final["accuracy"])
-        if loss >= (1 - CONSTANT_TOLERANCE) * constant_loss or accuracy <= majority:
-            return (f"held-out loss {loss:.3g} against {constant_loss:.3g} for predicting the class frequencies "
-                    f"(their entropy), accuracy {100 * accuracy:.1f}% against {100 * majority:.1f}% for always "
-                    "predicting the majority class: no better than ignoring the input")
-    if base_loss is not None and loss >= base_loss:
-        return f"held-out loss {loss:.3g}, no lower than the base model's {base_loss:.3g}"
-    return None
-
-
-def run_collapse(history: list[dict], final: dict, train, held_out, limit: int | None = None) -> str | None:
-    """:func:`collapse` of a training run: the baselines from its training set ``train`` and the ``held_out``
-    examples evaluated (``limit``: the evaluation's fixed sample), for LM the step-0 evaluation in ``history``."""
-    if held_out.is_lm:
-        return collapse(final, base_loss=history[0].get("loss") if history else None)
-    train_labels = labels_of(train)
-    return collapse(final, constant_loss(train_labels), majority_share(train_labels, labels_of(held_out, limit)))

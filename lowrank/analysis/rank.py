@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from lowrank.advice.sufficiency import Signals, suggested_rank
 from lowrank.advice.verdict import (HELDOUT_EXAMPLES, HORIZON_FRACTION, LOWER_COST, PROBE_FRACTION, PROBE_LR_SCALE,
                                     RAISE_COST, RAISE_GAIN, RAISE_SE)
-from lowrank.advice.trained_point import CONSTANT_TOLERANCE, STILL_FALLING_DROP, STILL_FALLING_SE
+from lowrank.advice.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
+from lowrank.tasks.collapse import CONSTANT_TOLERANCE
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
 from lowrank.analysis.results import (STATES, VERDICTS, ModelSufficiency, ModuleAnalysis, Probe, Recommendation,
