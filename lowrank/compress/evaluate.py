@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from lowrank import adapters
+from lowrank import adapters, devices
 from lowrank.data.instructions import LOSS_ON
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.data.tokenize import tokenize_split
@@ -39,9 +39,7 @@ class EvalConfig:
             raise LowrankError(f"loss-on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return torch.device(devices.choose(self.device))
 
 
 def load_data(config: EvalConfig) -> TextDataset:
