@@ -1,6 +1,6 @@
-"""The probe behind `analyze --data` (lowrank.advice.probe, lowrank.advice.verdict): the doubled and halved arms'
-factors against float64 numpy, the doubled arm's function before training, the verdict on constructed differences,
-and `lowrank analyze --data --json` end to end on a LoRA MLP trained on digits."""
+"""The probe behind `analyze --data` (lowrank.advice.sufficiency.probe, lowrank.advice.sufficiency.verdict): the doubled
+and halved arms' factors against float64 numpy, the doubled arm's function before training, the verdict on constructed
+differences, and `lowrank analyze --data --json` end to end on a LoRA MLP trained on digits."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from rich.console import Console
 from torch import nn
 
 from lowrank import lora
-from lowrank.advice import calibration, verdict
-from lowrank.advice.probe import Difference, doubled_factors, halved_factors
+from lowrank.advice import calibration
+from lowrank.advice.sufficiency import verdict
+from lowrank.advice.sufficiency.probe import Difference, doubled_factors, halved_factors
 from lowrank.analysis.results import AnalysisReport
 from lowrank.render import markdown, terminal
 
@@ -144,7 +145,7 @@ def trained(tmp_path_factory):
 
 def test_the_probe_at_a_learning_rate_of_zero_keeps_the_same_and_doubled_arms_at_the_trained_scores(trained,
                                                                                                     one_thread):
-    from lowrank.advice import probe
+    from lowrank.advice.sufficiency import probe
 
     setup = probe.load(str(trained / "r2"), str(trained / "base"), "digits", 3, 32, 200, 128, 1e-2, 1e-2,
                        "completion")

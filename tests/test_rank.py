@@ -9,7 +9,7 @@ import torch
 
 from lowrank.analysis import rank as ranking
 from lowrank.errors import LowrankError
-from lowrank.advice.sufficiency import Signals
+from lowrank.advice.sufficiency.gradient_evidence import Signals
 from lowrank.analysis.results import ModelSufficiency, ModuleAnalysis, Probe, ProbeDifference
 from lowrank.spectra import energy_captured, energy_rank, tail_ratio
 

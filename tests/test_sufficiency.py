@@ -1,10 +1,10 @@
-"""Gradient sufficiency signals (lowrank.advice.sufficiency) against float64 numpy."""
+"""Gradient sufficiency signals (lowrank.advice.sufficiency.gradient_evidence) against float64 numpy."""
 
 import numpy as np
 import pytest
 import torch
 
-from lowrank.advice.sufficiency import model_doubling_gain, module_signals, outside_part
+from lowrank.advice.sufficiency.gradient_evidence import model_doubling_gain, module_signals, outside_part
 from lowrank.errors import LowrankError
 
 

@@ -2,7 +2,7 @@
 examples/rank_verdict_calibration.py).
 
 A case is one trained adapter: its task, rank and seed, the probe's relative held-out differences (doubling gain
-``g`` and its standard error, halving cost ``h``; :mod:`lowrank.advice.verdict`), and what retraining said
+``g`` and its standard error, halving cost ``h``; :mod:`lowrank.advice.sufficiency.verdict`), and what retraining said
 (:mod:`lowrank.advice.ground_truth`): did doubling ``r`` improve the held-out metric beyond 2 SE, did halving keep
 it (within ``max(SE, floor)``), did halving lose beyond 2 SE.
 

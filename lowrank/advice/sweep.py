@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lowrank import devices
-from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES
+from lowrank.advice.sufficiency.gradient_evidence import CALIBRATED_EXAMPLES
 from lowrank.errors import LowrankError
 from lowrank.outputs import write_text_atomic
 from lowrank.progress import ProgressCallback, report
@@ -100,7 +100,7 @@ def _run_one(config: TrainConfig, signals: bool, examples: int, threads: int) ->
     """Train one run and measure its signals (in a worker process); returns the run folder."""
     import torch
 
-    from lowrank.advice.measure import MeasureConfig, measure
+    from lowrank.advice.sufficiency.measure import MeasureConfig, measure
     from lowrank.training.loop import train
 
     torch.set_num_threads(threads)

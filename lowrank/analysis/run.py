@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from lowrank.advice.sufficiency import Signals
+from lowrank.advice.sufficiency.gradient_evidence import Signals
 from lowrank.analysis import rank as ranking
 from lowrank import distributed, spectra
 from lowrank.analysis import sketched_measures, subspaces

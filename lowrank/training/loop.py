@@ -29,7 +29,7 @@ from lowrank import adapters, distributed
 from lowrank.data.batches import iter_batches
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP, save_mlp
-from lowrank.advice.trained_point import run_collapse
+from lowrank.advice.sufficiency.trained_point import run_collapse
 from lowrank.outputs import check_output_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
 from lowrank.tasks.evaluate import evaluate

@@ -19,8 +19,8 @@ with ``sigma^2`` the noise variance of ``G``'s entries, estimated from two halve
 gives more. Over a model, numerators and denominators are summed over modules. The noise falls as ``1/n`` with the
 sample size ``n``, so a weak direction becomes detectable with more examples. ``analyze --data`` reports it per
 module, at the sample size :data:`CALIBRATED_EXAMPLES`, as evidence only: it no longer decides the rank verdict,
-which comes from the probe's held-out losses at r, 2r and r/2 (:mod:`lowrank.advice.verdict`), because against
-retraining the statistic turned out to be nearly a function of ``r`` alone (reports/rank_advice.md).
+which comes from the probe's held-out losses at r, 2r and r/2 (:mod:`lowrank.advice.sufficiency.verdict`), because
+against retraining the statistic turned out to be nearly a function of ``r`` alone (reports/rank_advice.md).
 
 Also reported: ``doubling_gain = sum_{i<=r} sigma_i(G_out)^2 / sum_{i<=r} sigma_i(G0)^2``, the same descent
 relative to what the first ``r`` directions found at the start of training (``G0``, at the base weights, trained

@@ -1,5 +1,5 @@
 """A trained adapter on its data's held-out (test) split, for the collapse check of ``analyze --data``
-(:func:`lowrank.advice.trained_point.collapse`): base + adapter loaded as rank advice loads them
+(:func:`lowrank.advice.sufficiency.trained_point.collapse`): base + adapter loaded as rank advice loads them
 (:func:`lowrank.advice.sample.trained`), up to :data:`HELD_OUT_EXAMPLES` test examples tokenized as the training
 sample is, evaluated as training evaluates (:func:`lowrank.tasks.evaluate.evaluate`).
 
@@ -16,8 +16,8 @@ import torch
 
 from lowrank.advice import sample as samples
 from lowrank.advice.gradients import adapters_off
-from lowrank.advice.measure import MIN_EXAMPLES
-from lowrank.advice.trained_point import collapse, constant_loss, labels_of, majority_share
+from lowrank.advice.sufficiency.measure import MIN_EXAMPLES
+from lowrank.advice.sufficiency.trained_point import collapse, constant_loss, labels_of, majority_share
 from lowrank.data.images import load_image_dataset
 from lowrank.data.text import load_text_dataset
 from lowrank.errors import LowrankError
@@ -36,7 +36,7 @@ class HeldOut:
         constant_loss: classification: ``H = -sum_c p_c ln p_c`` of the training labels' frequencies.
         majority: classification: the held-out accuracy of always predicting the most frequent training class.
         base_loss: language modelling: the base model's held-out loss on the same blocks.
-        collapsed: why the adapter collapsed (:func:`lowrank.advice.trained_point.collapse`), or None.
+        collapsed: why the adapter collapsed (:func:`lowrank.advice.sufficiency.trained_point.collapse`), or None.
     """
 
     metrics: dict
@@ -76,7 +76,7 @@ def held_out_check(adapter: str, base: str, data: str, max_length: int, seed: in
                    loss_on: str) -> HeldOut:
     """Load ``adapter`` on ``base``, evaluate it on up to :data:`HELD_OUT_EXAMPLES` held-out examples of ``data``
     on ``device`` (instruction data: the loss on ``loss_on``), and apply
-    :func:`lowrank.advice.trained_point.collapse` against the baselines."""
+    :func:`lowrank.advice.sufficiency.trained_point.collapse` against the baselines."""
     train_labels = _train_labels(base, data)
     sample = samples.trained(adapter, base, data, 1, max_length, seed, loss_on, heldout=HELD_OUT_EXAMPLES)
     where = torch.device(device)

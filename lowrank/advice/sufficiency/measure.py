@@ -1,9 +1,10 @@
 """Measure a trained adapter's sufficiency signals on real data: base + adapter loaded, gradients on a fixed
-sample of training examples (:mod:`lowrank.advice.sample`), :func:`lowrank.advice.sufficiency.module_signals` per
-adapted module. The same sample gives ``G`` (adapter on) and ``G0`` (adapter off, head kept).
+sample of training examples (:mod:`lowrank.advice.sample`),
+:func:`lowrank.advice.sufficiency.gradient_evidence.module_signals` per adapted module. The same sample gives ``G``
+(adapter on) and ``G0`` (adapter off, head kept).
 
 ``analyze --data`` shows these signals per module as evidence; its rank verdict comes from the probe
-(:mod:`lowrank.advice.verdict`), not from them.
+(:mod:`lowrank.advice.sufficiency.verdict`), not from them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from lowrank.advice import sample as samples
 from lowrank.advice.gradients import adapters_off, weight_gradients
-from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, Signals, module_signals
+from lowrank.advice.sufficiency.gradient_evidence import CALIBRATED_EXAMPLES, Signals, module_signals
 from lowrank.data.instructions import LOSS_ON
 
 MIN_EXAMPLES = 64
@@ -65,7 +66,8 @@ class Measurement:
 
 
 def measure(config: MeasureConfig, progress: ProgressCallback | None = None) -> Measurement:
-    """Signals of every adapted module of ``config.adapter`` (see :mod:`lowrank.advice.sufficiency`)."""
+    """Signals of every adapted module of ``config.adapter`` (see
+    :mod:`lowrank.advice.sufficiency.gradient_evidence`)."""
     began = time.perf_counter()
     sample = samples.trained(config.adapter, config.base, config.data, config.examples, config.max_length,
                              config.seed, config.loss_on)
