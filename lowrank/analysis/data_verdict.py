@@ -15,13 +15,13 @@ import torch
 from lowrank.advice.sufficiency import probe as probing
 from lowrank.advice.sufficiency import verdict as verdicts
 from lowrank.advice.sufficiency.gradient_evidence import (CALIBRATED_EXAMPLES, Signals, model_doubling_gain,
-                                                          model_signal_to_noise, suggested_rank)
+                                                          model_signal_to_noise)
 from lowrank.advice.sufficiency.held_out import HeldOut, held_out_check
 from lowrank.advice.sufficiency.measure import MeasureConfig
 from lowrank.advice.sufficiency.measure import measure as measure_signals
 from lowrank.advice.sufficiency.trained_point import Trend, loss_trend
 from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN,
-                                                RAISE_SE)
+                                                RAISE_SE, suggested_rank)
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.analysis.results import ModelSufficiency, Probe, ProbeDifference
 from lowrank.adapters.live import adapter_folder

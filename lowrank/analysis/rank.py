@@ -31,10 +31,10 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from lowrank.advice.sufficiency.gradient_evidence import Signals, suggested_rank
-from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, HORIZON_FRACTION, LOWER_COST, PROBE_FRACTION,
-                                                PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE)
+from lowrank.advice.sufficiency.gradient_evidence import Signals
 from lowrank.advice.sufficiency.trained_point import CONSTANT_TOLERANCE, STILL_FALLING_DROP, STILL_FALLING_SE
+from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, HORIZON_FRACTION, LOWER_COST, PROBE_FRACTION,
+                                                PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE, suggested_rank)
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
 from lowrank.analysis.results import (STATES, VERDICTS, ModelSufficiency, ModuleAnalysis, Probe, Recommendation,

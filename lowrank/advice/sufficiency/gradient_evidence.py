@@ -143,8 +143,3 @@ def model_doubling_gain(signals: list[Signals]) -> float:
     """Summed over modules: ``sum outside_energy / sum start_energy``."""
     start = sum(s.start_energy for s in signals)
     return sum(s.outside_energy for s in signals) / start if start > 0 else 0.0
-
-
-def suggested_rank(verdict: str, r: int, limit: int) -> int:
-    """The rank a verdict implies: ``2r`` (capped by ``limit = min(out, in)``), ``r / 2`` (at least 1), or ``r``."""
-    return {"raise r": min(2 * r, limit), "lower r": max(1, r // 2), "adequate": r}[verdict]

@@ -106,3 +106,8 @@ def judge(doubling: Difference | None, halving: Difference | None, loss: float) 
     if cost is not None and cost < LOWER_COST:
         return "lower r"
     return "adequate"
+
+
+def suggested_rank(verdict: str, r: int, limit: int) -> int:
+    """The rank a verdict implies: ``2r`` (capped by ``limit = min(out, in)``), ``r / 2`` (at least 1), or ``r``."""
+    return {"raise r": min(2 * r, limit), "lower r": max(1, r // 2), "adequate": r}[verdict]
