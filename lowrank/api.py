@@ -4,7 +4,7 @@
   lowrank's LoRA layers (read in memory, :mod:`lowrank.adapters.live`: no save and reload), -> :class:`Report`.
 - :func:`run_analysis`: the same from an :class:`AnalyzeConfig` carrying every ``lowrank analyze`` option.
 - :class:`RankLogs`: a training model's rank logs (effective rank, k90, ``||dW||_F`` per module and summarized;
-  with data, the sufficiency signals), for any training loop's logger and for
+  with data, the sufficiency evidence), for any training loop's logger and for
   :mod:`lowrank.integrations.transformers`.
 - :func:`suggest_rank`: per-module ranks before training -> ``peft.LoraConfig``; :func:`suggest_config` builds the
   :class:`SuggestConfig` behind it (and behind ``lowrank suggest-rank``).

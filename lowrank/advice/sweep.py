@@ -1,5 +1,5 @@
 """``lowrank sweep``: the ground truth for rank advice. Train a grid of LoRA ranks (and full fine-tuning) over
-several seeds with :func:`lowrank.training.loop.train`, measure each adapter's sufficiency signals, and tabulate the
+several seeds with :func:`lowrank.training.loop.train`, measure each adapter's sufficiency evidence, and tabulate the
 held-out metric per rank (mean +- sd, r*, doubling and halving verdicts; :mod:`lowrank.advice.ground_truth`).
 
 Runs go to ``out/lora-r{r}-s{seed}`` and ``out/full-s{seed}``; a run whose ``metrics.json`` exists is not trained
@@ -44,7 +44,7 @@ class SweepConfig:
         full: also fully fine-tune at every seed.
         lora_lr, full_lr: learning rates (default: the trainer's defaults).
         jobs: runs trained at once (separate processes).
-        signals: measure each adapter's sufficiency signals (``signals.json`` beside it).
+        signals: measure each adapter's sufficiency evidence (``signals.json`` beside it).
         signal_examples: training examples in the gradient sample.
     """
 

@@ -1,7 +1,7 @@
 """The data verdict of ``lowrank analyze --data``: is the adapter at a trained point (held-out check, loss trend),
 and, if so, was its rank enough (the probe's held-out losses at r, 2r and r/2,
-:mod:`lowrank.advice.sufficiency.verdict`), with each module's gradient signals as evidence
-(:mod:`lowrank.advice.sufficiency.gradient_evidence`).
+:mod:`lowrank.advice.sufficiency.verdict`), with each module's gradient evidence
+(:mod:`lowrank.advice.sufficiency.gradient_evidence`) beside it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from lowrank.advice.sufficiency import probe as probing
 from lowrank.advice.sufficiency import verdict as verdicts
-from lowrank.advice.sufficiency.gradient_evidence import (CALIBRATED_EXAMPLES, Signals, model_doubling_gain,
+from lowrank.advice.sufficiency.gradient_evidence import (CALIBRATED_EXAMPLES, GradientEvidence, model_doubling_gain,
                                                           model_signal_to_noise)
 from lowrank.advice.sufficiency.held_out import HeldOut, held_out_check
 from lowrank.advice.sufficiency.measure import MeasureConfig
@@ -32,9 +32,9 @@ from lowrank.progress import ProgressCallback, report
 
 
 def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | None
-                 ) -> tuple[dict[str, Signals], ModelSufficiency]:
+                 ) -> tuple[dict[str, GradientEvidence], ModelSufficiency]:
     """The model-level verdict of a LoRA ``source`` on ``config.data``: first its state (:func:`point_state`); at a
-    trained point, the probe's verdict (:func:`probe_verdict`), with every module's gradient signals as evidence
+    trained point, the probe's verdict (:func:`probe_verdict`), with every module's gradient evidence beside it
     (they do not decide). Instruction data's loss is on ``config.loss_on``, else on the run's choice (its
     metrics.json). The base model is loaded with the adapter from its folder (for an adapter held in memory, a
     temporary copy)."""

@@ -31,7 +31,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from lowrank.advice.sufficiency.gradient_evidence import Signals
+from lowrank.advice.sufficiency.gradient_evidence import GradientEvidence
 from lowrank.advice.sufficiency.trained_point import CONSTANT_TOLERANCE, STILL_FALLING_DROP, STILL_FALLING_SE
 from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, HORIZON_FRACTION, LOWER_COST, PROBE_FRACTION,
                                                 PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE, suggested_rank)
@@ -93,7 +93,7 @@ class Verdict:
     evidence: str
 
 
-def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Signals | None,
+def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: GradientEvidence | None,
                model_verdict: str | None = None) -> Verdict:
     """Verdict for a LoRA update of rank ``r``: with ``--data`` the model-level verdict (the probe's, from
     held-out losses at r, 2r and r/2), with this module's own gradient ``signals`` as evidence; else "not judged".

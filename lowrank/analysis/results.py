@@ -64,7 +64,7 @@ class _Record:
 
 @dataclass(frozen=True)
 class Sufficiency(_Record):
-    """One LoRA module's gradient signals with ``--data`` (:mod:`lowrank.advice.sufficiency.gradient_evidence`):
+    """One LoRA module's gradient evidence with ``--data`` (:mod:`lowrank.advice.sufficiency.gradient_evidence`):
     evidence shown beside the verdict, which comes from the model's probe (:class:`Probe`).
 
     Attributes:
@@ -264,7 +264,7 @@ class ModuleAnalysis(_Record):
         evidence: one sentence with the numbers behind the verdict.
         amplification: LoRA paper section 7 amplification against the base weight (when a base was given).
         intruders: intruder dimensions of ``W0 + dW`` against ``W0`` (when a base was given).
-        sufficiency: the module's gradient signals (with ``--data``; evidence, the verdict is the model's).
+        sufficiency: the module's gradient evidence (with ``--data``; evidence, the verdict is the model's).
         variant: for LoRA, the update's form: ``"lora"`` (``s B A``), ``"adalora"``, ``"dora"``, ``"pissa"`` or
             ``"olora"`` (``s (B A - B0 A0)``, rank up to ``2r``); null for full deltas.
         dora: a DoRA update's directional and magnitude parts.
