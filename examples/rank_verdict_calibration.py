@@ -15,8 +15,8 @@ import json
 from collections import defaultdict
 from dataclasses import asdict
 
+from calibration import Case, Thresholds, confusion, fit, leave_one_task_out, rates, verdict
 from lowrank.advice import ground_truth
-from lowrank.advice.calibration import Case, Thresholds, confusion, fit, leave_one_task_out, rates, verdict
 
 VERDICTS = ("raise r", "adequate", "lower r")
 

@@ -1,9 +1,9 @@
 """Ground truth and verdict signals for `analyze --data`, on one GPU shared by many processes (reports/rank_advice.md).
 
 Each job trains one LoRA adapter with lowrank's defaults (task, rank, seed), then measures on it what the verdict may
-read: the probe's held-out differences (lowrank.advice.probe: continuing at r, 2r and r/2, scored after a tenth, two
-tenths and three tenths of the run's steps) and the older gradient signal-to-noise (lowrank.advice.measure). One
-JSON line per adapter.
+read: the probe's held-out differences (lowrank.advice.sufficiency.probe: continuing at r, 2r and r/2, scored after a
+tenth, two tenths and three tenths of the run's steps) and the older gradient signal-to-noise
+(lowrank.advice.sufficiency.measure). One JSON line per adapter.
 
     python examples/rank_verdict_grid.py --model .carry/minilm-l6 --data-dir .carry --out OUT \\
         --tasks reuters-r8,reuters-r52 --ranks 1,2,4,8,16,32,64,128,256 --seeds 0,1,2 --workers 12 --deadline 480
@@ -12,8 +12,8 @@ JSON line per adapter.
 Jobs start in order (ranks 1..64 of every task and seed first, task by task) until --deadline seconds have passed;
 the results file holds every job that finished, and a second call with the same --out runs only the jobs still
 missing. With --lrs, each task's rate is swept first (train only, seed 0, at --lr-ranks; OUT/lr_sweep.jsonl) and
-its grid runs at the rate with the best mean held-out metric (OUT/rates.json). Language models (SmolLM2-135M on the news-lm and
-friends-lm corpora of examples/gpu_assets.py), reports/rank_advice.md:
+its grid runs at the rate with the best mean held-out metric (OUT/rates.json). Language models (SmolLM2-135M on the
+news-lm and friends-lm corpora of examples/gpu_assets.py), reports/rank_advice.md:
 
     python examples/rank_verdict_grid.py --model /tmp/smollm2 --data-dir .carry/lm --out OUT --tasks news-lm \\
         --lrs 5e-4,1e-3,2e-3,4e-3,8e-3 --max-steps 400 --batch-size 16 --no-signal --workers 6 --deadline 540
@@ -36,9 +36,9 @@ HELDOUT = 1000
 def run_job(args: argparse.Namespace, task: str, rank: int, seed: int, lr: float | None) -> dict:
     import torch
 
-    from lowrank.advice import probe
-    from lowrank.advice.measure import MeasureConfig, measure
-    from lowrank.advice.sufficiency import model_signal_to_noise
+    from lowrank.advice.sufficiency import probe
+    from lowrank.advice.sufficiency.gradient_evidence import model_signal_to_noise
+    from lowrank.advice.sufficiency.measure import MeasureConfig, measure
     from lowrank.training.config import TrainConfig
     from lowrank.training.loop import train
 

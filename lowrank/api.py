@@ -4,7 +4,7 @@
   lowrank's LoRA layers (read in memory, :mod:`lowrank.adapters.live`: no save and reload), -> :class:`Report`.
 - :func:`run_analysis`: the same from an :class:`AnalyzeConfig` carrying every ``lowrank analyze`` option.
 - :class:`RankLogs`: a training model's rank logs (effective rank, k90, ``||dW||_F`` per module and summarized;
-  with data, the sufficiency signals), for any training loop's logger and for
+  with data, the sufficiency evidence), for any training loop's logger and for
   :mod:`lowrank.integrations.transformers`.
 - :func:`suggest_rank`: per-module ranks before training -> ``peft.LoraConfig``; :func:`suggest_config` builds the
   :class:`SuggestConfig` behind it (and behind ``lowrank suggest-rank``).
@@ -24,7 +24,8 @@ from torch import nn
 from lowrank import devices
 from lowrank.adapters import is_adapter_folder, read_adapter_config
 from lowrank.adapters.live import LiveAdapter, live_adapter
-from lowrank.advice.suggest import SuggestConfig, suggest
+from lowrank.advice.planning.config import SuggestConfig
+from lowrank.advice.planning.suggest import suggest
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.analysis.training_logs import RankLogs
 from lowrank.analysis import run
@@ -124,7 +125,8 @@ def suggest_rank(model: str | os.PathLike | nn.Module, data: str, budget: int | 
     gradient at initialization on 256 training examples; ``"probe"``: a short rank-64 LoRA run) gives each target
     module a spectrum ``s``, and the budget (``budget`` trainable parameters, or what ``rank`` on every module
     costs) goes one direction at a time to the module whose next ``s_i^2`` per parameter ``(out + in)`` is largest
-    (:mod:`lowrank.advice.suggest`). ``r`` is the most common rank, ``rank_pattern`` holds the others.
+    (:mod:`lowrank.advice.planning.suggest`). ``r`` is the most common rank, ``rank_pattern`` holds the
+    others.
 
     Raises:
         LowrankError: bad input, or peft not installed (the result is a peft object).

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from lowrank.advice.planning.registry import SIGNALS, summary
 from lowrank.errors import LowrankError
 from lowrank.render.commands import suggest_table
 from lowrank_cli.data_options import DATA_FILES, loss_on_option
@@ -19,8 +20,8 @@ from lowrank_cli.data_options import DATA_FILES, loss_on_option
 @click.option("--targets", default="auto", show_default=True, help="LoRA targets, as for lowrank train.")
 @click.option("--budget", type=int, help="Trainable LoRA parameters to spend.")
 @click.option("--rank", type=int, help="Spend what this rank on every target module costs.")
-@click.option("--signal", type=click.Choice(["gradient", "probe"]), default="gradient", show_default=True,
-              help="gradient: the full weight gradient at initialization; probe: a short high-rank LoRA run.")
+@click.option("--signal", type=click.Choice(list(SIGNALS)), default="gradient", show_default=True,
+              help=" ".join(f"{name}: {summary(name)}" for name in SIGNALS))
 @click.option("--examples", type=int, default=256, show_default=True, help="Training examples for the gradient.")
 @click.option("--probe-rank", type=int, default=64, show_default=True)
 @click.option("--probe-fraction", type=float, default=0.1, show_default=True,
@@ -40,7 +41,7 @@ def suggest_rank(model, data, targets, budget, rank, signal, examples, probe_ran
     """Choose each target module's LoRA rank before training, under a parameter budget, from the gradient at
     initialization or a short probe; writes a LoraConfig that peft and `lowrank train --config` accept."""
     from lowrank.api import suggest_config
-    from lowrank.advice.suggest import suggest
+    from lowrank.advice.planning.suggest import suggest
     from lowrank.outputs import write_text_atomic
 
     for path, option in ((out, "--out"), (json_path, "--json")):

@@ -1,10 +1,11 @@
-"""Rank allocation under a parameter budget (lowrank.advice.allocate) and the ground-truth statistics of sweeps."""
+"""Rank allocation under a parameter budget (lowrank.advice.planning.allocate) and the ground-truth statistics of
+sweeps."""
 
 import itertools
 
 import pytest
 
-from lowrank.advice.allocate import ModuleSignal, allocate, uniform_cost
+from lowrank.advice.planning.allocate import ModuleSignal, allocate, uniform_cost
 from lowrank.errors import LowrankError
 from lowrank.advice.ground_truth import RankScores, doubling, halving, sufficient_rank
 

@@ -155,7 +155,7 @@ def test_batches_pad_labels_with_ignore_and_bucket_by_length(smollm2_tokenizer, 
 def test_held_out_scores_are_the_mean_loss_over_learned_tokens(smollm2_tokenizer, friends, one_thread):
     """probe.score pads a batch; each example's score must be its own mean loss over its learned targets, and
     evaluation's token count and loss must be the learned tokens' (positions after the first)."""
-    from lowrank.advice.probe import score
+    from lowrank.advice.sufficiency.probe import score
     from lowrank.tiny_models import tiny_model
     from lowrank.tasks.evaluate import evaluate
 

@@ -9,7 +9,7 @@ import pytest
 
 from lowrank import lora
 from lowrank.adapters.patterns import pattern_fields
-from lowrank.advice.suggest import peft_fields
+from lowrank.advice.planning.suggest import peft_fields
 from lowrank.errors import LowrankError
 
 

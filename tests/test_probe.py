@@ -1,6 +1,6 @@
-"""The probe behind `analyze --data` (lowrank.advice.probe, lowrank.advice.verdict): the doubled and halved arms'
-factors against float64 numpy, the doubled arm's function before training, the verdict on constructed differences,
-and `lowrank analyze --data --json` end to end on a LoRA MLP trained on digits."""
+"""The probe behind `analyze --data` (lowrank.advice.sufficiency.probe, lowrank.advice.sufficiency.verdict): the doubled
+and halved arms' factors against float64 numpy, the doubled arm's function before training, the verdict on constructed
+differences, and `lowrank analyze --data --json` end to end on a LoRA MLP trained on digits."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from rich.console import Console
 from torch import nn
 
 from lowrank import lora
-from lowrank.advice import calibration, verdict
-from lowrank.advice.probe import Difference, doubled_factors, halved_factors
+from lowrank.advice.sufficiency import verdict
+from lowrank.advice.sufficiency.probe import Difference, doubled_factors, halved_factors
 from lowrank.analysis.results import AnalysisReport
 from lowrank.render import markdown, terminal
 
@@ -144,7 +144,7 @@ def trained(tmp_path_factory):
 
 def test_the_probe_at_a_learning_rate_of_zero_keeps_the_same_and_doubled_arms_at_the_trained_scores(trained,
                                                                                                     one_thread):
-    from lowrank.advice import probe
+    from lowrank.advice.sufficiency import probe
 
     setup = probe.load(str(trained / "r2"), str(trained / "base"), "digits", 3, 32, 200, 128, 1e-2, 1e-2,
                        "completion")
@@ -195,34 +195,3 @@ def test_analyze_data_records_the_probe_and_its_verdict(invoke, trained, tmp_pat
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 100
     assert paragraph in " ".join(line.strip(" │") for line in text.splitlines())
-
-
-def _case(task: str, rank: int, gain: float | None, cost: float | None, helped=None, kept=None, lost=None):
-    return calibration.Case(task, rank, 0, gain, 0.0 if gain is not None else None, cost, helped, kept, lost)
-
-
-def test_calibration_rule_and_rates():
-    """The rule's three thresholds each decide their cases, and the four rates count what they should."""
-    t = calibration.Thresholds(raise_gain=0.01, raise_cost=0.1, lower_cost=0.01)
-    assert calibration.verdict(_case("a", 1, 0.02, None), t) == "raise r"
-    assert calibration.verdict(_case("a", 4, 0.0, 0.2), t) == "raise r"  # the lower half is worth a lot
-    assert calibration.verdict(_case("a", 4, 0.0, 0.005), t) == "lower r"
-    assert calibration.verdict(_case("a", 4, 0.0, 0.05), t) == "adequate"
-    cases = [_case("a", 1, 0.02, None, helped=True), _case("a", 2, 0.0, 0.005, helped=False, kept=True),
-             _case("a", 4, 0.0, 0.005, helped=False, lost=True), _case("a", 8, 0.0, 0.05, helped=False, lost=True)]
-    rates = calibration.rates(cases, t)
-    assert rates.raise_when_helped == (1, 1) and rates.no_raise_when_not == (3, 3)
-    assert rates.lower_when_kept == (1, 1) and rates.lower_when_lost == (1, 2)
-
-
-def test_fit_separates_cases_that_a_threshold_can_separate_and_leave_one_out_refits():
-    """On cases a grid point separates perfectly, the fit scores 3 (every rate right); each task left out is
-    judged with thresholds fitted on the others alone."""
-    cases = [_case("a", 1, 0.05, None, helped=True), _case("a", 2, 0.0, 0.5, helped=True, kept=False, lost=True),
-             _case("a", 8, 0.0, 0.001, helped=False, kept=True), _case("b", 1, 0.03, None, helped=True),
-             _case("b", 16, 0.0, 0.0, helped=False, kept=True), _case("b", 4, 0.0, 0.04, helped=False, lost=True)]
-    fitted = calibration.fit(cases)
-    assert calibration.rates(cases, fitted).score() == pytest.approx(3.0)
-    held = calibration.leave_one_task_out(cases)
-    assert set(held) == {"a", "b"} and [c.task for c in held["a"][1]] == ["a"] * 3
-    assert held["a"][0] == calibration.fit([c for c in cases if c.task == "b"])

@@ -9,18 +9,18 @@ import torch
 
 from lowrank.analysis import rank as ranking
 from lowrank.errors import LowrankError
-from lowrank.advice.sufficiency import Signals
+from lowrank.advice.sufficiency.gradient_evidence import GradientEvidence
 from lowrank.analysis.results import ModelSufficiency, ModuleAnalysis, Probe, ProbeDifference
 from lowrank.spectra import energy_captured, energy_rank, tail_ratio
 
 
-def _signals(ratio: float) -> Signals:
-    """Signals whose signal-to-noise is ``ratio`` (noise energy 1)."""
-    return Signals(rank=8, gradient_norm=1.0, base_gradient_norm=1.0, outside_fraction=0.5, outside_energy=ratio,
-                   start_energy=10.0, gain_curve=(ratio,), noise_energy=1.0)
+def _signals(ratio: float) -> GradientEvidence:
+    """Gradient evidence whose signal-to-noise is ``ratio`` (noise energy 1)."""
+    return GradientEvidence(rank=8, gradient_norm=1.0, base_gradient_norm=1.0, outside_fraction=0.5,
+                            outside_energy=ratio, start_energy=10.0, gain_curve=(ratio,), noise_energy=1.0)
 
 
-def _lora_verdict(s: list[float], r: int, signals: Signals | None = None, limit: int = 1000,
+def _lora_verdict(s: list[float], r: int, signals: GradientEvidence | None = None, limit: int = 1000,
                   model: str | None = None) -> ranking.Verdict:
     t = torch.tensor(s, dtype=torch.float64)
     return ranking.judge_lora(r, energy_rank(t, 0.9), energy_rank(t, 0.99), tail_ratio(t, r), limit, signals, model)

@@ -1,10 +1,10 @@
-"""Gradient sufficiency signals (lowrank.advice.sufficiency) against float64 numpy."""
+"""Gradient sufficiency signals (lowrank.advice.sufficiency.gradient_evidence) against float64 numpy."""
 
 import numpy as np
 import pytest
 import torch
 
-from lowrank.advice.sufficiency import model_doubling_gain, module_signals, outside_part
+from lowrank.advice.sufficiency.gradient_evidence import model_doubling_gain, module_evidence, outside_part
 from lowrank.errors import LowrankError
 
 
@@ -35,7 +35,7 @@ def test_doubling_gain_counts_top_r_outside_energy_over_top_r_start_energy():
     rng = np.random.default_rng(2)
     G, G0 = rng.normal(size=(16, 12)), rng.normal(size=(16, 12))
     B, A = rng.normal(size=(16, 2)), rng.normal(size=(2, 12))
-    signals = module_signals(torch.tensor(G), torch.tensor(G0), torch.tensor(B), torch.tensor(A))
+    signals = module_evidence(torch.tensor(G), torch.tensor(G0), torch.tensor(B), torch.tensor(A))
     s_out = np.linalg.svd(_reference_outside(G, B, A), compute_uv=False)
     s0 = np.linalg.svd(G0, compute_uv=False)
     assert signals.doubling_gain == pytest.approx((s_out[:2] ** 2).sum() / (s0[:2] ** 2).sum(), rel=1e-10)
@@ -57,7 +57,7 @@ def test_signal_to_noise_is_about_one_for_noise_and_large_for_a_planted_directio
         signal = strength * (u @ v) / (u.norm() * v.norm())
         first = signal + 0.05 * torch.randn(m, n, generator=generator, dtype=torch.float64)
         second = signal + 0.05 * torch.randn(m, n, generator=generator, dtype=torch.float64)
-        signals = module_signals((first + second) / 2, torch.ones(m, n, dtype=torch.float64), B, A, (first, second))
+        signals = module_evidence((first + second) / 2, torch.ones(m, n, dtype=torch.float64), B, A, (first, second))
         ratios.append(signals.signal_to_noise)
     assert 0.5 < ratios[0] <= 1.05 and ratios[1] > 5
 

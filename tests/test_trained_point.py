@@ -1,6 +1,6 @@
-"""Is an adapter at a trained point? The loss-trend and collapse checks (lowrank.advice.trained_point) on synthetic
-histories, and `lowrank train` / `lowrank analyze --data` on real LoRA runs of an MLP on digits that collapsed,
-stopped while the loss was falling, or trained."""
+"""Is an adapter at a trained point? The loss-trend and collapse checks (lowrank.advice.sufficiency.trained_point) on
+synthetic histories, and `lowrank train` / `lowrank analyze --data` on real LoRA runs of an MLP on digits that
+collapsed, stopped while the loss was falling, or trained."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from lowrank.advice.trained_point import loss_trend
+from lowrank.advice.sufficiency.trained_point import loss_trend
 from lowrank.tasks.collapse import collapse, constant_loss, majority_share
 from lowrank.analysis.results import AnalysisReport
 from lowrank.training.loop import lr_factor

@@ -3,7 +3,8 @@
 A LoRA layer computes ``h = (W0 + s B A) x``: the loss depends on ``W = W0 + s B A`` alone, so the gradient of the
 frozen weight, ``G = dL/dW0``, is the gradient of the full weight at the current point. Full fine-tuning would step
 along ``G``; LoRA's factors only see its projections ``dL/dB = s G A^T`` and ``dL/dA = s B^T G``. ``G`` is what
-:mod:`lowrank.advice.sufficiency` and :mod:`lowrank.advice.suggest` read.
+:mod:`lowrank.advice.sufficiency.gradient_evidence` and the gradient allocation signal
+(:mod:`lowrank.advice.planning.gradient_signal`) read.
 
 Gradients are averaged over the given batches (each batch's mean loss, equal weights) and returned in the
 ``(out, in)`` layout of the update, on the CPU in float32. The model's parameters and ``requires_grad`` flags are

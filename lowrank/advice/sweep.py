@@ -1,5 +1,5 @@
 """``lowrank sweep``: the ground truth for rank advice. Train a grid of LoRA ranks (and full fine-tuning) over
-several seeds with :func:`lowrank.training.loop.train`, measure each adapter's sufficiency signals, and tabulate the
+several seeds with :func:`lowrank.training.loop.train`, measure each adapter's sufficiency evidence, and tabulate the
 held-out metric per rank (mean +- sd, r*, doubling and halving verdicts; :mod:`lowrank.advice.ground_truth`).
 
 Runs go to ``out/lora-r{r}-s{seed}`` and ``out/full-s{seed}``; a run whose ``metrics.json`` exists is not trained
@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lowrank import devices
-from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES
+from lowrank.advice.sufficiency.gradient_evidence import CALIBRATED_EXAMPLES
 from lowrank.errors import LowrankError
 from lowrank.outputs import write_text_atomic
 from lowrank.progress import ProgressCallback, report
@@ -44,7 +44,7 @@ class SweepConfig:
         full: also fully fine-tune at every seed.
         lora_lr, full_lr: learning rates (default: the trainer's defaults).
         jobs: runs trained at once (separate processes).
-        signals: measure each adapter's sufficiency signals (``signals.json`` beside it).
+        signals: measure each adapter's sufficiency evidence (``signals.json`` beside it).
         signal_examples: training examples in the gradient sample.
     """
 
@@ -100,7 +100,7 @@ def _run_one(config: TrainConfig, signals: bool, examples: int, threads: int) ->
     """Train one run and measure its signals (in a worker process); returns the run folder."""
     import torch
 
-    from lowrank.advice.measure import MeasureConfig, measure
+    from lowrank.advice.sufficiency.measure import MeasureConfig, measure
     from lowrank.training.loop import train
 
     torch.set_num_threads(threads)

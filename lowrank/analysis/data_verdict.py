@@ -1,6 +1,7 @@
 """The data verdict of ``lowrank analyze --data``: is the adapter at a trained point (held-out check, loss trend),
-and, if so, was its rank enough (the probe's held-out losses at r, 2r and r/2, :mod:`lowrank.advice.verdict`),
-with each module's gradient signals as evidence (:mod:`lowrank.advice.sufficiency`).
+and, if so, was its rank enough (the probe's held-out losses at r, 2r and r/2,
+:mod:`lowrank.advice.sufficiency.verdict`), with each module's gradient evidence
+(:mod:`lowrank.advice.sufficiency.gradient_evidence`) beside it.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from pathlib import Path
 
 import torch
 
-from lowrank.advice import probe as probing
-from lowrank.advice import verdict as verdicts
-from lowrank.advice.held_out import HeldOut, held_out_check
-from lowrank.advice.measure import MeasureConfig
-from lowrank.advice.measure import measure as measure_signals
-from lowrank.advice.sufficiency import (CALIBRATED_EXAMPLES, Signals, model_doubling_gain, model_signal_to_noise,
-                                        suggested_rank)
-from lowrank.advice.trained_point import Trend, loss_trend
-from lowrank.advice.verdict import HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE
+from lowrank.advice.sufficiency import probe as probing
+from lowrank.advice.sufficiency import verdict as verdicts
+from lowrank.advice.sufficiency.gradient_evidence import (CALIBRATED_EXAMPLES, GradientEvidence, model_doubling_gain,
+                                                          model_signal_to_noise)
+from lowrank.advice.sufficiency.held_out import HeldOut, held_out_check
+from lowrank.advice.sufficiency.measure import MeasureConfig
+from lowrank.advice.sufficiency.measure import measure as measure_signals
+from lowrank.advice.sufficiency.trained_point import Trend, loss_trend
+from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN,
+                                                RAISE_SE, suggested_rank)
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.analysis.results import ModelSufficiency, Probe, ProbeDifference
 from lowrank.adapters.live import adapter_folder
@@ -30,9 +32,9 @@ from lowrank.progress import ProgressCallback, report
 
 
 def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | None
-                 ) -> tuple[dict[str, Signals], ModelSufficiency]:
+                 ) -> tuple[dict[str, GradientEvidence], ModelSufficiency]:
     """The model-level verdict of a LoRA ``source`` on ``config.data``: first its state (:func:`point_state`); at a
-    trained point, the probe's verdict (:func:`probe_verdict`), with every module's gradient signals as evidence
+    trained point, the probe's verdict (:func:`probe_verdict`), with every module's gradient evidence beside it
     (they do not decide). Instruction data's loss is on ``config.loss_on``, else on the run's choice (its
     metrics.json). The base model is loaded with the adapter from its folder (for an adapter held in memory, a
     temporary copy)."""
@@ -67,8 +69,8 @@ def probe_verdict(config: AnalyzeConfig, folder: Path, settings: verdicts.RunSet
     """Continue the adapter at ranks r, 2r and r/2 for ``n`` = PROBE_FRACTION of its run's steps, at
     PROBE_LR_SCALE times its learning rates on a schedule of HORIZON_FRACTION of its steps, on its batch size
     (``settings``: metrics.json, else the defaults), score each on
-    HELDOUT_EXAMPLES held-out examples (:mod:`lowrank.advice.probe`), and judge
-    ``verdict.judge(L - L_2r, L_r/2 - L, L)`` (:mod:`lowrank.advice.verdict`)."""
+    HELDOUT_EXAMPLES held-out examples (:mod:`lowrank.advice.sufficiency.probe`), and judge
+    ``verdict.judge(L - L_2r, L_r/2 - L, L)`` (:mod:`lowrank.advice.sufficiency.verdict`)."""
     began = time.perf_counter()
     n = settings.probe_steps
     setup = probing.load(str(folder), config.base, config.data, n, settings.batch_size, HELDOUT_EXAMPLES,

@@ -4,17 +4,17 @@
 always produces a spectrum that decays within ``r``, so the spectrum cannot say whether more rank would have
 helped (checked by retraining: on 20 Newsgroups the r=4 adapter's spectrum looked adequate while r=8 and r=16
 scored higher). Without ``--data`` a LoRA module is **not judged** and keeps its rank; the shape is reported.
-With ``--data`` the verdict comes from the probe (:mod:`lowrank.advice.probe`,
-:mod:`lowrank.advice.verdict`), which measures what retraining measures: the trained adapter continued at ``r``,
-``2r`` and ``r/2`` for a short run, scored on held-out data. With ``L`` the held-out loss at ``r`` after the
+With ``--data`` the verdict comes from the probe (:mod:`lowrank.advice.sufficiency.probe`,
+:mod:`lowrank.advice.sufficiency.verdict`), which measures what retraining measures: the trained adapter continued at
+``r``, ``2r`` and ``r/2`` for a short run, scored on held-out data. With ``L`` the held-out loss at ``r`` after the
 continuation, **raise r** (suggest ``2r``) when doubling lowers it by more than :data:`RAISE_GAIN` ``L`` and
 :data:`RAISE_SE` standard errors, or halving raises it by more than :data:`RAISE_COST` ``L`` (the adapter uses all
 its rank), **lower r** (suggest ``r/2``) when halving raises it by less than :data:`LOWER_COST` ``L``, else
 **adequate**. The thresholds are calibrated by retraining rank grids x 3 seeds
 (reports/rank_advice.md) at the model level, so every module carries the model's verdict. Each module's gradient
-signals (:mod:`lowrank.advice.sufficiency`: the gradient energy outside its reach over the sampling noise) are
-shown as evidence; they do not decide (that statistic turned out to follow ``r`` more than the need for rank).
-Per-module ranks before training are ``lowrank suggest-rank``'s job.
+signals (:mod:`lowrank.advice.sufficiency.gradient_evidence`: the gradient energy outside its reach over the sampling
+noise) are shown as evidence; they do not decide (that statistic turned out to follow ``r`` more than the need for
+rank). Per-module ranks before training are ``lowrank suggest-rank``'s job.
 
 **Full fine-tuning deltas** ``W1 - W0`` are judged against a reference rank ``r`` (the compared LoRA rank, or the
 configured reference) by what a rank-``r`` LoRA could hold: **raise r** when the best rank-``r`` approximation keeps
@@ -31,10 +31,10 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from lowrank.advice.sufficiency import Signals, suggested_rank
-from lowrank.advice.verdict import (HELDOUT_EXAMPLES, HORIZON_FRACTION, LOWER_COST, PROBE_FRACTION, PROBE_LR_SCALE,
-                                    RAISE_COST, RAISE_GAIN, RAISE_SE)
-from lowrank.advice.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
+from lowrank.advice.sufficiency.gradient_evidence import GradientEvidence
+from lowrank.advice.sufficiency.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
+from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, HORIZON_FRACTION, LOWER_COST, PROBE_FRACTION,
+                                                PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE, suggested_rank)
 from lowrank.tasks.collapse import CONSTANT_TOLERANCE
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
@@ -94,7 +94,7 @@ class Verdict:
     evidence: str
 
 
-def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Signals | None,
+def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: GradientEvidence | None,
                model_verdict: str | None = None) -> Verdict:
     """Verdict for a LoRA update of rank ``r``: with ``--data`` the model-level verdict (the probe's, from
     held-out losses at r, 2r and r/2), with this module's own gradient ``signals`` as evidence; else "not judged".

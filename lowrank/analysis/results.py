@@ -64,8 +64,8 @@ class _Record:
 
 @dataclass(frozen=True)
 class Sufficiency(_Record):
-    """One LoRA module's gradient signals with ``--data`` (:mod:`lowrank.advice.sufficiency`): evidence shown beside
-    the verdict, which comes from the model's probe (:class:`Probe`).
+    """One LoRA module's gradient evidence with ``--data`` (:mod:`lowrank.advice.sufficiency.gradient_evidence`):
+    evidence shown beside the verdict, which comes from the model's probe (:class:`Probe`).
 
     Attributes:
         signal_to_noise: ``sum_{i<=r} sigma_i(G_out)^2`` over what sampling noise puts there (about 1 for noise).
@@ -86,7 +86,8 @@ class Sufficiency(_Record):
 
 @dataclass(frozen=True)
 class ProbeDifference(_Record):
-    """A paired held-out difference of the probe (:class:`lowrank.advice.probe.Difference`), worse arm minus better.
+    """A paired held-out difference of the probe (:class:`lowrank.advice.sufficiency.probe.Difference`), worse arm minus
+    better.
 
     Attributes:
         loss: ``mean_i (l_worse,i - l_better,i)`` over the held-out examples; loss_se: its standard error.
@@ -105,13 +106,13 @@ class ProbeDifference(_Record):
 
 @dataclass(frozen=True)
 class Probe(_Record):
-    """What the probe measured (:mod:`lowrank.advice.probe`): the trained adapter continued at ranks ``r``, ``2r``
-    and ``r/2`` for ``steps`` steps each, on the same batches, at ``lr_scale`` times the run's learning rates,
+    """What the probe measured (:mod:`lowrank.advice.sufficiency.probe`): the trained adapter continued at ranks ``r``,
+    ``2r`` and ``r/2`` for ``steps`` steps each, on the same batches, at ``lr_scale`` times the run's learning rates,
     scored on ``heldout_examples`` held-out examples (language modelling: blocks).
 
     Attributes:
         rank: the adapter's largest module rank ``r``.
-        steps: steps per arm, :data:`lowrank.advice.verdict.PROBE_FRACTION` of ``run_steps``.
+        steps: steps per arm, :data:`lowrank.advice.sufficiency.verdict.PROBE_FRACTION` of ``run_steps``.
         run_steps: the run's optimizer steps; run_steps_from_metrics: whether they (and ``lr``, ``head_lr``,
             ``batch_size``) came from the adapter folder's metrics.json (else defaults: 300 steps, batch 32).
         lr_scale, lr, head_lr, batch_size: the continuation's peak rates are ``lr_scale * lr`` (LoRA factors) and
@@ -149,7 +150,8 @@ class Probe(_Record):
 @dataclass(frozen=True)
 class ModelSufficiency(_Record):
     """The model-level data verdict: first whether the adapter is at a trained point, then, if it is, the probe's
-    held-out losses at ranks ``r``, ``2r`` and ``r/2`` against the thresholds (:mod:`lowrank.advice.verdict`).
+    held-out losses at ranks ``r``, ``2r`` and ``r/2`` against the thresholds
+    (:mod:`lowrank.advice.sufficiency.verdict`).
 
     Attributes:
         data: the dataset of the probe and the gradients; examples: how many training examples the gradient
@@ -159,27 +161,29 @@ class ModelSufficiency(_Record):
             before the probe existed were decided by it, against raise_above / lower_below.
         doubling_gain: ``sum over modules of outside energy / sum of start energy`` (evidence; null when not
             measured).
-        verdict: "raise r", "adequate" or "lower r" (:func:`lowrank.advice.verdict.judge` on ``probe``); or, for an
-            adapter that is not at a trained point and gets no rank advice, "collapsed" (its held-out loss is no
+        verdict: "raise r", "adequate" or "lower r" (:func:`lowrank.advice.sufficiency.verdict.judge` on ``probe``); or,
+            for an adapter that is not at a trained point and gets no rank advice, "collapsed" (its held-out loss is no
             better than a baseline's) or "not converged" (its training loss is still falling;
-            :mod:`lowrank.advice.trained_point`). suggested_r: the global rank the verdict implies (``2r`` capped
-            by the largest ``min(out, in)``, ``r // 2``, or the current r, also for the two states).
-        raise_above: :data:`lowrank.advice.verdict.RAISE_GAIN`: "raise r" when doubling lowers the held-out loss by
-            more than this fraction of it (``probe.doubling.relative``), and by more than ``raise_se`` standard
-            errors. lower_below: :data:`lowrank.advice.verdict.LOWER_COST`: "lower r" when halving raises it by less
-            than this fraction (``probe.halving.relative``). Both calibrated by retraining (reports/rank_advice.md).
+            :mod:`lowrank.advice.sufficiency.trained_point`). suggested_r: the global rank the verdict implies (``2r``
+            capped by the largest ``min(out, in)``, ``r // 2``, or the current r, also for the two states).
+        raise_above: :data:`lowrank.advice.sufficiency.verdict.RAISE_GAIN`: "raise r" when doubling lowers the held-out
+            loss by more than this fraction of it (``probe.doubling.relative``), and by more than ``raise_se`` standard
+            errors. lower_below: :data:`lowrank.advice.sufficiency.verdict.LOWER_COST`: "lower r" when halving raises it
+            by less than this fraction (``probe.halving.relative``). Both calibrated by retraining
+            (reports/rank_advice.md).
         seconds: time spent on the held-out evaluation, the gradients and the probe.
         state_evidence: the sentence with the numbers behind "collapsed" or "not converged" (null otherwise).
-        held_out: the adapter on the data's held-out split (:class:`lowrank.advice.held_out.HeldOut`): metrics,
-            baselines (``constant_loss``, ``majority`` or ``base_loss``) and ``collapsed`` (the reason, or null).
+        held_out: the adapter on the data's held-out split (:class:`lowrank.advice.sufficiency.held_out.HeldOut`):
+            metrics, baselines (``constant_loss``, ``majority`` or ``base_loss``) and ``collapsed`` (the reason, or
+            null).
         trend: the training loss at the end of the run, from the adapter folder's metrics.json
-            (:class:`lowrank.advice.trained_point.Trend`: steps, first_steps, earlier_steps, last_steps, first,
-            earlier, last, drop, standard_error, sigmas, falling); null without a metrics.json or with too few
+            (:class:`lowrank.advice.sufficiency.trained_point.Trend`: steps, first_steps, earlier_steps, last_steps,
+            first, earlier, last, drop, standard_error, sigmas, falling); null without a metrics.json or with too few
             steps to tell.
         probe: what the probe measured (:class:`Probe`); null when no rank is judged.
-        raise_se: :data:`lowrank.advice.verdict.RAISE_SE` (null in reports written before the probe).
-        raise_cost: :data:`lowrank.advice.verdict.RAISE_COST`: raise r also when halving costs more than this
-            fraction of the loss at r (``probe.halving.relative``; null in reports written before it).
+        raise_se: :data:`lowrank.advice.sufficiency.verdict.RAISE_SE` (null in reports written before the probe).
+        raise_cost: :data:`lowrank.advice.sufficiency.verdict.RAISE_COST`: raise r also when halving costs more than
+            this fraction of the loss at r (``probe.halving.relative``; null in reports written before it).
         loss_on: what instruction data's losses and gradients were taken on, "completion" or "all" (it changes
             nothing for plain text or labelled data; null in reports written before it).
     """
@@ -260,7 +264,7 @@ class ModuleAnalysis(_Record):
         evidence: one sentence with the numbers behind the verdict.
         amplification: LoRA paper section 7 amplification against the base weight (when a base was given).
         intruders: intruder dimensions of ``W0 + dW`` against ``W0`` (when a base was given).
-        sufficiency: the module's gradient signals (with ``--data``; evidence, the verdict is the model's).
+        sufficiency: the module's gradient evidence (with ``--data``; evidence, the verdict is the model's).
         variant: for LoRA, the update's form: ``"lora"`` (``s B A``), ``"adalora"``, ``"dora"``, ``"pissa"`` or
             ``"olora"`` (``s (B A - B0 A0)``, rank up to ``2r``); null for full deltas.
         dora: a DoRA update's directional and magnitude parts.

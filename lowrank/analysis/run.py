@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from lowrank.advice.sufficiency import Signals
+from lowrank.advice.sufficiency.gradient_evidence import GradientEvidence
 from lowrank.analysis import rank as ranking
 from lowrank import distributed, spectra
 from lowrank.analysis import sketched_measures, subspaces
@@ -44,7 +44,7 @@ __all__ = ["AnalyzeConfig", "analyze"]
 
 
 def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generator: torch.Generator,
-            signals: Signals | None = None, model_verdict: str | None = None) -> ModuleAnalysis:
+            signals: GradientEvidence | None = None, model_verdict: str | None = None) -> ModuleAnalysis:
     """Spectrum, rank measures, verdict and (with a base) amplification and intruders of one update; a LoRA
     update's verdict is the model's data verdict ``model_verdict`` (``--data``), with its gradient ``signals`` as
     evidence, else it is not judged."""
@@ -88,7 +88,7 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
         sketch_size=update.sketch.size if update.sketch is not None else None)
 
 
-def _sufficiency(signals: Signals | None) -> Sufficiency | None:
+def _sufficiency(signals: GradientEvidence | None) -> Sufficiency | None:
     if signals is None:
         return None
     return Sufficiency(signal_to_noise=signals.signal_to_noise, doubling_gain=signals.doubling_gain,
@@ -160,7 +160,7 @@ def analyze(config: AnalyzeConfig, progress: ProgressCallback | None = None, wor
     (:mod:`lowrank.analysis.sharding`: every ``size``-th one, its ``--against`` partner with it) on its own device
     (``cuda:LOCAL_RANK`` on CUDA); rank 0 gathers the measures, restores the single-process order and returns the
     report, identical to one process's; the other ranks return None. ``--data``'s verdict (held-out check, probe,
-    gradient signals) is measured once, on rank 0, and broadcast (the other ranks wait up to
+    gradient evidence) is measured once, on rank 0, and broadcast (the other ranks wait up to
     ``LOWRANK_DIST_TIMEOUT`` seconds for it). Each module's random draws are seeded by ``(seed, module)`` alone, so
     the sharding changes no number.
 
@@ -240,7 +240,7 @@ class _Run:
     """One rank's analysis: the settings and the progress count of its share."""
 
     def __init__(self, config: AnalyzeConfig, plan: Plan, progress: ProgressCallback | None, total: int,
-                 signals: dict[str, Signals], model_verdict: str | None):
+                 signals: dict[str, GradientEvidence], model_verdict: str | None):
         self.config, self.plan, self.progress, self.total = config, plan, progress, total
         self.signals, self.model_verdict = signals, model_verdict
         self.done = 0
@@ -260,7 +260,7 @@ class _Run:
                                            self.config.k, self.config.reference_rank))
         return modules, comparisons, against_modules, list(primary.unchanged), list(other.unchanged if other else ())
 
-    def measure(self, update: Update, reference_rank: int, role: str, signals: Signals | None = None
+    def measure(self, update: Update, reference_rank: int, role: str, signals: GradientEvidence | None = None
                 ) -> ModuleAnalysis:
         result = measure(update, reference_rank, self.config, module_generator(self.config.seed, role, update.name),
                          signals, self.model_verdict if role == "checkpoint" else None)

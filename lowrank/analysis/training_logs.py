@@ -8,9 +8,9 @@ adapter read in memory, :mod:`lowrank.adapters.live`; exact factored SVD, no bas
 - ``lowrank/<module>/norm``: ``||dW||_F``.
 
 Summarized over the modules: ``lowrank/median_effective_rank``, ``lowrank/median_k90``, ``lowrank/max_k90`` and
-``lowrank/norm`` (``sqrt(sum of ||dW||_F^2)``, the whole update's norm). With data, the sufficiency signals of
-``lowrank analyze --data`` on a sample of its training examples (:mod:`lowrank.advice.sufficiency`; the base model is
-loaded with a copy of the adapter): ``lowrank/<module>/signal_to_noise``, ``.../doubling_gain``,
+``lowrank/norm`` (``sqrt(sum of ||dW||_F^2)``, the whole update's norm). With data, the sufficiency evidence of
+``lowrank analyze --data`` on a sample of its training examples (:mod:`lowrank.advice.sufficiency.gradient_evidence`;
+the base model is loaded with a copy of the adapter): ``lowrank/<module>/signal_to_noise``, ``.../doubling_gain``,
 ``.../outside_fraction``, and the model's ``lowrank/signal_to_noise`` and ``lowrank/doubling_gain``.
 """
 
@@ -22,8 +22,9 @@ import statistics
 from torch import nn
 
 from lowrank.adapters.live import LiveAdapter, adapter_folder, live_adapter
-from lowrank.advice.measure import MeasureConfig, measure
-from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, model_doubling_gain, model_signal_to_noise
+from lowrank.advice.sufficiency.gradient_evidence import (CALIBRATED_EXAMPLES, model_doubling_gain,
+                                                          model_signal_to_noise)
+from lowrank.advice.sufficiency.measure import MeasureConfig, measure
 from lowrank.analysis import run
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.data.text import load_text_dataset
@@ -45,7 +46,7 @@ class RankLogs:
     Args:
         model: the model being trained.
         data: the training data as lowrank reads it (registry key, or the .csv / .jsonl / .json / .txt file):
-            adds the sufficiency signals, measured on the device the adapter is on.
+            adds the sufficiency evidence, measured on the device the adapter is on.
         base: the base model the signals load (default: the adapter's ``base_model_name_or_path``, a local folder).
         examples, max_length, seed: the signals' sample of training examples, tokens per example, and its seed.
     Raises:

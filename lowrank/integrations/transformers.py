@@ -6,7 +6,7 @@ LoRA layers:
 
 - every ``every`` optimizer steps, and at each evaluation not already at such a step, it logs
   :class:`lowrank.api.RankLogs` (per module and summarized: effective rank, k90, ``||dW||_F``; with ``data``, the
-  sufficiency signals on a sample of it) through the Trainer's own ``log``, so they land in
+  sufficiency evidence on a sample of it) through the Trainer's own ``log``, so they land in
   ``trainer.state.log_history`` and in every ``report_to`` integration. On other steps ``on_step_end`` returns after
   one modulo: nothing is read, copied or synchronized.
 - at the end of training, on the main process, it writes ``lowrank_analysis.json`` (``lowrank.analysis/1``, what
@@ -40,7 +40,7 @@ class RankCallback(TrainerCallback):
     Args:
         every: log every this many optimizer steps (``state.global_step % every == 0``). Default 200.
         data: the training data as lowrank reads it (registry key, or the .csv / .jsonl / .json / .txt file on
-            disk): adds the sufficiency signals to each log; needs the base model (``base``, default the adapter's
+            disk): adds the sufficiency evidence to each log; needs the base model (``base``, default the adapter's
             ``base_model_name_or_path`` when a local folder).
         base: the base model the signals and the final report's base metrics use (see ``data``).
         examples, max_length, seed: the signals' sample (training examples; tokens per example) and its seed.

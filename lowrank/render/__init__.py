@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lowrank.advice.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
-from lowrank.advice.verdict import HORIZON_FRACTION
+from lowrank.advice.sufficiency.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
+from lowrank.advice.sufficiency.verdict import HORIZON_FRACTION
 from lowrank.analysis.rank import module_type, share_text
 from lowrank.analysis.results import STATES, AnalysisReport, Comparison, ModuleAnalysis, Probe
 

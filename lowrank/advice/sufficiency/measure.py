@@ -1,9 +1,10 @@
-"""Measure a trained adapter's sufficiency signals on real data: base + adapter loaded, gradients on a fixed
-sample of training examples (:mod:`lowrank.advice.sample`), :func:`lowrank.advice.sufficiency.module_signals` per
-adapted module. The same sample gives ``G`` (adapter on) and ``G0`` (adapter off, head kept).
+"""Measure a trained adapter's sufficiency evidence on real data: base + adapter loaded, gradients on a fixed
+sample of training examples (:mod:`lowrank.advice.sample`),
+:func:`lowrank.advice.sufficiency.gradient_evidence.module_evidence` per adapted module. The same sample gives ``G``
+(adapter on) and ``G0`` (adapter off, head kept).
 
-``analyze --data`` shows these signals per module as evidence; its rank verdict comes from the probe
-(:mod:`lowrank.advice.verdict`), not from them.
+``analyze --data`` shows this evidence per module; its rank verdict comes from the probe
+(:mod:`lowrank.advice.sufficiency.verdict`), not from them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from lowrank.advice import sample as samples
 from lowrank.advice.gradients import adapters_off, weight_gradients
-from lowrank.advice.sufficiency import CALIBRATED_EXAMPLES, Signals, module_signals
+from lowrank.advice.sufficiency.gradient_evidence import CALIBRATED_EXAMPLES, GradientEvidence, module_evidence
 from lowrank.data.instructions import LOSS_ON
 
 MIN_EXAMPLES = 64
@@ -57,15 +58,16 @@ class MeasureConfig:
 
 @dataclass(frozen=True)
 class Measurement:
-    """Per-module signals (module name -> :class:`Signals`), the sample size and the time it took."""
+    """Per-module gradient evidence (module name -> :class:`GradientEvidence`), the sample size and the time it took."""
 
-    signals: dict[str, Signals]
+    signals: dict[str, GradientEvidence]
     examples: int
     seconds: float
 
 
 def measure(config: MeasureConfig, progress: ProgressCallback | None = None) -> Measurement:
-    """Signals of every adapted module of ``config.adapter`` (see :mod:`lowrank.advice.sufficiency`)."""
+    """The gradient evidence of every adapted module of ``config.adapter`` (see
+    :mod:`lowrank.advice.sufficiency.gradient_evidence`)."""
     began = time.perf_counter()
     sample = samples.trained(config.adapter, config.base, config.data, config.examples, config.max_length,
                              config.seed, config.loss_on)
@@ -84,6 +86,6 @@ def measure(config: MeasureConfig, progress: ProgressCallback | None = None) -> 
     for name, layer in sample.layers.items():
         first, second = halves[0][name], halves[1][name]
         trained = (first + second) / 2
-        signals[name] = module_signals(trained, start[name], layer.lora_B.detach().cpu(), layer.lora_A.detach().cpu(),
-                                       (first, second))
+        signals[name] = module_evidence(trained, start[name], layer.lora_B.detach().cpu(), layer.lora_A.detach().cpu(),
+                                        (first, second))
     return Measurement(signals, sample.examples, time.perf_counter() - began)

@@ -19,8 +19,8 @@ with ``sigma^2`` the noise variance of ``G``'s entries, estimated from two halve
 gives more. Over a model, numerators and denominators are summed over modules. The noise falls as ``1/n`` with the
 sample size ``n``, so a weak direction becomes detectable with more examples. ``analyze --data`` reports it per
 module, at the sample size :data:`CALIBRATED_EXAMPLES`, as evidence only: it no longer decides the rank verdict,
-which comes from the probe's held-out losses at r, 2r and r/2 (:mod:`lowrank.advice.verdict`), because against
-retraining the statistic turned out to be nearly a function of ``r`` alone (reports/rank_advice.md).
+which comes from the probe's held-out losses at r, 2r and r/2 (:mod:`lowrank.advice.sufficiency.verdict`), because
+against retraining the statistic turned out to be nearly a function of ``r`` alone (reports/rank_advice.md).
 
 Also reported: ``doubling_gain = sum_{i<=r} sigma_i(G_out)^2 / sum_{i<=r} sigma_i(G0)^2``, the same descent
 relative to what the first ``r`` directions found at the start of training (``G0``, at the base weights, trained
@@ -42,8 +42,8 @@ CURVE_MAX = 64
 
 
 @dataclass(frozen=True)
-class Signals:
-    """One module's gradient signals at its trained point.
+class GradientEvidence:
+    """One module's gradient evidence at its trained point.
 
     Attributes:
         rank: the adapter rank ``r``.
@@ -110,10 +110,10 @@ def outside_part(G: torch.Tensor, B: torch.Tensor, A: torch.Tensor) -> torch.Ten
     return left - (left @ q_a) @ q_a.T
 
 
-def module_signals(G: torch.Tensor, G0: torch.Tensor, B: torch.Tensor, A: torch.Tensor,
-                   halves: tuple[torch.Tensor, torch.Tensor] | None = None) -> Signals:
-    """Signals of one LoRA module from the full gradients at the trained point (``G``) and at the base (``G0``);
-    ``halves``, the trained-point gradients of the two halves of the sample, add the noise energy."""
+def module_evidence(G: torch.Tensor, G0: torch.Tensor, B: torch.Tensor, A: torch.Tensor,
+                    halves: tuple[torch.Tensor, torch.Tensor] | None = None) -> GradientEvidence:
+    """The gradient evidence of one LoRA module from the full gradients at the trained point (``G``) and at the base
+    (``G0``); ``halves``, the trained-point gradients of the two halves of the sample, add the noise energy."""
     if G.shape != G0.shape:
         raise LowrankError(f"G {tuple(G.shape)} and G0 {tuple(G0.shape)} must have the same shape")
     r = A.shape[0]
@@ -126,25 +126,20 @@ def module_signals(G: torch.Tensor, G0: torch.Tensor, B: torch.Tensor, A: torch.
     start = float((s_start[:r] ** 2).sum())
     cumulative = torch.cumsum(s_out[:CURVE_MAX] ** 2, 0)
     norm2 = float((G.to(torch.float64) ** 2).sum())
-    return Signals(rank=r, gradient_norm=norm2 ** 0.5, base_gradient_norm=float(G0.norm()),
-                   outside_fraction=float((out ** 2).sum()) / norm2 if norm2 > 0 else 0.0,
-                   outside_energy=float((s_out[:r] ** 2).sum()), start_energy=start,
-                   gain_curve=tuple(float(c) / start if start > 0 else 0.0 for c in cumulative),
-                   noise_energy=noise_energy(*halves, r) if halves is not None else 0.0)
+    return GradientEvidence(rank=r, gradient_norm=norm2 ** 0.5, base_gradient_norm=float(G0.norm()),
+                            outside_fraction=float((out ** 2).sum()) / norm2 if norm2 > 0 else 0.0,
+                            outside_energy=float((s_out[:r] ** 2).sum()), start_energy=start,
+                            gain_curve=tuple(float(c) / start if start > 0 else 0.0 for c in cumulative),
+                            noise_energy=noise_energy(*halves, r) if halves is not None else 0.0)
 
 
-def model_signal_to_noise(signals: list[Signals]) -> float:
+def model_signal_to_noise(signals: list[GradientEvidence]) -> float:
     """Summed over modules: ``sum outside_energy / sum noise_energy``."""
     noise = sum(s.noise_energy for s in signals)
     return sum(s.outside_energy for s in signals) / noise if noise > 0 else 0.0
 
 
-def model_doubling_gain(signals: list[Signals]) -> float:
+def model_doubling_gain(signals: list[GradientEvidence]) -> float:
     """Summed over modules: ``sum outside_energy / sum start_energy``."""
     start = sum(s.start_energy for s in signals)
     return sum(s.outside_energy for s in signals) / start if start > 0 else 0.0
-
-
-def suggested_rank(verdict: str, r: int, limit: int) -> int:
-    """The rank a verdict implies: ``2r`` (capped by ``limit = min(out, in)``), ``r / 2`` (at least 1), or ``r``."""
-    return {"raise r": min(2 * r, limit), "lower r": max(1, r // 2), "adequate": r}[verdict]

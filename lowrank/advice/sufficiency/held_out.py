@@ -16,7 +16,7 @@ import torch
 
 from lowrank.advice import sample as samples
 from lowrank.advice.gradients import adapters_off
-from lowrank.advice.measure import MIN_EXAMPLES
+from lowrank.advice.sufficiency.measure import MIN_EXAMPLES
 from lowrank.tasks.collapse import collapse, constant_loss, labels_of, majority_share
 from lowrank.data.images import load_image_dataset
 from lowrank.data.text import load_text_dataset

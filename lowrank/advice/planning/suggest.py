@@ -1,11 +1,11 @@
 """``lowrank suggest-rank``: per-module LoRA ranks chosen before training, under a trainable-parameter budget.
 
-A signal (:mod:`lowrank.advice.signals`: the gradient at initialization, or a short high-rank LoRA probe) gives
-each target module a spectrum; :func:`lowrank.advice.allocate.allocate` spends the budget where the spectrum is
-largest per parameter. The budget is ``--budget`` parameters, or what rank ``--rank`` on every module costs. The
-result is a peft ``LoraConfig`` fragment (``r`` = the most common rank, ``rank_pattern`` for the others, and
-lowrank's default alpha, so every module's scale is ``alpha / r_module`` as lowrank trains by default) that
-``peft.LoraConfig(**fields)`` and ``lowrank train --config`` accept.
+An allocation signal (:data:`lowrank.advice.planning.registry.SIGNALS`: the gradient at initialization, or a short
+high-rank LoRA probe) gives each target module a spectrum; :func:`lowrank.advice.planning.allocate.allocate` spends
+the budget where the spectrum is largest per parameter. The budget is ``--budget`` parameters, or what rank
+``--rank`` on every module costs. The result is a peft ``LoraConfig`` fragment (``r`` = the most common rank,
+``rank_pattern`` for the others, and lowrank's default alpha, so every module's scale is ``alpha / r_module`` as
+lowrank trains by default) that ``peft.LoraConfig(**fields)`` and ``lowrank train --config`` accept.
 """
 
 from __future__ import annotations
@@ -18,47 +18,11 @@ from dataclasses import dataclass
 import torch
 
 from lowrank.adapters.patterns import pattern_fields
-from lowrank.advice.allocate import ModuleSignal, allocate, uniform_cost
-from lowrank.advice.signals import gradient_signal, probe_signal
-from lowrank.data.text import load_text_dataset
-from lowrank.errors import LowrankError
+from lowrank.advice.planning.allocate import ModuleSignal, allocate, uniform_cost
+from lowrank.advice.planning.config import SuggestConfig
+from lowrank.advice.planning.registry import SIGNALS
 from lowrank.spectra import energy_rank, next_power_of_two
-from lowrank.tasks.images import is_image_model
-from lowrank.training.config import DEFAULT_ALPHA, TrainConfig
-from lowrank.training.setup import total_steps
-
-SIGNALS = ("gradient", "probe")
-
-
-@dataclass(frozen=True)
-class SuggestConfig:
-    """Args:
-        train: the training run being planned (model, data, targets, epochs, batch size, seed...).
-        budget: trainable LoRA parameters to spend; or ``rank``: spend what this rank on every module costs.
-        signal: ``"gradient"`` (default) or ``"probe"``.
-        examples: training examples in the gradient sample.
-        probe_rank: rank of the probe; probe_fraction: its steps as a fraction of the planned run's.
-        max_rank: the largest rank one module may get.
-    """
-
-    train: TrainConfig
-    budget: int | None = None
-    rank: int | None = None
-    signal: str = "gradient"
-    examples: int = 256
-    probe_rank: int = 64
-    probe_fraction: float = 0.1
-    max_rank: int = 256
-
-    def __post_init__(self) -> None:
-        if (self.budget is None) == (self.rank is None):
-            raise LowrankError("give exactly one of --budget (parameters) and --rank (the uniform rank to match)")
-        if (self.budget is not None and self.budget < 1) or (self.rank is not None and self.rank < 1):
-            raise LowrankError("--budget and --rank must be >= 1")
-        if self.signal not in SIGNALS:
-            raise LowrankError(f"signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}")
-        if not 0 < self.probe_fraction <= 1 or self.probe_rank < 1 or self.examples < 1 or self.max_rank < 1:
-            raise LowrankError("probe fraction must be in (0, 1]; probe rank, examples and max rank >= 1")
+from lowrank.training.config import DEFAULT_ALPHA
 
 
 @dataclass(frozen=True)
@@ -89,27 +53,9 @@ class Suggestion:
                 "modules": [vars(m) for m in self.modules], "lora_config": self.lora_config}
 
 
-def _probe_steps(config: SuggestConfig, train_steps: int) -> int:
-    return max(1, round(config.probe_fraction * train_steps))
-
-
-def training_examples(model: str, data: str) -> int:
-    """How many training examples the planned run has (text or image data)."""
-    if is_image_model(model):
-        from lowrank.data.images import load_image_dataset
-
-        return len(load_image_dataset(data).train_y)
-    return load_text_dataset(data).size("train")
-
-
 def suggest(config: SuggestConfig) -> Suggestion:
     """Measure the signal and allocate."""
-    if config.signal == "gradient":
-        signals, seconds = gradient_signal(config.train, config.examples, config.max_rank)
-    else:
-        steps = _probe_steps(config, total_steps(config.train, training_examples(config.train.model,
-                                                                                config.train.data)))
-        signals, seconds = probe_signal(config.train, config.probe_rank, steps)
+    signals, seconds = SIGNALS[config.signal](config.train, config.settings)
     budget = config.budget if config.budget is not None else uniform_cost(signals, config.rank)
     ranks = allocate(signals, budget, config.max_rank)
     spent = sum(ranks[m.name] * m.cost for m in signals)

@@ -1,8 +1,8 @@
 """Calibrating the probe verdict against retraining (pure; the cases come from rank grids x seeds, see
-examples/rank_verdict_calibration.py).
+rank_verdict_calibration.py beside it, which imports this module).
 
 A case is one trained adapter: its task, rank and seed, the probe's relative held-out differences (doubling gain
-``g`` and its standard error, halving cost ``h``; :mod:`lowrank.advice.verdict`), and what retraining said
+``g`` and its standard error, halving cost ``h``; :mod:`lowrank.advice.sufficiency.verdict`), and what retraining said
 (:mod:`lowrank.advice.ground_truth`): did doubling ``r`` improve the held-out metric beyond 2 SE, did halving keep
 it (within ``max(SE, floor)``), did halving lose beyond 2 SE.
 

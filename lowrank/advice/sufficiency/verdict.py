@@ -1,4 +1,4 @@
-"""Was r enough? The rank verdict from the probe's held-out differences (:mod:`lowrank.advice.probe`).
+"""Was r enough? The rank verdict from the probe's held-out differences (:mod:`lowrank.advice.sufficiency.probe`).
 
 The probe continues the trained adapter at ranks r, 2r and r/2 on the same batches, at :data:`PROBE_LR_SCALE`
 times its learning rates on a schedule as long as :data:`HORIZON_FRACTION` of the run's steps (warmup over its first
@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lowrank.advice.probe import Difference
+from lowrank.advice.sufficiency.probe import Difference
 from lowrank.tasks.images import is_image_model
 from lowrank.tasks.kind import text_task
 from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR
@@ -106,3 +106,8 @@ def judge(doubling: Difference | None, halving: Difference | None, loss: float) 
     if cost is not None and cost < LOWER_COST:
         return "lower r"
     return "adequate"
+
+
+def suggested_rank(verdict: str, r: int, limit: int) -> int:
+    """The rank a verdict implies: ``2r`` (capped by ``limit = min(out, in)``), ``r / 2`` (at least 1), or ``r``."""
+    return {"raise r": min(2 * r, limit), "lower r": max(1, r // 2), "adequate": r}[verdict]
