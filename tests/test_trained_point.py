@@ -1,6 +1,6 @@
 """Is an adapter at a trained point? The loss-trend (lowrank.advice.sufficiency.trained_point) and collapse
-(lowrank.tasks.collapse) checks on synthetic histories, and `lowrank train` / `lowrank analyze --data` on real LoRA runs of an MLP on digits that
-collapsed, stopped while the loss was falling, or trained."""
+(lowrank.tasks.collapse) checks on synthetic histories, and `lowrank train` / `lowrank analyze --data` on real LoRA
+runs of an MLP on digits that collapsed, stopped while the loss was falling, or trained."""
 
 from __future__ import annotations
 
