@@ -116,7 +116,7 @@ def test_run_settings_read_metrics_json_or_fall_back_to_defaults(tmp_path):
 
 
 def test_default_rates_follow_the_task():
-    from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR
+    from lowrank.tasks.defaults import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR
 
     assert verdict.default_rates("mlp:64,32,10", None) == (DEFAULT_IMAGE_LR["lora"],
                                                            max(DEFAULT_IMAGE_LR["lora"], DEFAULT_HEAD_LR))

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from lowrank import adapters
 from lowrank.errors import LowrankError
 from lowrank.mlp import build_mlp, load_mlp, save_mlp
-from lowrank.training.config import DEFAULT_IMAGE_LR
+from lowrank.tasks.defaults import DEFAULT_IMAGE_LR
 from lowrank.tasks.evaluate import evaluate
 from lowrank.tasks.images import load_image_task
 from lowrank.training.loop import TrainConfig, train

@@ -1,5 +1,5 @@
-"""What a training run is asked to do: :class:`TrainConfig`, validated on construction, and the default learning
-rates, which depend on the method and the task (measured on Reuters R8: reports/training_reuters_r8.md)."""
+"""What a training run is asked to do: :class:`TrainConfig`, validated on construction (its defaults per task:
+:mod:`lowrank.tasks.defaults`)."""
 
 from __future__ import annotations
 
@@ -9,29 +9,13 @@ from pathlib import Path
 from lowrank.data.instructions import LOSS_ON
 from lowrank.errors import LowrankError
 
-DEFAULT_LR = {("lora", "classification"): 2e-3, ("lora", "lm"): 1e-3,
-              ("full", "classification"): 5e-5, ("full", "lm"): 2e-5}
-# A newly initialized classifier head learns at max(lr, this): at full fine-tuning's 5e-5 a fresh head is still
-# under-trained after 3 epochs (MiniLM-L6 on R52: 83.6% full against 92.4% LoRA r=16, reports/rank_advice.md).
-DEFAULT_HEAD_LR = 2e-3
-# MLPs on images (lowrank.tasks.images), by method. The text rates are far too low there: full at 5e-5 barely
-# moves a fresh network. Measured (held-out accuracy): full from scratch, mlp:784,200,200,10 on mnist-5k, 10 epochs
-# of 32: 0.955 at 3e-3, 0.950 at 1e-2, 0.937 at 3e-2 (1e-2 wins only short runs); LoRA r=1/4 adapting a trained
-# network to left-right mirrored mnist-5k, 3 epochs: 0.894/0.906 at 1e-2, 0.833/0.867 at 3e-3, 0.889/0.909 at 3e-2.
-DEFAULT_IMAGE_LR = {"lora": 1e-2, "full": 3e-3}
-# LoRA's alpha when not given: fixed, so that the scale s = alpha / r falls as 1/r. With Adam every entry of B and
-# A moves by about lr a step, so the step of s B A, a sum of r such rank-1 terms, grows like s r: at alpha = r it
-# grew with r, and the rate that suits r = 8 collapsed r >= 16 on real tasks; at a fixed alpha it is the same at
-# every rank (the learning rate transfers across ranks), and at r = 8 it is the earlier default exactly.
-DEFAULT_ALPHA = 8.0
-
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What to train. ``alpha`` defaults to :data:`DEFAULT_ALPHA` (scale 8 / r) and ``lr`` to :data:`DEFAULT_LR` for the method
-    and task (:data:`DEFAULT_IMAGE_LR` for an MLP), ``head_lr`` (a new classifier head's, an MLP's last layer's)
-    to ``max(lr, DEFAULT_HEAD_LR)``; ``targets`` 'auto' picks the attention query and value projections of known
-    architectures, or an MLP's hidden layers.
+    """What to train. ``alpha`` defaults to ``DEFAULT_ALPHA`` (scale 8 / r) and ``lr`` to ``DEFAULT_LR`` for the
+    method and task (``DEFAULT_IMAGE_LR`` for an MLP; all in :mod:`lowrank.tasks.defaults`), ``head_lr`` (a new
+    classifier head's, an MLP's last layer's) to ``max(lr, DEFAULT_HEAD_LR)``; ``targets`` 'auto' picks the
+    attention query and value projections of known architectures, or an MLP's hidden layers.
     ``max_steps`` caps the optimizer steps below ``epochs`` passes; ``max_train_samples`` / ``eval_samples``
     take fixed seeded subsets. ``nonfinite``: at a non-finite loss or gradient, ``"stop"`` the run (the last good
     checkpoint is kept) or ``"skip"`` the step (lowrank.training.guard). ``parallel``: on several processes

@@ -22,7 +22,7 @@ from lowrank.advice.planning.allocate import ModuleSignal, allocate, uniform_cos
 from lowrank.advice.planning.config import SuggestConfig
 from lowrank.advice.planning.registry import SIGNALS
 from lowrank.spectra import energy_rank, next_power_of_two
-from lowrank.training.config import DEFAULT_ALPHA
+from lowrank.tasks.defaults import DEFAULT_ALPHA
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 from lowrank.advice.sufficiency.probe import Difference
 from lowrank.tasks.images import is_image_model
 from lowrank.tasks.kind import text_task
-from lowrank.training.config import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR
+from lowrank.tasks.defaults import DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR
 
 PROBE_FRACTION = 0.2
 HORIZON_FRACTION = 0.3
