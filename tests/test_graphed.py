@@ -53,19 +53,12 @@ def test_only_sets_of_varying_length_are_widened():
     assert (widens(blocks), widens(classes), widens(chat)) == (False, True, True)
 
 
-def test_right_padded_instruction_examples_have_the_loss_their_mask_gives():
-    """Without the mask, a real token still attends only to the real tokens before it (padding comes after)."""
+@pytest.mark.parametrize("task, lengths", [("instruction", [24, 9, 17]), ("lm", [24, 24, 24])])
+def test_causal_batches_without_their_mask_have_the_loss_their_mask_gives(task, lengths):
+    """Instruction examples are right-padded, so without the mask a real token still attends only to the real
+    tokens before it; language-modelling blocks are whole, so their all-ones mask says nothing."""
     model = tiny_model("llama", "causal-lm").double()
-    batch = _batch("instruction", [24, 9, 17])
-    loss = loss_and_logits(model, batch)[0]
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten())
-    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
-
-
-def test_language_modelling_blocks_run_without_their_all_ones_mask():
-    model = tiny_model("llama", "causal-lm").double()
-    batch = _batch("lm", [24, 24, 24])
+    batch = _batch(task, lengths)
     loss = loss_and_logits(model, batch)[0]
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten())
