@@ -16,6 +16,7 @@ W=/tmp/lmgt
 STEPS=400; BATCH=16
 mkdir -p /tmp/pkg "$W/out" && ln -sfn "$PWD/lowrank_cli" /tmp/pkg/lowrank_cli
 export PYTHONPATH="$PWD:/tmp/pkg:/tmp/site" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 # Rates: swept at ranks 4 and 64 (seed 0) unless LR is given. A SmolLM2 job with its probe holds about 11 GB of
 # GPU memory: 9 and 16 processes ran out of the H100's.
 grid() {
@@ -30,6 +31,8 @@ case $1 in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     cp .carry/gguf1/part "$W/part1"
     mkdir -p "$W/lm" && for f in .carry/lmgz/*.gz; do gunzip -c "$f" > "$W/lm/$(basename "$f" .gz)"; done
+    # the grid's adapters already measured (same rate, steps and probe) are not trained again
+    [ -f "$W/out/results.jsonl" ] || cp reports/rank_advice/lm/grid_partial.jsonl "$W/out/results.jsonl"
     nvidia-smi --query-gpu=name,memory.total --format=csv ;;
   grid)
     [ -f "$W/smollm2/model.safetensors" ] || python3 examples/gpu_assets.py --assemble "$W/smollm2" "$W/part1" .carry/gguf2/part
