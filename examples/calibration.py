@@ -13,7 +13,9 @@ when ``h < lower_cost``; else "adequate". :func:`fit` picks them from a grid to 
     score = P(raise | doubling helped) + P(no raise | doubling did not help) + P(lower | halving kept)
             - LOST_PENALTY * P(lower | halving lost beyond 2 SE)
 
-and :func:`leave_one_task_out` checks each task with thresholds fitted on the others.
+and :func:`leave_one_task_out` checks each task with thresholds fitted on the others. :func:`nested_leave_one_task_out`
+also chooses the probe's scoring point (the fraction of the run after which the arms are scored) on the other tasks,
+so that neither the thresholds nor the scoring point has seen the task it judges.
 """
 
 from __future__ import annotations
@@ -124,3 +126,15 @@ def leave_one_task_out(cases: list[Case]) -> dict[str, tuple[Thresholds, list[Ca
     tasks = sorted({c.task for c in cases})
     return {task: (fit([c for c in cases if c.task != task]), [c for c in cases if c.task == task])
             for task in tasks if len(tasks) > 1}
+
+
+def nested_leave_one_task_out(cases_at: dict[str, list[Case]]) -> dict[str, tuple[str, Thresholds, list[Case]]]:
+    """``cases_at``: the same adapters' cases at each scoring point (``{fraction: cases}``). For each task: the
+    scoring point and thresholds with the best score on the other tasks, and this task's cases at that point."""
+    tasks = sorted({c.task for cases in cases_at.values() for c in cases})
+    chosen = {}
+    for task in tasks if len(tasks) > 1 else []:
+        fitted = {f: fit([c for c in cases if c.task != task]) for f, cases in cases_at.items()}
+        best = max(sorted(fitted), key=lambda f: rates([c for c in cases_at[f] if c.task != task], fitted[f]).score())
+        chosen[task] = (best, fitted[best], [c for c in cases_at[best] if c.task == task])
+    return chosen

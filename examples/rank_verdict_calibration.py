@@ -15,7 +15,8 @@ import json
 from collections import defaultdict
 from dataclasses import asdict
 
-from calibration import Case, Thresholds, confusion, fit, leave_one_task_out, rates, verdict
+from calibration import (Case, Thresholds, confusion, fit, leave_one_task_out, nested_leave_one_task_out, rates,
+                         verdict)
 from lowrank.advice import ground_truth
 
 VERDICTS = ("raise r", "adequate", "lower r")
@@ -58,6 +59,24 @@ def rate_line(cases: list[Case], t: Thresholds) -> str:
     return "; ".join(f"{name} {a}/{b}" + (f" ({100 * a / b:.0f}%)" if b else "") for name, (a, b) in parts)
 
 
+def pooled_lines(held: list[tuple[Case, Thresholds]]) -> str:
+    """The four rates over every task's cases judged with its own held-out thresholds, and how often the verdict
+    disagrees with the data-free rule "raise r when r <= 32"."""
+    said = [(case, verdict(case, t)) for case, t in held]
+    counts = {name: [0, 0] for name in ("helped", "not", "kept", "lost")}
+    for case, v in said:
+        for name, selected, good in (("helped", case.helped is True, v == "raise r"),
+                                     ("not", case.helped is False, v != "raise r"),
+                                     ("kept", case.kept is True, v == "lower r"),
+                                     ("lost", case.lost is True, v == "lower r")):
+            if selected:
+                counts[name][0] += good
+                counts[name][1] += 1
+    differs = sum((v == "raise r") != (case.rank <= 32) for case, v in said)
+    return ("Pooled over held-out tasks: " + "; ".join(f"{k} {a}/{b}" for k, (a, b) in counts.items()) + "\n\n"
+            f"Disagreement with 'raise r when r <= 32': {differs} of {len(said)} adapters\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json")
@@ -95,21 +114,16 @@ def main() -> None:
         print(f"### {task} held out: raise gain > {t.raise_gain:g} or halving cost > {t.raise_cost:g}, "
               f"lower below {t.lower_cost:g}\n\n{table(own, t)}\n\n{rate_line(own, t)}\n")
     if held:
-        said = {id(case): verdict(case, t) for case, t in held}
-        pooled = [case for case, _ in held]
-        counts = {name: [0, 0] for name in ("helped", "not", "kept", "lost")}
-        for case in pooled:
-            v = said[id(case)]
-            for name, selected, good in (("helped", case.helped is True, v == "raise r"),
-                                         ("not", case.helped is False, v != "raise r"),
-                                         ("kept", case.kept is True, v == "lower r"),
-                                         ("lost", case.lost is True, v == "lower r")):
-                if selected:
-                    counts[name][0] += good
-                    counts[name][1] += 1
-        print("Pooled over held-out tasks: " + "; ".join(f"{k} {a}/{b}" for k, (a, b) in counts.items()) + "\n")
-        differs = sum((said[id(c)] == "raise r") != (c.rank <= 32) for c in pooled)
-        print(f"Disagreement with 'raise r when r <= 32': {differs} of {len(pooled)} adapters\n")
+        print(pooled_lines(held))
+    fractions = sorted({f for task_rows in rows.values() for f in task_rows[0]["probe"]})
+    cases_at = {f: [c for item in args.tasks for c in load(*item.split("=", 1), f)[1]] for f in fractions}
+    nested = nested_leave_one_task_out(cases_at)
+    if nested:
+        print("## Leave one task out, the scoring point chosen on the other tasks too\n")
+        print("| held-out task | scoring point | thresholds (raise gain, raise cost, lower cost) | rates |\n|---|---|---|---|")
+        for task, (fraction, t, own) in nested.items():
+            print(f"| {task} | {fraction} | {t.raise_gain:g}, {t.raise_cost:g}, {t.lower_cost:g} | {rate_line(own, t)} |")
+        print("\n" + pooled_lines([(case, t) for _, t, own in nested.values() for case in own]))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"fitted": asdict(fitted), "cases": [asdict(c) for c in cases]}, handle, indent=1)
