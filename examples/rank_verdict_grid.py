@@ -53,7 +53,8 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int, lr: float
     config = metrics["config"]
     if args.no_probe:
         return {"task": task, "rank": rank, "seed": seed, "lr": config["lr"], "alpha": config["alpha"],
-                "final": metrics["final"], "steps": metrics["steps"], "train_seconds": trained}
+                "final": metrics["final"], "steps": metrics["steps"], "train_seconds": trained,
+                "collapsed": metrics["collapsed"], "lr_backoffs": metrics["lr_backoffs"]}
     steps = {f: max(1, round(f * metrics["steps"])) for f in PROBE_FRACTIONS}
     marks = tuple(sorted(set(steps.values())))
     setup = probe.load(str(out), args.model, data, marks[-1], config["batch_size"], args.heldout, config["max_length"],
@@ -63,7 +64,7 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int, lr: float
     signals = None if args.no_signal else measure(MeasureConfig(adapter=str(out), base=args.model, data=data,
                                                                 device=device.type)).signals
     row = {"task": task, "rank": rank, "seed": seed, "lr": config["lr"], "alpha": config["alpha"],
-           "final": metrics["final"], "steps": metrics["steps"],
+           "final": metrics["final"], "steps": metrics["steps"], "lr_backoffs": metrics["lr_backoffs"],
            "train_losses": [h["train_loss"] for h in metrics["history"] if "train_loss" in h],
            "train_seconds": trained, "probe_seconds": result.seconds,
            "trained_heldout": {"loss": result.trained.loss, "accuracy": result.trained.accuracy},

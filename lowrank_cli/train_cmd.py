@@ -95,6 +95,9 @@ def train(model, data, method, out, task, rank, alpha, targets, rslora, dropout,
         metrics = run_training(config, progress)
     if is_main():
         Console(stderr=True).print(train_table(metrics, out))
+        for backoff in metrics["lr_backoffs"]:
+            click.echo(f"Note: at the default learning rate {backoff['lr']:g} the run collapsed ({backoff['reason']}, "
+                       f"step {backoff['step']}); it was trained again from the start at half the rate", err=True)
         if metrics["collapsed"]:
             click.echo(f"Warning: the run collapsed: {metrics['collapsed']}; lower the learning rate (--lr)",
                        err=True)

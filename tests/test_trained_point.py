@@ -147,3 +147,32 @@ def test_a_trained_run_gets_a_rank_verdict_with_its_check(invoke, base, tmp_path
         signals = module["sufficiency"]
         assert module["verdict"] == data["verdict"] and len(signals["gain_curve"]) == 4
         assert 0.0 <= signals["outside_fraction"] <= 1.0 and signals["doubling_gain"] > 0.0
+
+
+def test_a_default_rate_that_collapses_backs_off_until_the_run_trains(invoke, base, tmp_path, one_thread,
+                                                                      monkeypatch):
+    """A default rate of 0.4 blows this LoRA up (training loss 39.5 against 2.33 before training; held out 2.5%
+    with --lr 0.4), so does 0.2 (6.29); 0.1 trains (69%). Given with --lr, the rate is kept and the collapse
+    reported."""
+    from lowrank.training import setup
+
+    monkeypatch.setattr(setup, "DEFAULT_IMAGE_LR", {"lora": 0.4, "full": 3e-3})
+    trained, metrics = _train(invoke, base, tmp_path / "auto", "--steps", "30")
+    assert [b["lr"] for b in metrics["lr_backoffs"]] == [0.4, 0.2]
+    assert all("blew the model up" in b["reason"] and b["step"] == 25 for b in metrics["lr_backoffs"])
+    assert metrics["config"]["lr"] == 0.1 and metrics["collapsed"] is None and metrics["final"]["accuracy"] > 0.5
+    notes = [line for line in trained.stderr.splitlines() if line.startswith("Note: at the default learning rate")]
+    assert len(notes) == 2 and "Warning:" not in trained.stderr
+    kept, given = _train(invoke, base, tmp_path / "given", "--steps", "30", "--lr", "0.4")
+    assert given["lr_backoffs"] == [] and given["config"]["lr"] == 0.4 and given["collapsed"]
+    assert "Warning: the run collapsed" in kept.stderr
+
+
+def test_backing_off_stops_after_two_halvings_and_reports_the_collapse(invoke, base, tmp_path, one_thread,
+                                                                      monkeypatch):
+    from lowrank.training import rate_backoff, setup
+
+    monkeypatch.setattr(setup, "DEFAULT_IMAGE_LR", {"lora": 40.0, "full": 3e-3})
+    trained, metrics = _train(invoke, base, tmp_path / "auto", "--steps", "30")
+    assert len(metrics["lr_backoffs"]) == rate_backoff.MAX_BACKOFFS and metrics["config"]["lr"] == 10.0
+    assert metrics["collapsed"] and "Warning: the run collapsed" in trained.stderr

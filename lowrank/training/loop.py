@@ -20,7 +20,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -34,7 +34,7 @@ from lowrank.outputs import check_output_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
 from lowrank.tasks.evaluate import evaluate
 from lowrank.tasks.loss import autocast, loss_and_logits, target_count, to_device
-from lowrank.training import checkpointing, graphed, parallel
+from lowrank.training import checkpointing, graphed, parallel, rate_backoff
 from lowrank.training.checkpointing import CHECKPOINT, STATE_FILE
 from lowrank.training.config import TrainConfig
 from lowrank.training.guard import STAGING, RunGuard
@@ -58,7 +58,8 @@ def throughput_units(batch: dict[str, torch.Tensor]) -> int:
 
 def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict:
     """Train as ``config`` says and write the results into ``config.out``; return the metrics written. Under
-    torchrun this process is one rank of the run (lowrank.distributed); rank 0 holds the output folder."""
+    torchrun this process is one rank of the run (lowrank.distributed); rank 0 holds the output folder. A default
+    learning rate that collapses the run backs off (lowrank.training.rate_backoff)."""
     out, world = Path(config.out), distributed.from_environment()
     with distributed.joined(world, world.device(config.device)), OutputLock(out, world.is_main) as lock, \
             RunGuard(out, config.nonfinite) as guard:
@@ -67,26 +68,41 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
         if not config.resume and world.is_main:
             check_output_dir(out, config.overwrite)
         distributed.barrier()
-        setup = prepare(config, world)
-        settings = checkpointing.run_settings(config, setup)
-        state = checkpointing.load(out, setup, settings) if config.resume else None
-        if not config.resume:
-            lock.claim()
-        start = int(state["step"]) if state else 0
-        guard.attach(setup, settings, start if state else None)
-        evaluation = lambda: _evaluate(setup, config)  # noqa: E731
-        history = state["history"] if state else [{"step": 0, **guard.evaluate(evaluation, 0, [])}]
-        seconds, tokens = _loop(config, setup, out, history, start, progress, guard)
-        if guard.saved != setup.total_steps:
-            guard.save(setup.total_steps, history, final=True)  # the weights outlive a failing evaluation
-        final = guard.evaluate(evaluation, setup.total_steps, history)
-        history.append({"step": setup.total_steps, **final})
-        metrics = _metrics(config, setup, history, final, seconds, tokens)
-        guard.write_results(lambda: _save_result(out, config, setup))
-        if world.is_main:
-            write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-            shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
-        distributed.barrier()
+        rate_chosen, backoffs = config.lr is None and not config.resume, []
+        while True:
+            try:
+                return _attempt(config, world, lock, guard, progress, backoffs,
+                                rate_chosen and len(backoffs) < rate_backoff.MAX_BACKOFFS)
+            except rate_backoff.RateCollapsed as collapsed:
+                backoffs.append(collapsed.record())
+                config = replace(config, lr=collapsed.lr * rate_backoff.FACTOR)
+
+
+def _attempt(config: TrainConfig, world: distributed.World, lock: OutputLock, guard: RunGuard,
+             progress: ProgressCallback | None, backoffs: list[dict], may_back_off: bool) -> dict:
+    """One run from the start (or the checkpoint); raises RateCollapsed when ``may_back_off`` and it collapsed."""
+    out = Path(config.out)
+    setup = prepare(config, world)
+    settings = checkpointing.run_settings(config, setup)
+    state = checkpointing.load(out, setup, settings) if config.resume else None
+    if not config.resume:
+        lock.claim()
+    start = int(state["step"]) if state else 0
+    guard.attach(setup, settings, start if state else None)
+    evaluation = lambda: _evaluate(setup, config)  # noqa: E731
+    history = state["history"] if state else [{"step": 0, **guard.evaluate(evaluation, 0, [])}]
+    watch = rate_backoff.RateWatch(setup, history, round(config.warmup_ratio * setup.total_steps), may_back_off)
+    seconds, tokens = _loop(config, setup, out, history, start, progress, guard, watch)
+    if guard.saved != setup.total_steps:
+        guard.save(setup.total_steps, history, final=True)  # the weights outlive a failing evaluation
+    final = guard.evaluate(evaluation, setup.total_steps, history)
+    history.append({"step": setup.total_steps, **final})
+    metrics = _metrics(config, setup, history, final, seconds, tokens, backoffs)
+    guard.write_results(lambda: _save_result(out, config, setup))
+    if world.is_main:
+        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    distributed.barrier()
     return metrics
 
 
@@ -102,7 +118,7 @@ def _micro_batches(setup: Setup, config: TrainConfig, skip: int):
 
 
 def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: int,
-          progress: ProgressCallback | None, guard: RunGuard) -> tuple[float, int]:
+          progress: ProgressCallback | None, guard: RunGuard, watch: rate_backoff.RateWatch) -> tuple[float, int]:
     """Train steps ``start`` .. ``total_steps``; return (seconds spent training, throughput units seen).
 
     The host never waits on the device inside a step: each step's loss stays a device scalar until a read, every
@@ -144,6 +160,7 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
             if save_now:
                 guard.save(done, history)
             guard.stop_if_asked(done, history)  # SIGTERM / SIGINT: checkpoint, then stop
+            watch.after_read(done, history)  # a default rate that blew the model up: start again lower
             began = time.perf_counter()
         report(progress, "train", done, setup.total_steps,
                f"{last} · {tokens / max(seconds + time.perf_counter() - began, 1e-9):,.0f} {_unit(setup)[:3]}/s")
@@ -231,7 +248,8 @@ def _write_result(staging: Path, config: TrainConfig, setup: Setup, full: dict |
         setup.tokenizer.save_pretrained(staging)
 
 
-def _metrics(config: TrainConfig, setup: Setup, history: list, final: dict, seconds: float, tokens: int) -> dict:
+def _metrics(config: TrainConfig, setup: Setup, history: list, final: dict, seconds: float, tokens: int,
+             backoffs: list[dict]) -> dict:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     settings.update(lr=setup.lr, head_lr=setup.optimizer.param_groups[-1]["base_lr"],
                     alpha=setup.lora_config.alpha if setup.lora_config else None,
@@ -239,7 +257,7 @@ def _metrics(config: TrainConfig, setup: Setup, history: list, final: dict, seco
     return {"schema": "lowrank.train/1", "method": config.method, "task": setup.task, "model": config.model,
             "data": config.data, "steps": setup.total_steps, "final": final,
             "collapsed": run_collapse(history, final, setup.train, setup.test, config.eval_samples),
-            "history": history,
+            "lr_backoffs": backoffs, "history": history,
             "trainable_parameters": setup.trainable_count, "total_parameters": setup.total_count,
             "train_seconds": seconds, f"{_unit(setup)}_per_second": tokens / seconds if seconds else 0.0,
             "device": str(setup.device), "config": settings}
