@@ -12,7 +12,7 @@ import torch
 
 from lowrank.adapters.config import AdapterConfig
 from lowrank.adapters.layout import AdapterModule, FullyTrained
-from lowrank.checkpoints import Checkpoint
+from lowrank.weights import Checkpoint
 from lowrank.errors import LowrankError
 
 

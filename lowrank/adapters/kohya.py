@@ -25,7 +25,7 @@ from lowrank.adapters.config import AdapterConfig
 from lowrank.adapters.keys import LORA_A, LORA_B
 from lowrank.adapters.layout import AdapterModule
 from lowrank.adapters.adapter import Adapter, Format
-from lowrank.checkpoints import TensorInfo, open_checkpoint
+from lowrank.weights import TensorInfo, open_checkpoint
 from lowrank.errors import LowrankError
 
 COMPONENTS = {"lora_unet_": "unet.", "lora_te1_": "text_encoder.", "lora_te2_": "text_encoder_2.",

@@ -17,7 +17,7 @@ from torch import nn
 from lowrank import lora
 from lowrank.adapters.config import AdapterConfig, write_adapter_config
 from lowrank.adapters.keys import PREFIX, factor_keys, factor_suffixes
-from lowrank.adapters.reader import WEIGHTS_FILE
+from lowrank.adapters.peft_folder import WEIGHTS_FILE
 from lowrank.adapters.registry import open_adapter
 from lowrank.errors import LowrankError
 

@@ -18,7 +18,7 @@ from lowrank.advice.sufficiency.gradient_evidence import (CALIBRATED_EXAMPLES, G
                                                           model_signal_to_noise)
 from lowrank.advice.sufficiency.held_out import HeldOut, held_out_check
 from lowrank.advice.sufficiency.measure import MeasureConfig
-from lowrank.advice.sufficiency.measure import measure as measure_signals
+from lowrank.advice.sufficiency.measure import measure as measure_evidence
 from lowrank.advice.sufficiency.trained_point import Trend, loss_trend
 from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN,
                                                 RAISE_SE, suggested_rank)
@@ -50,15 +50,15 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
         state = point_state(config, folder, loss_on, progress)
         if state.verdict is not None:
             return {}, state.sufficiency(config.data, source.config.r, loss_on)
-        measured = measure_signals(MeasureConfig(adapter=str(folder), base=config.base, data=config.data,
-                                                 examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
-                                                 seed=config.seed, device=config.device, loss_on=loss_on), progress)
+        measured = measure_evidence(MeasureConfig(adapter=str(folder), base=config.base, data=config.data,
+                                                  examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
+                                                  seed=config.seed, device=config.device, loss_on=loss_on), progress)
         verdict, probe = probe_verdict(config, folder, settings, loss_on, progress)
-    signals = list(measured.signals.values())
+    evidence = list(measured.evidence.values())
     limit = max(min(shape) for shape in source.shapes.values())
-    return measured.signals, ModelSufficiency(
-        data=config.data, examples=measured.examples, signal_to_noise=model_signal_to_noise(signals),
-        doubling_gain=model_doubling_gain(signals), verdict=verdict,
+    return measured.evidence, ModelSufficiency(
+        data=config.data, examples=measured.examples, signal_to_noise=model_signal_to_noise(evidence),
+        doubling_gain=model_doubling_gain(evidence), verdict=verdict,
         suggested_r=suggested_rank(verdict, source.config.r, limit), raise_above=RAISE_GAIN,
         lower_below=LOWER_COST, seconds=state.seconds + measured.seconds + probe.seconds, probe=probe,
         raise_se=RAISE_SE, raise_cost=RAISE_COST, loss_on=loss_on, **state.evidence())

@@ -14,9 +14,9 @@ import torch
 
 from lowrank import spectra
 from lowrank.adapters import Adapter, AdapterModule, detect, variants
-from lowrank.adapters.reader import NEEDS_BASE
+from lowrank.adapters.peft_folder import NEEDS_BASE
 from lowrank.cpu import single_thread
-from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
+from lowrank.weights import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.analysis.prefetch import prefetched
 from lowrank.gram import LeftBasis

@@ -22,7 +22,7 @@ from lowrank import lora, spectra
 from lowrank.adapters import PREFIX
 from lowrank.cpu import release_freed_memory, single_thread
 from lowrank.assets import resolve_model_path
-from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
+from lowrank.weights import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.compress import factors
 from lowrank.compress.evaluate import EvalConfig, evaluate_model, load_data, metric_name
 from lowrank.adapters.patterns import rank_alpha_fields
