@@ -47,7 +47,7 @@ def iter_lora_updates(path: str | Path, dtype: torch.dtype = torch.float32) -> I
             those need the base; see :mod:`lowrank.adapters.variants`.
     """
     adapter = open_adapter(path)
-    if adapter.config.variant in peft_folder.NEEDS_BASE:
-        raise LowrankError(f"{adapter.path}: a {peft_folder.NEEDS_BASE[adapter.config.variant]} adapter's update depends "
+    if adapter.variant in peft_folder.NEEDS_BASE:
+        raise LowrankError(f"{adapter.path}: a {peft_folder.NEEDS_BASE[adapter.variant]} adapter's update depends "
                            "on the base weights W0, not on its factors alone")
     yield from adapter.updates(dtype)

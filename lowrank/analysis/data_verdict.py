@@ -41,15 +41,16 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
     if not isinstance(source, LoraSource):
         raise LowrankError(f"--data judges LoRA adapters; {source.path} is a full model (its delta's verdict "
                            "comes from its spectrum)")
-    if source.adapter.format != "peft" or source.config.variant != "lora":
-        raise LowrankError(f"--data judges plain peft LoRA adapters; {source.path} is a {source.adapter.format} "
-                           f"{source.config.variant} adapter")
+    adapter = source.adapter
+    if adapter.format != "peft" or adapter.variant != "lora":
+        raise LowrankError(f"--data judges plain peft LoRA adapters; {source.path} is a {adapter.format} "
+                           f"{adapter.variant} adapter")
     with adapter_folder(source.adapter) as folder:  # an adapter held in memory is written to a temporary folder
-        settings = verdicts.run_settings(folder, *verdicts.default_rates(config.base, source.config.task_type))
+        settings = verdicts.run_settings(folder, *verdicts.default_rates(config.base, adapter.config.task_type))
         loss_on = config.loss_on or settings.loss_on
         state = point_state(config, folder, loss_on, progress)
         if state.verdict is not None:
-            return {}, state.sufficiency(config.data, source.config.r, loss_on)
+            return {}, state.sufficiency(config.data, adapter.config.r, loss_on)
         measured = measure_evidence(MeasureConfig(adapter=str(folder), base=config.base, data=config.data,
                                                   examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
                                                   seed=config.seed, device=config.device, loss_on=loss_on), progress)
@@ -59,7 +60,7 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
     return measured.evidence, ModelSufficiency(
         data=config.data, examples=measured.examples, signal_to_noise=model_signal_to_noise(evidence),
         doubling_gain=model_doubling_gain(evidence), verdict=verdict,
-        suggested_r=suggested_rank(verdict, source.config.r, limit), raise_above=RAISE_GAIN,
+        suggested_r=suggested_rank(verdict, adapter.config.r, limit), raise_above=RAISE_GAIN,
         lower_below=LOWER_COST, seconds=state.seconds + measured.seconds + probe.seconds, probe=probe,
         raise_se=RAISE_SE, raise_cost=RAISE_COST, loss_on=loss_on, **state.evidence())
 

@@ -184,7 +184,7 @@ def _analyze(config: AnalyzeConfig, progress: ProgressCallback | None, world: Wo
     with_base = base is not None and config.base_metrics
     primary = LoraSource(live, base) if live is not None else open_source(config.checkpoint, base, config)
     if config.data and base is None:
-        named = primary.config.base_model_name_or_path if isinstance(primary, LoraSource) else None
+        named = primary.adapter.peft_summary().base_model_name_or_path if isinstance(primary, LoraSource) else None
         raise LowrankError("--data needs --base: the model the adapter was trained on" + (
             f" (the adapter's base_model_name_or_path, {named}, is not a local folder)" if named else ""))
     other = open_source(config.against, base, config) if config.against else None
@@ -203,7 +203,7 @@ def _analyze(config: AnalyzeConfig, progress: ProgressCallback | None, world: Wo
     modules, comparisons, against_modules, unchanged = merged(shares_done, names, other.names if other else [])
     if not modules:
         raise LowrankError(f"{primary.path}: every matched weight equals the base's; there is no update to analyze")
-    rslora = primary.config.use_rslora if isinstance(primary, LoraSource) else False
+    rslora = primary.adapter.peft_summary().use_rslora if isinstance(primary, LoraSource) else False
     unmatched = set(pairing.values())
     return AnalysisReport(
         schema=SCHEMA, checkpoint=str(primary.path), checkpoint_kind=primary.kind,
@@ -307,7 +307,7 @@ def _settings(config: AnalyzeConfig, primary, with_base: bool) -> dict:
                 "intruder_epsilon": config.intruder_epsilon, "modules": config.modules, "seed": config.seed,
                 "fast": config.fast}
     if isinstance(primary, LoraSource):
-        adapter = primary.config
+        adapter = primary.adapter.peft_summary()
         settings["adapter"] = {"r": adapter.r, "lora_alpha": adapter.lora_alpha, "use_rslora": adapter.use_rslora,
                                "rank_pattern": dict(adapter.rank_pattern), "alpha_pattern": dict(adapter.alpha_pattern),
                                "target_modules": list(adapter.target_modules) if not isinstance(
