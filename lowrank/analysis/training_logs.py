@@ -40,15 +40,17 @@ class RankLogs:
 
     The adapter is read once, here: its tensors are views of the model's parameters, which optimizers update in
     place, so every later :meth:`measure` sees the weights of that moment (and skips reading the adapter again:
-    peft's state-dict filtering takes about a third of a second on 210 modules). With ``data``, the data is
+    peft's state-dict filtering is slow on models with many modules). With ``data``, the data is
     checked here too, so a run fails before its first step rather than at its first log.
 
     Args:
         model: the model being trained.
         data: the training data as lowrank reads it (registry key, or the .csv / .jsonl / .json / .txt file):
             adds the sufficiency evidence, measured on the device the adapter is on.
-        base: the base model the gradient evidence loads (default: the adapter's ``base_model_name_or_path``, a local folder).
-        examples, max_length, seed: the gradient evidence's sample of training examples, tokens per example, and its seed.
+        base: the base model the gradient evidence loads (default: the adapter's ``base_model_name_or_path``, a
+            local folder).
+        examples, max_length, seed: the gradient evidence's sample of training examples, tokens per example, and
+            its seed.
     Raises:
         LowrankError: a model without LoRA layers; with ``data``, no base, unreadable data, or data of another task
             (a classifier's data needs labels, as many as its head has outputs).
@@ -62,8 +64,9 @@ class RankLogs:
         if data is not None:
             self.base = base or self.live.config.local_base()
             if self.base is None:
-                raise LowrankError(f"gradient evidence on data needs the base model: the adapter's base_model_name_or_path "
-                                   f"({self.live.config.base_model_name_or_path}) is not a local folder; pass base=")
+                raise LowrankError(f"gradient evidence on data needs the base model: the adapter's "
+                                   f"base_model_name_or_path ({self.live.config.base_model_name_or_path}) is not a "
+                                   "local folder; pass base=")
             _check_task(self.live, load_text_dataset(data), self.base,
                         getattr(getattr(model, "config", None), "num_labels", None))
 
