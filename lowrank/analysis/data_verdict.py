@@ -45,7 +45,7 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
     if adapter.format != "peft" or adapter.variant != "lora":
         raise LowrankError(f"--data judges plain peft LoRA adapters; {source.path} is a {adapter.format} "
                            f"{adapter.variant} adapter")
-    with adapter_folder(source.adapter) as folder:  # an adapter held in memory is written to a temporary folder
+    with adapter_folder(adapter) as folder:  # an adapter held in memory is written to a temporary folder
         settings = verdicts.run_settings(folder, *verdicts.default_rates(config.base, adapter.config.task_type))
         loss_on = config.loss_on or settings.loss_on
         state = point_state(config, folder, loss_on, progress)
