@@ -62,7 +62,7 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int, lr: float
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = probe.probe(setup, {"same": marks, "doubled": marks, "halved": marks}, device, seed)
     signals = None if args.no_signal else measure(MeasureConfig(adapter=str(out), base=args.model, data=data,
-                                                                device=device.type)).signals
+                                                                device=device.type)).evidence
     row = {"task": task, "rank": rank, "seed": seed, "lr": config["lr"], "alpha": config["alpha"],
            "final": metrics["final"], "steps": metrics["steps"], "lr_backoffs": metrics["lr_backoffs"],
            "train_losses": [h["train_loss"] for h in metrics["history"] if "train_loss" in h],

@@ -49,6 +49,6 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 
 def release_freed_memory() -> None:
     """glibc ``malloc_trim(0)`` (a no-op elsewhere). glibc keeps freed blocks below its dynamic mmap threshold
     (up to 32 MB) in the heap for reuse; with matrices of many sizes passing through, that retained heap grew the
-    peak RSS of an 8-layer analysis by about 100 MB."""
+    peak RSS of an analysis (reports/analyze_benchmarks.md)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)

@@ -184,7 +184,7 @@ def launch(nproc: int, args: list[str]) -> None:
         raise LowrankError(f"--nproc must be >= 1, got {nproc}")
     os.environ[LAUNCHED] = "1"
     # N CPU processes share the cores. On GPUs one thread each, as torchrun sets: with all cores' worth of OpenMP
-    # threads per process, LoRA DDP on 2 H200s scaled 0.65 instead of 0.99 (reports/distributed.md)
+    # threads per process, LoRA DDP on 2 GPUs scaled far worse (reports/distributed.md)
     threads = 1 if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // nproc)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,

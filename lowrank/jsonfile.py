@@ -1,4 +1,4 @@
-"""Reading a JSON object from a file, with bad input turned into one clear :class:`LowrankError`."""
+"""Reading JSON (a file's object, or any JSON text), with bad input turned into one clear :class:`LowrankError`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,14 @@ import json
 from pathlib import Path
 
 from lowrank.errors import LowrankError
+
+
+def parse_json(text: str, failure: str):
+    """``json.loads(text)``; invalid JSON raises LowrankError ``"<failure>: <the decoder's message>"``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise LowrankError(f"{failure}: {error}") from None
 
 
 def read_json_object(path: str | Path) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from lowrank.errors import LowrankError
+from lowrank.errors import LowrankError, check_regex
 from lowrank.lora_function import lora_linear
 
 HEAD_NAMES = ("lm_head", "classifier", "score", "qa_outputs")
@@ -37,10 +37,7 @@ class Targets:
         if sum(chosen) != 1:
             raise LowrankError("targets: give exactly one of module suffixes, a regex, or all-linear")
         if self.regex:
-            try:
-                re.compile(self.regex)
-            except re.error as error:
-                raise LowrankError(f"target regex {self.regex!r} is invalid: {error}") from None
+            check_regex("target regex", self.regex)
 
     @classmethod
     def parse(cls, text: str) -> "Targets":

@@ -1,5 +1,5 @@
 """Property-based fuzzing of the readers of untrusted files: the safetensors header reader
-(``lowrank.checkpoints.open_checkpoint`` and the tensors it then reads, also as a kohya single-file adapter), the
+(``lowrank.weights.open_checkpoint`` and the tensors it then reads, also as a kohya single-file adapter), the
 ``adapter_config.json`` parser (through ``lowrank.adapters.open_adapter``, which applies every field) and the sharded
 index. Each reader gets at least 2,000 generated files: truncated, header lengths past the end or over the cap,
 overlapping or outside offsets, dtype / shape / byte-count disagreements, duplicate keys, deeply nested JSON,
@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 
 from lowrank.adapters import open_adapter
 from lowrank.adapters.kohya import is_single_file_lora
-from lowrank.checkpoints import open_checkpoint
+from lowrank.weights import open_checkpoint
 from lowrank.errors import LowrankError
 
 EXAMPLES = int(os.environ.get("LOWRANK_FUZZ_EXAMPLES", "2000"))
@@ -302,7 +302,7 @@ def test_hostile_headers_allocate_nothing_under_an_address_limit(tmp_path):
     script = textwrap.dedent(f"""
         import resource, sys
         from pathlib import Path
-        from lowrank.checkpoints import open_checkpoint
+        from lowrank.weights import open_checkpoint
         from lowrank.errors import LowrankError
         with open("/proc/self/statm") as f:
             used = int(f.read().split()[0]) * resource.getpagesize()

@@ -12,7 +12,7 @@ import torch
 
 from lowrank.adapters.config import AdapterConfig
 from lowrank.adapters.layout import AdapterModule, FullyTrained
-from lowrank.checkpoints import Checkpoint
+from lowrank.weights import Checkpoint
 from lowrank.errors import LowrankError
 
 
@@ -54,16 +54,32 @@ class Adapter:
 
     Attributes:
         path: the folder or file given; format: ``"peft"``, ``"kohya"`` or ``"diffusers"``.
-        config: the :class:`AdapterConfig` (for single-file formats, one that describes them).
+        config: the file's :class:`AdapterConfig` (peft), or None for a format without one (kohya / diffusers
+            single files), whose modules' own ranks and alphas are the whole description; :meth:`peft_summary`
+            gives such an adapter a peft-shaped config where one is asked for.
         modules: name -> :class:`AdapterModule`, in file order.
         trained_in_full: modules whose parameters the file stores in full.
         notes: what a reader of the report should know about how the file was read.
     """
 
-    def __init__(self, path: Path, format: str, config: AdapterConfig, checkpoint: Checkpoint,
+    def __init__(self, path: Path, format: str, config: AdapterConfig | None, checkpoint: Checkpoint,
                  modules: dict[str, AdapterModule], trained_in_full: tuple[FullyTrained, ...], notes: tuple[str, ...]):
         self.path, self.format, self.config, self.checkpoint = path, format, config, checkpoint
         self.modules, self.trained_in_full, self.notes = modules, trained_in_full, notes
+
+    @property
+    def variant(self) -> str:
+        """The update's form (:attr:`AdapterConfig.variant`); ``"lora"`` for a format without a config."""
+        return self.config.variant if self.config is not None else "lora"
+
+    def peft_summary(self) -> AdapterConfig:
+        """The config a report shows: the file's, or for a format without one a peft-shaped summary of its modules:
+        ``r`` = ``lora_alpha`` = the largest rank, no patterns or targets (each module's scale still comes from its
+        own rank and alpha, :meth:`scale`)."""
+        if self.config is not None:
+            return self.config
+        largest = max(module.rank for module in self.modules.values())
+        return AdapterConfig(r=largest, lora_alpha=float(largest), target_modules=(), path=str(self.path))
 
     def scale(self, module: AdapterModule) -> float:
         if module.alpha is not None:
@@ -78,11 +94,12 @@ class Adapter:
         A, B = self.tensor(module.keys["A"], dtype), self.tensor(module.keys["B"], dtype)
         if "E" in module.keys:
             A = A * self.tensor(module.keys["E"], dtype).reshape(-1, 1)
-        side = self.config.block_diagonal.side(module.name) if self.config.block_diagonal else None
+        blocks = self.config.block_diagonal if self.config is not None else None
+        side = blocks.side(module.name) if blocks else None
         if side == "A":
-            A = torch.block_diag(*A.chunk(self.config.block_diagonal.nblocks, dim=0))
+            A = torch.block_diag(*A.chunk(blocks.nblocks, dim=0))
         elif side == "B":
-            B = torch.block_diag(*B.chunk(self.config.block_diagonal.nblocks, dim=0))
+            B = torch.block_diag(*B.chunk(blocks.nblocks, dim=0))
         if module.layer_kind == "embedding":
             return A.T.contiguous(), B.T.contiguous()
         B, A = B.reshape(B.shape[0], -1), A.reshape(A.shape[0], -1)

@@ -15,7 +15,8 @@ update's form (:attr:`AdapterConfig.variant`):
 
 Refused by name: foreign files (a model's config.json, MLX-LM, AdapterHub), other peft types, merged-QKV LoRA
 (enable_lora), and inits whose starting point cannot be recomputed (randomized PiSSA, CorDA, LoftQ, LoRA-GA).
-Every error names the file. Every adapter_config.json lowrank writes goes through :func:`write_adapter_config`.
+Every error names the file. Every adapter_config.json lowrank writes goes through :func:`write_adapter_config`;
+:func:`lora_settings` composes the one of a plain LoRA adapter lowrank trains or extracts.
 """
 
 from __future__ import annotations
@@ -124,6 +125,19 @@ def read_adapter_config(folder: str | Path) -> AdapterConfig:
 def raw_adapter_config(folder: str | Path) -> dict:
     """The JSON object of ``folder``'s ``adapter_config.json`` as stored (every field, unvalidated)."""
     return read_json_object(Path(folder) / CONFIG_FILE)
+
+
+def lora_settings(*, task_type: str | None, base_model_name_or_path: str, r: int, lora_alpha: float,
+                  target_modules: list[str] | str, rank_pattern: dict, alpha_pattern: dict, use_rslora: bool,
+                  lora_dropout: float, fan_in_fan_out: bool, init_lora_weights: bool | str, bias: str,
+                  modules_to_save: list[str] | None) -> dict:
+    """The ``adapter_config.json`` of a plain peft LoRA adapter that lowrank writes (trained or extracted): the given
+    fields, in this order, with ``peft_type`` LORA, no DoRA and ``inference_mode``."""
+    return {"peft_type": "LORA", "task_type": task_type, "base_model_name_or_path": base_model_name_or_path,
+            "r": r, "lora_alpha": lora_alpha, "target_modules": target_modules, "rank_pattern": rank_pattern,
+            "alpha_pattern": alpha_pattern, "use_rslora": use_rslora, "lora_dropout": lora_dropout,
+            "fan_in_fan_out": fan_in_fan_out, "init_lora_weights": init_lora_weights, "bias": bias,
+            "modules_to_save": modules_to_save, "use_dora": False, "inference_mode": True}
 
 
 def write_adapter_config(folder: str | Path, settings: dict) -> None:

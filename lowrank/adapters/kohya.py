@@ -21,11 +21,10 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from lowrank.adapters.config import AdapterConfig
 from lowrank.adapters.keys import LORA_A, LORA_B
 from lowrank.adapters.layout import AdapterModule
 from lowrank.adapters.adapter import Adapter, Format
-from lowrank.checkpoints import TensorInfo, open_checkpoint
+from lowrank.weights import TensorInfo, open_checkpoint
 from lowrank.errors import LowrankError
 
 COMPONENTS = {"lora_unet_": "unet.", "lora_te1_": "text_encoder.", "lora_te2_": "text_encoder_2.",
@@ -70,7 +69,8 @@ def is_single_file_lora(path: Path) -> bool:
 
 
 def open_single_file(path: Path) -> Adapter:
-    """A kohya or diffusers LoRA file as an :class:`Adapter` (module names without a base: see the docstring)."""
+    """A kohya or diffusers LoRA file as an :class:`Adapter` without a config: each module's rank and alpha are its
+    own (module names without a base: see the docstring)."""
     if not path.exists():
         raise LowrankError(f"{path} does not exist")
     checkpoint = open_checkpoint(path)
@@ -94,13 +94,12 @@ def open_single_file(path: Path) -> Adapter:
     if not modules:
         raise LowrankError(f"{path} holds no LoRA factors (lora_down / lora_up or lora_A / lora_B)")
     ranks = {m.rank for m in modules.values()}
-    config = AdapterConfig(r=max(ranks), lora_alpha=float(max(ranks)), target_modules=(), path=str(path))
     fmt = "kohya" if formats == {"kohya"} else "diffusers"
     notes = [f"{fmt} layout: {len(modules)} modules, ranks {sorted(ranks)}; module names "
              f"{'rebuilt from kohya stems' if fmt == 'kohya' else 'as stored'}"]
     if not any(key.endswith(".alpha") for key in tensors):
         notes.append("no alpha stored: scale 1 (alpha = r), as diffusers loads such files")
-    return Adapter(path, fmt, config, checkpoint, modules, (), tuple(notes))
+    return Adapter(path, fmt, None, checkpoint, modules, (), tuple(notes))
 
 
 def _open(path: Path, allow_pickle: bool) -> Adapter:

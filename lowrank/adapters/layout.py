@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lowrank.adapters.config import BlockDiagonal
 from lowrank.adapters.keys import EMBEDDING_A, EMBEDDING_B, PREFIX, ROLES
-from lowrank.checkpoints import TensorInfo, module_kind
+from lowrank.weights import TensorInfo, module_kind
 from lowrank.errors import LowrankError
 
 

@@ -5,7 +5,7 @@ Two kinds of live model hold one: a peft ``PeftModel`` (its active adapter: the 
 :class:`~lowrank.lora.LoraLayer` s (the tensors and config of :func:`lowrank.adapters.peft_io.save_adapter`, from the
 :class:`~lowrank.lora.LoraConfig` that :func:`lowrank.lora.inject` left on the model). Either way the tensors keep
 the file's keys (``base_model.model.<module>.lora_A.weight`` ...) and the config is the file's JSON object, so the
-:class:`LiveAdapter` goes through the same reading code as a saved folder (:func:`lowrank.adapters.reader.
+:class:`LiveAdapter` goes through the same reading code as a saved folder (:func:`lowrank.adapters.peft_folder.
 peft_adapter`): every module's ``dW = s B A`` (``s = alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA) comes from the
 same factors, scales and notes as the saved adapter's. Nothing is copied until a module is read.
 """
@@ -26,8 +26,8 @@ from lowrank import lora
 from lowrank.adapters.adapter import Adapter
 from lowrank.adapters.config import CONFIG_FILE, parse_adapter_config, write_adapter_config
 from lowrank.adapters.peft_io import adapter_config_dict, adapter_state_dict
-from lowrank.adapters.reader import WEIGHTS_FILE, peft_adapter
-from lowrank.checkpoints import in_memory
+from lowrank.adapters.peft_folder import WEIGHTS_FILE, peft_adapter
+from lowrank.weights import in_memory
 from lowrank.errors import LowrankError
 from lowrank.mlp import MLP
 

@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from lowrank import lora
-from lowrank.adapters.config import AdapterConfig, write_adapter_config
+from lowrank.adapters.config import AdapterConfig, lora_settings, write_adapter_config
 from lowrank.adapters.keys import PREFIX, factor_keys, factor_suffixes
-from lowrank.adapters.reader import WEIGHTS_FILE
+from lowrank.adapters.peft_folder import WEIGHTS_FILE
 from lowrank.adapters.registry import open_adapter
 from lowrank.errors import LowrankError
 
@@ -28,14 +28,12 @@ def adapter_config_dict(model: nn.Module, config: lora.LoraConfig, adapted: list
     targets = config.targets
     target_modules = (targets.regex if targets.regex else list(targets.suffixes) if targets.suffixes else adapted)
     kinds = {layer.kind for layer in lora.lora_layers(model).values()}
-    return {
-        "peft_type": "LORA", "task_type": task_type, "base_model_name_or_path": base_model_name_or_path,
-        "r": config.r, "lora_alpha": config.alpha, "target_modules": target_modules,
-        "rank_pattern": config.rank_pattern, "alpha_pattern": config.alpha_pattern,
-        "use_rslora": config.use_rslora, "lora_dropout": config.dropout, "fan_in_fan_out": "conv1d" in kinds,
-        "init_lora_weights": True if config.init == "kaiming" else "gaussian", "bias": "none",
-        "modules_to_save": list(config.trainable_modules) or None, "use_dora": False, "inference_mode": True,
-    }
+    return lora_settings(task_type=task_type, base_model_name_or_path=base_model_name_or_path, r=config.r,
+                         lora_alpha=config.alpha, target_modules=target_modules, rank_pattern=config.rank_pattern,
+                         alpha_pattern=config.alpha_pattern, use_rslora=config.use_rslora,
+                         lora_dropout=config.dropout, fan_in_fan_out="conv1d" in kinds,
+                         init_lora_weights=True if config.init == "kaiming" else "gaussian", bias="none",
+                         modules_to_save=list(config.trainable_modules) or None)
 
 
 def adapter_state_dict(model: nn.Module, trainable_modules: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -67,9 +65,9 @@ def load_adapter(model: nn.Module, folder: str | Path) -> list[str]:
     Raises LowrankError when the adapter's modules or shapes do not fit the model.
     """
     adapter = open_adapter(folder)
-    config = adapter.config
     if adapter.format != "peft":
         raise LowrankError(f"{folder} is a {adapter.format} LoRA file; only peft adapter folders load into a model")
+    config = adapter.config
     adapted = lora.inject(model, config.to_lora_config(list(adapter.modules)))
     expected = {key.removeprefix(PREFIX): key for key in adapter.checkpoint.tensors}
     own = _own_names(model)

@@ -12,12 +12,12 @@ from typing import Iterator
 
 import torch
 
-from lowrank.adapters import kohya, loha, reader
+from lowrank.adapters import kohya, loha, peft_folder
 from lowrank.adapters.adapter import Adapter, Format, LoraUpdate
 from lowrank.errors import LowrankError
 
 FORMATS = (
-    reader.PEFT,
+    peft_folder.PEFT,
     loha.LOHA,
     kohya.SINGLE_FILE,
 )
@@ -35,7 +35,7 @@ def open_adapter(path: str | Path, allow_pickle: bool = False) -> Adapter:
     path = Path(path)
     found = detect(path)
     if found is None:
-        found = reader.PEFT if path.is_dir() else kohya.SINGLE_FILE
+        found = peft_folder.PEFT if path.is_dir() else kohya.SINGLE_FILE
     return found.open(path, allow_pickle)
 
 
@@ -47,7 +47,7 @@ def iter_lora_updates(path: str | Path, dtype: torch.dtype = torch.float32) -> I
             those need the base; see :mod:`lowrank.adapters.variants`.
     """
     adapter = open_adapter(path)
-    if adapter.config.variant in reader.NEEDS_BASE:
-        raise LowrankError(f"{adapter.path}: a {reader.NEEDS_BASE[adapter.config.variant]} adapter's update depends "
+    if adapter.variant in peft_folder.NEEDS_BASE:
+        raise LowrankError(f"{adapter.path}: a {peft_folder.NEEDS_BASE[adapter.variant]} adapter's update depends "
                            "on the base weights W0, not on its factors alone")
     yield from adapter.updates(dtype)

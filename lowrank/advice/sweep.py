@@ -117,7 +117,7 @@ def _run_one(config: TrainConfig, signals: bool, examples: int, threads: int) ->
         record = {"examples": result.examples, "seconds": result.seconds,
                   "modules": {name: {**vars(s), "doubling_gain": s.doubling_gain,
                                      "signal_to_noise": s.signal_to_noise}
-                              for name, s in result.signals.items()}}
+                              for name, s in result.evidence.items()}}
         write_text_atomic(out / "signals.json", json.dumps(record, indent=1) + "\n")
     return str(out)
 

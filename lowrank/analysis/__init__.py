@@ -1,2 +1,2 @@
-"""``lowrank analyze``: checkpoints (lazy safetensors), subspaces, rank verdicts, the update
-sources, the orchestration (:mod:`lowrank.analysis.run`) and the frozen result records (the JSON contract)."""
+"""``lowrank analyze``: the update sources, subspaces, rank verdicts, the orchestration
+(:mod:`lowrank.analysis.run`) and the frozen result records (the JSON contract)."""

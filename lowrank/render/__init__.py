@@ -8,6 +8,7 @@ group and format. ``render.terminal``, ``render.markdown`` and ``render.html`` a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from lowrank.advice.sufficiency.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
 from lowrank.advice.sufficiency.verdict import HORIZON_FRACTION
@@ -18,21 +19,16 @@ VERDICT_CLASS = {"raise r": "raise", "adequate": "adequate", "lower r": "lower",
 KIND_TEXT = {"lora": "peft LoRA adapter", "full": "full fine-tune (W1 - W0)"}
 
 
-def by_type(modules: tuple[ModuleAnalysis, ...]) -> dict[str, list[tuple[int | None, ModuleAnalysis]]]:
-    """Modules grouped by type (``attention.self.query``...), each group as ``(layer index, module)`` in file order."""
-    groups: dict[str, list[tuple[int | None, ModuleAnalysis]]] = {}
-    for module in modules:
-        kind, layer = module_type(module.name)
-        groups.setdefault(kind, []).append((layer, module))
-    return groups
+Named = TypeVar("Named", ModuleAnalysis, Comparison)
 
 
-def comparisons_by_type(comparisons: tuple[Comparison, ...]) -> dict[str, list[tuple[int | None, Comparison]]]:
-    """Comparisons grouped like :func:`by_type`."""
-    groups: dict[str, list[tuple[int | None, Comparison]]] = {}
-    for comparison in comparisons:
-        kind, layer = module_type(comparison.name)
-        groups.setdefault(kind, []).append((layer, comparison))
+def by_type(items: tuple[Named, ...]) -> dict[str, list[tuple[int | None, Named]]]:
+    """Modules (or comparisons) grouped by type (``attention.self.query``...), each group as ``(layer index, item)``
+    in file order."""
+    groups: dict[str, list[tuple[int | None, Named]]] = {}
+    for item in items:
+        kind, layer = module_type(item.name)
+        groups.setdefault(kind, []).append((layer, item))
     return groups
 
 

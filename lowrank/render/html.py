@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from html import escape
 
-from lowrank.render import (VERDICT_CLASS, amplification_text, by_type, comparisons_by_type, energy_text,
+from lowrank.render import (VERDICT_CLASS, amplification_text, by_type, energy_text,
                             intruders_text, layer_text, number, probe_text, rank_column, rank_judged,
                             recommendation_config, reader_notes, side_notes, source_line, trained_point_text)
 from lowrank.render import plots
@@ -147,7 +147,7 @@ def _comparisons(report: AnalysisReport) -> str:
              _img(plots.phi_by_layer(report), "phi per layer")]
     for kind, data in plots.phi_heatmaps(report):
         parts.append(_img(data, f"phi heatmaps {kind}"))
-    for kind, rows in comparisons_by_type(report.comparisons).items():
+    for kind, rows in by_type(report.comparisons).items():
         parts.append(f"<h3>{escape(kind)}</h3>")
         parts.append(_table(["layer", "k", "phi", "random k/d", "phi (right)", "mean angle", "max angle",
                              "Grassmann distance"],

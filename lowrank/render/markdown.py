@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lowrank.render import (amplification_text, by_type, comparisons_by_type, energy_text, intruders_text,
+from lowrank.render import (amplification_text, by_type, energy_text, intruders_text,
                             layer_text, number, probe_text, rank_column, recommendation_config, reader_notes,
                             side_notes, source_line, trained_point_text)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
@@ -84,7 +84,7 @@ def _comparisons(report: AnalysisReport) -> list[str]:
              "phi = ||U1[:, :k]^T U2[:, :k]||_F^2 / k over the top-k left singular vectors (LoRA paper Eq. 4): 1 = "
              "same subspace, about k/d for random subspaces (`random`). `phi (right)` uses the right singular "
              "vectors (input side).", ""]
-    for kind, rows in comparisons_by_type(report.comparisons).items():
+    for kind, rows in by_type(report.comparisons).items():
         lines += [f"### {kind}", ""]
         lines += _table(["layer", "k", "phi", "random", "phi (right)", "mean angle (deg)", "Grassmann distance"],
                         [[layer_text(layer), str(c.k), number(c.phi, 3), number(c.phi_random, 3),

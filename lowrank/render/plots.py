@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lowrank.render import by_type, comparisons_by_type, layer_text, probe_arms  # noqa: E402
+from lowrank.render import by_type, layer_text, probe_arms  # noqa: E402
 from lowrank.analysis.results import AnalysisReport  # noqa: E402
 
 MAX_HEATMAPS = 6
@@ -107,7 +107,7 @@ def phi_heatmaps(report: AnalysisReport) -> list[tuple[str, str]]:
     """For each module type, ``phi(i, j)`` heatmaps (rows i: CHECKPOINT, columns j: --against) for up to six
     layers spread over the depth, as in the LoRA paper's Figure 3. Returns ``(type, base64 PNG)`` pairs."""
     figures = []
-    for kind, rows in comparisons_by_type(report.comparisons).items():
+    for kind, rows in by_type(report.comparisons).items():
         shown = _spread(rows, MAX_HEATMAPS)
         figure, axes = plt.subplots(1, len(shown), figsize=(min(WIDTH_IN, 2.3 * len(shown) + 1.2), 3.0),
                                     squeeze=False, layout="constrained")
@@ -129,7 +129,7 @@ def phi_heatmaps(report: AnalysisReport) -> list[tuple[str, str]]:
 def phi_by_layer(report: AnalysisReport) -> str:
     """phi at k (solid) per layer for each module type, with the random-subspace baseline k/d (dotted)."""
     figure, axis = plt.subplots(figsize=(WIDTH_IN, 3.4))
-    groups = comparisons_by_type(report.comparisons)
+    groups = by_type(report.comparisons)
     for color, (kind, rows) in zip(plt.cm.tab10(np.arange(len(groups)) % 10), groups.items()):
         rows = [(layer, c) for layer, c in rows if layer is not None] or [(i, c) for i, (_, c) in enumerate(rows)]
         layers = [layer for layer, _ in rows]

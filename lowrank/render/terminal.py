@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from lowrank.render import (amplification_text, by_type, comparisons_by_type, energy_text, intruders_text,
+from lowrank.render import (amplification_text, by_type, energy_text, intruders_text,
                             layer_text, number, probe_text, rank_column, reader_notes, recommendation_config,
                             side_notes, rank_judged, source_line, trained_point_text)
 from lowrank.analysis.results import AnalysisReport, ModuleAnalysis
@@ -32,7 +32,7 @@ def render(report: AnalysisReport, console: Console) -> None:
     if report.comparisons:
         console.print(Text("Comparison with --against: top-k left singular subspaces (LoRA paper Eq. 4)",
                            style="bold"))
-        for kind, rows in comparisons_by_type(report.comparisons).items():
+        for kind, rows in by_type(report.comparisons).items():
             console.print(_comparison_table(kind, rows))
         console.print(_against_table(report))
     for note in reader_notes(report):

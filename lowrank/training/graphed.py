@@ -1,19 +1,19 @@
 """Training steps replayed from CUDA graphs, one graph per batch shape.
 
-A small model's step is mostly host time: MiniLM-L6 at 32 x 128 launches about 400 kernels, 20 ms of host time
-against 2.2 ms on an H200 (reports/training_speed.md). A CUDA graph launches the whole step at once: forward,
-backward, gradient clipping, AdamW and the zeroing of the gradients.
+A small model's step is mostly host time: MiniLM-L6 at 32 x 128 launches about 400 kernels, and launching them
+takes longer than the device needs to run them (measured in reports/training_speed.md). A CUDA graph launches the
+whole step at once: forward, backward, gradient clipping, AdamW and the zeroing of the gradients.
 
 Shapes: batches of examples of varying length (classification, instruction data) are padded to a multiple of
 :data:`WIDTH_STEP` tokens, so a run sees few shapes (``max_length / WIDTH_STEP`` widths, and the shorter last batch
-of an epoch); language-modelling blocks all have one width already. Each shape's first batch runs eagerly (a real step, which also warms up the kernels' lazy state),
-its second eagerly and timed, its third is captured, then replayed and timed. The faster of the two runs that
-shape's later steps. Once a shape has replayed :data:`CLEAR_WIN` times faster than it ran eagerly, later shapes
-skip the timed eager step: each is captured at its second batch. A graph wins where the host is the bottleneck
-(MiniLM-L6 on an H200: 3-6x a step). A step that keeps the device busy gains nothing from one, and was measured
-slower replayed (full fine-tuning of a SmolLM2-135M-shaped model at 16 x 1024 tokens: 0.89x). A replay: the host
-copies the batch into the graph's static inputs, writes each parameter group's learning rate into a device scalar
-(fused AdamW reads a tensor rate) and launches the graph.
+of an epoch); language-modelling blocks all have one width already. Each shape's first batch runs eagerly (a real
+step, which also warms up the kernels' lazy state), its second eagerly and timed, its third is captured, then
+replayed and timed. The faster of the two runs that shape's later steps. Once a shape has replayed :data:`CLEAR_WIN`
+times faster than it ran eagerly, later shapes skip the timed eager step: each is captured at its second batch. A
+graph wins where the host is the bottleneck (a small model such as MiniLM-L6). A step that keeps the device busy
+gains nothing from one, and was measured slower replayed (full fine-tuning of a SmolLM2-135M-shaped model; both in
+reports/training_speed.md). A replay: the host copies the batch into the graph's static inputs, writes each
+parameter group's learning rate into a device scalar (fused AdamW reads a tensor rate) and launches the graph.
 
 Everything a graph touches lives at fixed addresses: parameters, optimizer state, gradients (zeroed inside the
 graph rather than freed) and the static inputs. The graphs share one memory pool; nothing in it outlives a replay
@@ -36,7 +36,8 @@ from lowrank.data.batches import IGNORE_INDEX
 from lowrank.tasks.loss import autocast, loss_and_logits, to_device
 from lowrank.training import faults
 
-WIDTH_STEP = 32  # classification batches are padded to a multiple of this many tokens (16: 5-21% slower)
+# classification batches are padded to a multiple of this many tokens (why not 16: reports/training_speed.md)
+WIDTH_STEP = 32
 CLEAR_WIN = 2.0  # a replay this many times faster than the eager step: later shapes are not timed eagerly
 
 

@@ -133,13 +133,13 @@ def module_evidence(G: torch.Tensor, G0: torch.Tensor, B: torch.Tensor, A: torch
                             noise_energy=noise_energy(*halves, r) if halves is not None else 0.0)
 
 
-def model_signal_to_noise(signals: list[GradientEvidence]) -> float:
+def model_signal_to_noise(evidence: list[GradientEvidence]) -> float:
     """Summed over modules: ``sum outside_energy / sum noise_energy``."""
-    noise = sum(s.noise_energy for s in signals)
-    return sum(s.outside_energy for s in signals) / noise if noise > 0 else 0.0
+    noise = sum(s.noise_energy for s in evidence)
+    return sum(s.outside_energy for s in evidence) / noise if noise > 0 else 0.0
 
 
-def model_doubling_gain(signals: list[GradientEvidence]) -> float:
+def model_doubling_gain(evidence: list[GradientEvidence]) -> float:
     """Summed over modules: ``sum outside_energy / sum start_energy``."""
-    start = sum(s.start_energy for s in signals)
-    return sum(s.outside_energy for s in signals) / start if start > 0 else 0.0
+    start = sum(s.start_energy for s in evidence)
+    return sum(s.outside_energy for s in evidence) / start if start > 0 else 0.0

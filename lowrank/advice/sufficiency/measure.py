@@ -60,7 +60,7 @@ class MeasureConfig:
 class Measurement:
     """Per-module gradient evidence (module name -> :class:`GradientEvidence`), the sample size and the time it took."""
 
-    signals: dict[str, GradientEvidence]
+    evidence: dict[str, GradientEvidence]
     examples: int
     seconds: float
 
@@ -82,10 +82,10 @@ def measure(config: MeasureConfig, progress: ProgressCallback | None = None) -> 
     with adapters_off(sample.layers):
         start = weight_gradients(sample.model, sample.layers, sample.batches(), device)
     report(progress, "gradients", 2, 2)
-    signals = {}
+    evidence = {}
     for name, layer in sample.layers.items():
         first, second = halves[0][name], halves[1][name]
         trained = (first + second) / 2
-        signals[name] = module_evidence(trained, start[name], layer.lora_B.detach().cpu(), layer.lora_A.detach().cpu(),
-                                        (first, second))
-    return Measurement(signals, sample.examples, time.perf_counter() - began)
+        evidence[name] = module_evidence(trained, start[name], layer.lora_B.detach().cpu(), layer.lora_A.detach().cpu(),
+                                         (first, second))
+    return Measurement(evidence, sample.examples, time.perf_counter() - began)

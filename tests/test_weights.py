@@ -1,4 +1,4 @@
-"""lowrank.checkpoints: lazy safetensors reading, sharded folders, module matching, and every refusal."""
+"""lowrank.weights: lazy safetensors reading, sharded folders, module matching, and every refusal."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lowrank.checkpoints import (find_name, match_modules, module_kind, open_checkpoint, pairs)
+from lowrank.weights import (find_name, match_modules, module_kind, open_checkpoint, pairs)
 from lowrank.errors import LowrankError
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from lowrank.adapters.adapter import Adapter, Format
 from lowrank.adapters.config import CONFIG_FILE, AdapterConfig, is_adapter_folder, read_adapter_config
 from lowrank.adapters.layout import AdapterModule, peft_layout
-from lowrank.checkpoints import Checkpoint, open_checkpoint
+from lowrank.weights import Checkpoint, open_checkpoint
 from lowrank.errors import LowrankError
 
 WEIGHTS_FILE = "adapter_model.safetensors"
