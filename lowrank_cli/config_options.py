@@ -36,10 +36,14 @@ def options_from(config: type, *names: str, start: str | None = None, stop: str 
 
 
 def config_from(config: type, options: dict[str, Any], **settings: Any) -> Any:
-    """``config`` built from the values in ``options`` under its fields' names (taken out of ``options``) and
-    ``settings``."""
+    """``config`` built from ``settings`` and its fields' values in ``options`` (:func:`take_fields`)."""
+    return config(**take_fields(config, options), **settings)
+
+
+def take_fields(config: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The values in ``options`` under ``config``'s field names, taken out of ``options``."""
     names = {field.name for field in dataclasses.fields(config)}
-    return config(**{name: options.pop(name) for name in list(options) if name in names}, **settings)
+    return {name: options.pop(name) for name in list(options) if name in names}
 
 
 def _listed_fields(config: type) -> dict[str, dataclasses.Field]:
