@@ -24,7 +24,8 @@ class OptionSpec:
         choices: the values accepted.
         minimum: the smallest integer accepted.
         metavar: the value's name in ``--help``.
-        cli_default: the command line's default for a field that has none in Python (``TrainConfig.method``).
+        cli_default: the command line's default for a field that has none in Python (``TrainConfig.method``);
+            None: the field's own.
         argument: a positional argument instead of an option.
         multiple: the option may be repeated; the field holds a tuple of the values.
         listed_after: ``--help`` lists the option after this field's (a field declared last to keep the order of

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from lowrank.options import option_spec
+from lowrank.options import OptionSpec, option_spec
 
 
 def options_from(config: type, *names: str, start: str | None = None, stop: str | None = None,
@@ -59,6 +59,7 @@ def _listed_fields(config: type) -> dict[str, dataclasses.Field]:
 
 
 def _parameter(field: dataclasses.Field, annotation: Any, help_text: str | None) -> Callable:
+    """The click option (or argument) of one field."""
     spec = option_spec(field)
     value_type = _click_type(_value_class(annotation), spec)
     if spec.argument:
@@ -81,7 +82,7 @@ def _parameter(field: dataclasses.Field, annotation: Any, help_text: str | None)
     return click.option(spec.flag or "--" + field.name.replace("_", "-"), field.name, **settings)
 
 
-def _flag(spec, default: bool) -> dict[str, Any]:
+def _flag(spec: OptionSpec, default: bool) -> dict[str, Any]:
     """An on/off pair shows its default; a lone flag sets the field, or clears a field that defaults to True."""
     if spec.flag and "/" in spec.flag:
         return {"default": default, "show_default": True}
@@ -97,10 +98,10 @@ def _value_class(annotation: Any) -> Any:
     return annotation
 
 
-def _click_type(value_class: Any, spec) -> Any:
+def _click_type(value_class: Any, spec: OptionSpec) -> Any:
     """The click type of an option's values; None for plain text (click's default)."""
     if spec.choices is not None:
-        return click.Choice(list(spec.choices))
+        return click.Choice(spec.choices)
     if value_class is int and spec.minimum is not None:
         return click.IntRange(min=spec.minimum)
     if value_class is Path:

@@ -75,7 +75,8 @@ def parse_baseline(text: str) -> float | None:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Options of one d90 measurement (each maps to one CLI option of ``lowrank intrinsic-dim``).
+    """Options of one d90 measurement; a field with an :func:`~lowrank.options.option` is that ``lowrank
+    intrinsic-dim`` option (the others come from options the command parses: ``--dims``, ``--baseline``...).
 
     ``global_baseline``: when given, the baseline is this value (Li et al.'s 1.0); when ``None``, it is measured
     by direct training with ``baseline_train``'s budget. ``adaptive``: train only the grid points that can move
