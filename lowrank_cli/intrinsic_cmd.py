@@ -13,6 +13,7 @@ from lowrank.intrinsic.problems import resolve_problem
 from lowrank.intrinsic.search import SearchConfig, measure_intrinsic_dimension, parse_baseline, parse_dims
 from lowrank.intrinsic.training import RunBudget
 from lowrank.outputs import write_bytes_atomic, write_text_atomic
+from lowrank_cli.config_options import options_from
 from lowrank_cli.progress import rich_progress
 
 
@@ -23,29 +24,14 @@ from lowrank_cli.progress import rich_progress
               "else a labelled text set (reuters-r8, .csv/.jsonl).")
 @click.option("--dims", default="log:50:2000:6", show_default=True,
               help="Subspace dimensions: 100,200,400 or log:LOW:HIGH:COUNT.")
-@click.option("--projection", default="fastfood", show_default=True, help="fastfood, dense or sparse.")
-@click.option("--said", is_flag=True, help="SAID: one trained scale per parameter tensor (counted in d).")
-@click.option("--layout", default="global", show_default=True,
-              help="global: one P over all parameters; per_tensor: one P per tensor.")
-@click.option("--direct", multiple=True, help="Train parameters matching this glob directly (e.g. 'classifier.*').")
-@click.option("--cache-projection", is_flag=True, help="Keep a dense P in memory (4*D*d bytes) instead of "
-              "regenerating it each step.")
-@click.option("--seeds", type=int, default=3, show_default=True, help="Runs per d (and for the baseline).")
-@click.option("--seed", type=int, default=0, show_default=True, help="First seed (model init, P, batches).")
+@options_from(SearchConfig, stop="threshold")
 @click.option("--steps", type=int, default=1000, show_default=True, help="Adam steps per run.")
 @click.option("--lr", type=float, default=1e-2, show_default=True, help="Learning rate in the subspace.")
 @click.option("--baseline-lr", type=float, help="Learning rate of direct training. [default: --lr]")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Full batch if >= the train set.")
 @click.option("--baseline", default="direct", show_default=True,
               help="'direct' (direct training, same budget) or a global value such as 1.0.")
-@click.option("--threshold", type=float, default=0.9, show_default=True, help="Fraction of the baseline to reach.")
-@click.option("--bisect", type=int, default=0, show_default=True, help="Bisection steps after the grid.")
-@click.option("--adaptive/--full-grid", default=True, show_default=True,
-              help="Adaptive: train only the grid points whose side of the line the bootstrap has not decided "
-              "(every other point first); full grid: every point.")
-@click.option("--batch-runs/--one-at-a-time", default=True, show_default=True,
-              help="Train the runs of a round together as one batched model (MLPs only; same scores).")
-@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Resamples for the d90 interval.")
+@options_from(SearchConfig, start="threshold")
 @click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per text example.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--bf16/--no-bf16", default=True, show_default=True, help="bf16 autocast on CUDA.")
@@ -53,9 +39,8 @@ from lowrank_cli.progress import rich_progress
 @click.option("--png", type=click.Path(path_type=Path), help="Write the curve as a PNG plot.")
 @click.option("--html", type=click.Path(path_type=Path), help="Write an HTML report with the plot.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def intrinsic_dim(model, data, dims, projection, said, layout, direct, cache_projection, seeds, seed, steps, lr,
-                  baseline_lr, batch_size, baseline, threshold, bisect, adaptive, batch_runs, bootstrap, max_length,
-                  device, bf16, json_path, png, html, quiet) -> None:
+def intrinsic_dim(model, data, dims, steps, lr, baseline_lr, batch_size, baseline, max_length, device, bf16, json_path,
+                  png, html, quiet, **options) -> None:
     """Measure the intrinsic dimension d90 of MODEL on DATA (Li et al. 2018; SAID: Aghajanyan et al. 2020)."""
     from lowrank.render import intrinsic as render
 
@@ -64,12 +49,9 @@ def intrinsic_dim(model, data, dims, projection, said, layout, direct, cache_pro
     train = RunBudget(steps=steps, lr=lr, batch_size=batch_size, device=device, autocast_bf16=use_bf16)
     baseline_train = RunBudget(steps=steps, lr=baseline_lr or lr, batch_size=batch_size, device=device,
                                  autocast_bf16=use_bf16)
-    config = SearchConfig(dims=parse_dims(dims), train=train, baseline_train=baseline_train, projection=projection,
-                          said=said, layout=layout, direct=tuple(direct), cache=cache_projection, seeds=seeds,
-                          seed=seed, threshold=threshold, global_baseline=parse_baseline(baseline),
-                          bisect_steps=bisect, adaptive=adaptive, batch_runs=batch_runs,
-                          bootstrap=bootstrap, model_name=model, data_name=data)
-    problem = resolve_problem(model, data, split_seed=seed, max_length=max_length)
+    config = SearchConfig(dims=parse_dims(dims), train=train, baseline_train=baseline_train,
+                          global_baseline=parse_baseline(baseline), model_name=model, data_name=data, **options)
+    problem = resolve_problem(model, data, split_seed=config.seed, max_length=max_length)
     with rich_progress(enabled=not quiet) as progress:
         result = measure_intrinsic_dimension(problem.build_model, problem.task, config, progress)
     payload = json.dumps(result.to_dict(), indent=1) + "\n"

@@ -24,6 +24,7 @@ from pathlib import Path
 from lowrank import devices
 from lowrank.advice.sufficiency.gradient_evidence import CALIBRATED_EXAMPLES
 from lowrank.errors import LowrankError
+from lowrank.options import option
 from lowrank.outputs import write_text_atomic
 from lowrank.progress import ProgressCallback, report
 from lowrank.advice import ground_truth
@@ -51,11 +52,12 @@ class SweepConfig:
     base: TrainConfig
     ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     seeds: tuple[int, ...] = (0, 1, 2)
-    full: bool = True
-    lora_lr: float | None = None
-    full_lr: float | None = None
-    jobs: int = 1
-    signals: bool = True
+    full: bool = option(True, "Also fully fine-tune at every seed.", flag="--full/--no-full")
+    lora_lr: float | None = option(None, "LoRA learning rate. [default: lowrank train's]")
+    full_lr: float | None = option(None, "Full fine-tuning learning rate. [default: lowrank train's]")
+    jobs: int = option(1, "Runs trained at once (processes).")
+    signals: bool = option(True, "Measure each adapter's sufficiency signals (gradient outside its subspace).",
+                           flag="--signals/--no-signals")
     signal_examples: int = CALIBRATED_EXAMPLES
 
     def __post_init__(self) -> None:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lowrank.data.instructions import LOSS_ON
+from lowrank.data.instructions import DATA_FILES, LOSS_ON, LOSS_ON_HELP
 from lowrank.errors import LowrankError, check_regex
+from lowrank.options import option
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ENERGY_LEVELS = ("0.5", "0.9", "0.99")
@@ -53,25 +54,51 @@ class AnalyzeConfig:
             later analysis against the same base reads them. Default None (nothing kept).
     """
 
-    checkpoint: str
-    base: str | None = None
-    against: str | None = None
-    dtype: str = "float32"
-    k: int | None = None
-    reference_rank: int = 16
-    grid_max: int = 64
-    base_metrics: bool = True
-    intruder_k: int = 10
-    intruder_epsilon: float = 0.5
-    allow_pickle: bool = False
-    modules: str | None = None
-    seed: int = 0
+    checkpoint: str = option(metavar="CHECKPOINT", argument=True)
+    base: str | None = option(None, "Pre-trained model (folder, safetensors file or registry key) giving W0. Needed "
+                              "for a full CHECKPOINT; for an adapter it adds amplification and intruder dimensions "
+                              "[default for an adapter: its base_model_name_or_path when that is a local folder].",
+                              metavar="MODEL")
+    against: str | None = option(None, "A second update (adapter, or full model against --base) to compare module by "
+                                 "module: phi(i, j), principal angles, random baselines.", metavar="CHECKPOINT2")
+    dtype: str = option("float32", "float32: full-delta spectra from float64 Gram eigenvalues (within 1e-7 of s_1), "
+                        "base vectors from float64 Gram eigenvectors; float64: dense float64 SVDs throughout (slow "
+                        "reference). LoRA: always float64.", choices=tuple(DTYPES))
+    k: int | None = option(None, "Subspace dimension for phi and angles [default: the smaller LoRA rank of the two "
+                           "updates, else --reference-rank].", minimum=1)
+    reference_rank: int = option(16, "Rank a full delta is judged at when no LoRA partner gives one.", minimum=1)
+    grid_max: int = option(64, "Largest i, j of the phi(i, j) grid.", minimum=1)
+    base_metrics: bool = option(True, "Skip amplification and intruder dimensions (dense SVDs of W0 and W1 per "
+                                "module, the slow part with a large base).", flag="--no-base-metrics")
+    intruder_k: int = option(10, "Top singular vectors of W1 checked for intruder dimensions.", minimum=1)
+    intruder_epsilon: float = option(0.5, "Cosine below which a singular vector is an intruder.")
+    modules: str | None = option(None, "Analyze only modules whose name matches this regular expression.",
+                                 metavar="REGEX")
+    allow_pickle: bool = option(False, "Read .bin/.pt checkpoints with torch.load(weights_only=True). Pickle files "
+                                "can run code; they are refused without this flag.")
+    data: str | None = option(None, f"The data the adapter was trained on (registry key, or {DATA_FILES}, as it is "
+                              "on disk; .json: an array of rows): judge whether r was enough, one verdict for the "
+                              "model. First the adapter must be at a trained point (not collapsed on held-out data, "
+                              "training loss no longer falling per metrics.json); then the probe continues it at r, "
+                              "2r and r/2 for a share of its run's steps at a fraction of its learning rates (run "
+                              "settings from metrics.json), scores each on held-out examples and compares the "
+                              "losses: raise r, adequate or lower r (the values are in the report's 'How verdicts "
+                              "are decided'). Each module's gradient signal-to-noise is shown as evidence. Loads the "
+                              "base model (needs --base) and trains: minutes on a CPU. Without --data LoRA ranks are "
+                              "not judged.", metavar="DATA")
+    max_length: int = option(128, "Tokens per example with --data (LM of plain text: per block), as in training.",
+                             minimum=8)
+    loss_on: str | None = option(None, LOSS_ON_HELP + " [default: the run's, from the adapter folder's metrics.json; "
+                                 "else completion]", choices=LOSS_ON)
+    seed: int = option(0, "Seed of the random baselines and the sample.")
+    fast: bool = option(False, "Sketch full deltas (randomized range finding, seeded by --seed) instead of "
+                        "decomposing them exactly: k90/k99 become intervals certain to hold the exact ranks (shown "
+                        "lo-hi), singular values the sketch's top l (lower bounds); W0's top values sketched for "
+                        "amplification; intruders not computed. LoRA updates stay exact. Exact is the default.")
+    cache: str | None = option(None, "Keep W0's decompositions (intruders' left bases) in DIR by content, and read "
+                               "them from there: a second analysis against the same base skips W0's "
+                               "eigendecompositions. About 8 p^2 bytes a module (p = min(out, in)).", metavar="DIR")
     device: str = "cpu"
-    data: str | None = None
-    max_length: int = 128
-    loss_on: str | None = None
-    fast: bool = False
-    cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from lowrank import adapters, devices
-from lowrank.data.instructions import LOSS_ON
+from lowrank.data.instructions import LOSS_ON, LOSS_ON_HELP
 from lowrank.data.text import TextDataset, load_text_dataset
 from lowrank.data.tokenize import tokenize_split
 from lowrank.errors import LowrankError
+from lowrank.options import option
 from lowrank.tasks.evaluate import evaluate
 from lowrank.tasks.kind import load_text_model, text_task
 
@@ -24,12 +25,12 @@ class EvalConfig:
     ``loss_on``: instruction data's loss, on the "completion" or on "all" tokens (lowrank.data.chat)."""
 
     data: str
-    max_length: int = 128
-    batch_size: int = 64
-    limit: int | None = None
+    max_length: int = option(128, "Tokens per example (--data).")
+    batch_size: int = option(64, "Evaluation batch size.")
+    limit: int | None = option(None, "Evaluate on the first N held-out examples only.", flag="--eval-samples")
     device: str = "auto"
     bf16: bool = True
-    loss_on: str = "completion"
+    loss_on: str = option("completion", LOSS_ON_HELP, choices=LOSS_ON, listed_after="max_length")
 
     def __post_init__(self) -> None:
         if self.max_length < 8 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):

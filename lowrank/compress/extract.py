@@ -30,6 +30,7 @@ from lowrank.adapters.patterns import rank_alpha_fields
 from lowrank.compress.records import CompressReport, Evaluation, ModuleRecord
 from lowrank.compress.writer import AdapterWriter, check_new_folder
 from lowrank.errors import LowrankError, check_regex
+from lowrank.options import option
 from lowrank.outputs import staged_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
 
@@ -52,15 +53,17 @@ class ExtractConfig:
         bias: ``"none"`` or ``"all"`` (carry every bias of the tuned model, peft's bias="all").
     """
 
-    tuned: str
-    base: str
+    tuned: str = option(argument=True, metavar="TUNED")
+    base: str = option(help="The pre-trained model TUNED started from (folder, safetensors file or registry key): "
+                       "dW = W1 - W0.", metavar="MODEL")
     out: Path
     target: factors.RankTarget
-    embeddings: bool = False
-    modules: str | None = None
+    embeddings: bool = option(False, "Also extract embedding deltas (lora_embedding_A/B).")
+    modules: str | None = option(None, "Extract only modules whose name matches this regular expression.",
+                                 metavar="REGEX")
     save_modules: tuple[str, ...] | None = None
-    bias: str = "none"
-    allow_pickle: bool = False
+    bias: str = option("none", "all: carry every bias of TUNED (peft bias='all').", choices=("none", "all"))
+    allow_pickle: bool = option(False, "Read .bin/.pt checkpoints with torch.load(weights_only=True).")
     device: str = "cpu"
     evaluation: EvalConfig | None = None
 

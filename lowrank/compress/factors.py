@@ -25,14 +25,16 @@ import torch
 
 from lowrank import spectra
 from lowrank.errors import LowrankError
+from lowrank.options import option
 
 
 @dataclass(frozen=True)
 class RankTarget:
     """Exactly one of a fixed ``rank`` (>= 1) or an ``energy`` fraction in ``(0, 1]`` to keep per module."""
 
-    rank: int | None = None
-    energy: float | None = None
+    rank: int | None = option(None, "Keep this rank per module (capped at what the module has).")
+    energy: float | None = option(None, "Keep, per module, the fewest singular directions holding this fraction in "
+                                  "(0, 1] of ||dW||_F^2; ranks differ per module (rank_pattern / alpha_pattern).")
 
     def __post_init__(self) -> None:
         if (self.rank is None) == (self.energy is None):

@@ -29,6 +29,7 @@ from lowrank.adapters.patterns import rank_alpha_fields
 from lowrank.compress.records import CompressReport, Evaluation, ModuleRecord
 from lowrank.compress.writer import AdapterWriter, check_new_folder
 from lowrank.errors import LowrankError
+from lowrank.options import option
 from lowrank.outputs import staged_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
 
@@ -40,10 +41,11 @@ class ResizeConfig:
         base: the base model, needed only to evaluate (default: the config's base_model_name_or_path).
     """
 
-    adapter: str
+    adapter: str = option(argument=True, metavar="ADAPTER")
     out: Path
     target: factors.RankTarget
-    base: str | None = None
+    base: str | None = option(None, "Base model for --data [default: the adapter's base_model_name_or_path].",
+                              metavar="MODEL")
     evaluation: EvalConfig | None = None
 
 

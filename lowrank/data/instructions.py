@@ -25,6 +25,10 @@ from lowrank.jsonfile import parse_json
 FORMATS = {"text": ("text",), "prompt/completion": ("prompt", "completion"), "messages": ("messages",)}
 ASSISTANT = "assistant"
 LOSS_ON = ("completion", "all")  # what instruction data learns: the completion / assistant turns, or every token
+LOSS_ON_HELP = ("Instruction data (prompt/completion, messages): the loss on the completion / assistant turns "
+                "only (prompt and other turns masked), or on all tokens. Plain text learns every token.")
+DATA_FILES = ("a local .csv/.jsonl file with text[,label], prompt + completion, or messages (chat turns, "
+              "rendered by the tokenizer's chat template), or a .txt file")  # what --data's help says a file holds
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from lowrank.intrinsic.results import CurvePoint, IntrinsicResult, TrainingBudge
 from lowrank.intrinsic.runs import PROJECTION_SEED_OFFSET, ModelBuilder, Runs, Task  # noqa: F401 (re-exported)
 from lowrank.intrinsic.subspace import SubspaceConfig, count_projected
 from lowrank.intrinsic.training import RunBudget
+from lowrank.options import option
 from lowrank.progress import ProgressCallback
 
 
@@ -74,7 +75,8 @@ def parse_baseline(text: str) -> float | None:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Options of one d90 measurement (each maps to one CLI option of ``lowrank intrinsic-dim``).
+    """Options of one d90 measurement; a field with an :func:`~lowrank.options.option` is that ``lowrank
+    intrinsic-dim`` option (the others come from options the command parses: ``--dims``, ``--baseline``...).
 
     ``global_baseline``: when given, the baseline is this value (Li et al.'s 1.0); when ``None``, it is measured
     by direct training with ``baseline_train``'s budget. ``adaptive``: train only the grid points that can move
@@ -84,19 +86,23 @@ class SearchConfig:
     dims: tuple[int, ...]
     train: RunBudget
     baseline_train: RunBudget
-    projection: str = "fastfood"
-    said: bool = False
-    layout: str = "global"
-    direct: tuple[str, ...] = ()
-    cache: bool = False
-    seeds: int = 3
-    seed: int = 0
-    threshold: float = 0.9
+    projection: str = option("fastfood", "fastfood, dense or sparse.")
+    said: bool = option(False, "SAID: one trained scale per parameter tensor (counted in d).")
+    layout: str = option("global", "global: one P over all parameters; per_tensor: one P per tensor.")
+    direct: tuple[str, ...] = option((), "Train parameters matching this glob directly (e.g. 'classifier.*').",
+                                     multiple=True)
+    cache: bool = option(False, "Keep a dense P in memory (4*D*d bytes) instead of regenerating it each step.",
+                         flag="--cache-projection")
+    seeds: int = option(3, "Runs per d (and for the baseline).")
+    seed: int = option(0, "First seed (model init, P, batches).")
+    threshold: float = option(0.9, "Fraction of the baseline to reach.")
     global_baseline: float | None = None
-    bisect_steps: int = 0
-    bootstrap: int = 1000
-    adaptive: bool = True
-    batch_runs: bool = True
+    bisect_steps: int = option(0, "Bisection steps after the grid.", flag="--bisect")
+    adaptive: bool = option(True, "Adaptive: train only the grid points whose side of the line the bootstrap has not "
+                            "decided (every other point first); full grid: every point.", flag="--adaptive/--full-grid")
+    batch_runs: bool = option(True, "Train the runs of a round together as one batched model (MLPs only; same "
+                              "scores).", flag="--batch-runs/--one-at-a-time")
+    bootstrap: int = option(1000, "Resamples for the d90 interval.")
     model_name: str = ""
     data_name: str = ""
     extra: dict = field(default_factory=dict)

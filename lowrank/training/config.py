@@ -6,62 +6,71 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lowrank.data.instructions import LOSS_ON
+from lowrank.data.instructions import DATA_FILES, LOSS_ON, LOSS_ON_HELP
 from lowrank.errors import LowrankError
+from lowrank.options import option
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What to train. ``alpha`` defaults to ``DEFAULT_ALPHA`` (scale 8 / r) and ``lr`` to ``DEFAULT_LR`` for the
-    method and task (``DEFAULT_IMAGE_LR`` for an MLP; all in :mod:`lowrank.tasks.defaults`), ``head_lr`` (a new
-    classifier head's, an MLP's last layer's) to ``max(lr, DEFAULT_HEAD_LR)``; ``targets`` 'auto' picks the
-    attention query and value projections of known architectures, or an MLP's hidden layers.
-    ``max_steps`` caps the optimizer steps below ``epochs`` passes; ``max_train_samples`` / ``eval_samples``
-    take fixed seeded subsets. ``nonfinite``: at a non-finite loss or gradient, ``"stop"`` the run (the last good
-    checkpoint is kept) or ``"skip"`` the step (lowrank.training.guard). ``parallel``: on several processes
-    (torchrun), ``"ddp"`` or ``"fsdp"`` (lowrank.training.parallel); ``batch_size`` is then the global batch.
-    ``compile`` runs the model through torch.compile (pays off on long runs only: compiling takes tens of
-    seconds). ``cuda_graphs``: on one GPU, replay each step from a CUDA graph (lowrank.training.graphed).
-    ``loss_on``: instruction data's loss on the ``"completion"`` (prompt and non-assistant tokens masked) or on
-    ``"all"`` tokens (lowrank.data.chat); plain text learns every token either way."""
+    """What to train; each field with an :func:`~lowrank.options.option` is one ``lowrank train`` option, its help
+    saying what it does. ``alpha`` defaults to ``DEFAULT_ALPHA`` (scale 8 / r) and ``lr`` to ``DEFAULT_LR`` for the
+    method and task (``DEFAULT_IMAGE_LR`` for an MLP; all in :mod:`lowrank.tasks.defaults`), ``head_lr`` to
+    ``max(lr, DEFAULT_HEAD_LR)``. ``max_train_samples`` / ``eval_samples`` take fixed seeded subsets. Where the
+    work is done: ``nonfinite`` in lowrank.training.guard, ``parallel`` in lowrank.training.parallel,
+    ``cuda_graphs`` in lowrank.training.graphed, ``loss_on`` in lowrank.data.chat."""
 
-    model: str
-    data: str
-    method: str
-    out: Path
-    task: str = "auto"
-    rank: int = 8
+    model: str = option(help="Registry key (minilm-l6, smollm2-135m), a local Hugging Face folder, mlp:784,200,10 "
+                        "(a new fully connected network from --seed) or a folder a full MLP run wrote.")
+    data: str = option(help=f"Registry key (reuters-r8, reuters-r52, 20newsgroups) or {DATA_FILES}; for an MLP an "
+                       "image set (digits, mnist-5k, fashion-mnist, .npz/.csv file).")
+    method: str = option(choices=("lora", "full"), cli_default="lora")
+    out: Path = option(help="Output folder (must be empty or new).")
+    task: str = option("auto", "auto: language modelling for causal LMs, else classification.",
+                       choices=("auto", "classification", "lm"))
+    rank: int = option(8, "LoRA rank r.")
     rank_pattern: dict = field(default_factory=dict)
     alpha_pattern: dict = field(default_factory=dict)
-    alpha: float | None = None
-    targets: str = "auto"
-    use_rslora: bool = False
-    dropout: float = 0.0
-    init: str = "kaiming"
-    epochs: int = 3
-    max_steps: int | None = None
-    batch_size: int = 32
-    grad_accum: int = 1
-    max_length: int = 128
-    lr: float | None = None
-    head_lr: float | None = None
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    eval_every: int | None = None
-    eval_samples: int | None = None
-    max_train_samples: int | None = None
-    save_every: int | None = None
-    seed: int = 0
-    bf16: bool = True
-    compile: bool = False
-    cuda_graphs: bool = True
-    device: str = "auto"
-    overwrite: bool = False
-    resume: bool = False
-    nonfinite: str = "stop"
-    parallel: str = "ddp"
-    loss_on: str = "completion"
+    alpha: float | None = option(None, "LoRA alpha; the update is scaled by alpha/r. [default: 8, so that the "
+                                 "default learning rate suits every rank]")
+    targets: str = option("auto", "Module suffixes (query,value), 're:<regex>', or all-linear; auto: attention "
+                          "query and value (MLP: every hidden layer, the last layer trained in full).")
+    use_rslora: bool = option(False, "Scale by alpha/sqrt(r) (rank-stabilized LoRA).", flag="--rslora")
+    dropout: float = option(0.0, "Dropout on the LoRA branch input.")
+    init: str = option("kaiming", "Initialization of A (B starts at zero).", choices=("kaiming", "gaussian"))
+    epochs: int = option(3)
+    max_steps: int | None = option(None, "Stop after this many optimizer steps.", flag="--steps")
+    batch_size: int = option(32)
+    grad_accum: int = option(1, "Micro-batches per optimizer step.")
+    max_length: int = option(128, "Tokens per example (LM of plain text: per block).")
+    lr: float | None = option(None, "Peak learning rate. [default: 2e-3 LoRA, 5e-5 full; LM 1e-3 / 2e-5; MLP 1e-2 / "
+                              "3e-3]")
+    head_lr: float | None = option(None, "Peak learning rate of a new classifier head (an MLP's last layer). "
+                                   "[default: max(lr, 2e-3)]")
+    warmup_ratio: float = option(0.06)
+    weight_decay: float = option(0.0)
+    grad_clip: float = option(1.0)
+    eval_every: int | None = option(None, "Evaluate on the held-out split every N steps (and always at the end).")
+    eval_samples: int | None = option(None, "Evaluate on a fixed sample of N held-out examples.")
+    max_train_samples: int | None = option(None, "Train on a fixed sample of N training examples.",
+                                           flag="--train-samples")
+    save_every: int | None = option(None, "Checkpoint every N steps (for --resume).")
+    seed: int = option(0)
+    bf16: bool = option(True, "bf16 autocast on CUDA.", flag="--bf16/--no-bf16")
+    compile: bool = option(False, "Run the model through torch.compile (long runs only: compiling takes tens of "
+                           "seconds).")
+    cuda_graphs: bool = option(True, "On one GPU, replay each training step from a CUDA graph (one per batch "
+                               "shape).", flag="--cuda-graphs/--no-cuda-graphs")
+    device: str = option("auto", choices=("auto", "cpu", "cuda"))
+    overwrite: bool = option(False, "Replace a non-empty --out folder.")
+    resume: bool = option(False, "Continue from the checkpoint in --out (refused when a setting that changes the "
+                          "result differs from the checkpoint's).")
+    nonfinite: str = option("stop", "At a NaN/Inf loss or gradient: stop (the last good checkpoint is kept) or skip "
+                            "the step.", choices=("stop", "skip"), flag="--on-nonfinite")
+    parallel: str = option("ddp", "On several processes: DistributedDataParallel, or FSDP2 (the model sharded over "
+                           "the processes, for models too large for one device). --batch-size is the global batch.",
+                           choices=("ddp", "fsdp"))
+    loss_on: str = option("completion", LOSS_ON_HELP, choices=LOSS_ON, listed_after="max_length")
 
     def __post_init__(self) -> None:
         checks = [

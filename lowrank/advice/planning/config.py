@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lowrank.advice.planning.registry import SIGNALS
+from lowrank.advice.planning.registry import SIGNALS, summary
 from lowrank.advice.planning.settings import SignalSettings
 from lowrank.errors import LowrankError
+from lowrank.options import option
 from lowrank.training.config import TrainConfig
 
 
@@ -23,12 +24,12 @@ class SuggestConfig:
     """
 
     train: TrainConfig
-    budget: int | None = None
-    rank: int | None = None
-    signal: str = "gradient"
-    examples: int = 256
-    probe_rank: int = 64
-    probe_fraction: float = 0.1
+    budget: int | None = option(None, "Trainable LoRA parameters to spend.")
+    rank: int | None = option(None, "Spend what this rank on every target module costs.")
+    signal: str = option("gradient", " ".join(f"{name}: {summary(name)}" for name in SIGNALS), choices=tuple(SIGNALS))
+    examples: int = option(256, "Training examples for the gradient.")
+    probe_rank: int = option(64)
+    probe_fraction: float = option(0.1, "Probe steps as a fraction of the planned run's.")
     max_rank: int = 256
 
     def __post_init__(self) -> None:
