@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
+from lowrank import devices
 from lowrank.errors import LowrankError
 
 LAUNCHED = "LOWRANK_LAUNCHED"  # set by :func:`launch` for its workers
@@ -53,8 +54,7 @@ class World:
 
     def device(self, wanted: str) -> torch.device:
         """``wanted`` ('auto', 'cpu', 'cuda') resolved for this process: its own GPU ``cuda:LOCAL_RANK``."""
-        cuda = wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available())
-        if not cuda:
+        if devices.choose(wanted) == "cpu":
             return torch.device("cpu")
         if not torch.cuda.is_available():
             raise LowrankError("--device cuda: no CUDA device is available")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lowrank import devices
 from lowrank.data.instructions import DATA_FILES, LOSS_ON, LOSS_ON_HELP
 from lowrank.errors import LowrankError, check_regex
 from lowrank.options import option
@@ -114,13 +115,7 @@ class AnalyzeConfig:
             raise LowrankError(f"k must be >= 1, got {self.k}")
         if not 0.0 < self.intruder_epsilon <= 1.0:
             raise LowrankError(f"intruder_epsilon must be in (0, 1], got {self.intruder_epsilon}")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as error:
-            raise LowrankError(f"device {self.device!r} is not a torch device: {error}") from None
-        cuda_ok = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
-        if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not cuda_ok):
-            raise LowrankError(f"device {self.device!r} is not available here (cpu, or cuda when a GPU is present)")
+        devices.checked(self.device)
         if self.cache is not None and os.path.exists(self.cache) and not os.path.isdir(self.cache):
             raise LowrankError(f"--cache {self.cache}: exists and is not a folder")
         if self.modules is not None:

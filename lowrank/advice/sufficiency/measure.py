@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lowrank import devices
 from lowrank.advice import sample as samples
 from lowrank.advice.gradients import adapters_off, weight_gradients
 from lowrank.advice.sufficiency.gradient_evidence import CALIBRATED_EXAMPLES, GradientEvidence, module_evidence
@@ -49,9 +50,7 @@ class MeasureConfig:
     def __post_init__(self) -> None:
         if self.examples < 1 or self.max_length < 8:
             raise LowrankError("examples must be >= 1 and max length >= 8")
-        kind = self.device.split(":")[0]
-        if kind not in ("cpu", "cuda") or (kind == "cuda" and not torch.cuda.is_available()):
-            raise LowrankError(f"device {self.device!r} is not available here (cpu, or cuda with a GPU)")
+        devices.checked(self.device)
         if self.loss_on not in LOSS_ON:
             raise LowrankError(f"loss-on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
 
