@@ -18,7 +18,7 @@ import time
 import torch
 
 from lowrank.training import graphed
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 from lowrank.training.guard import RunGuard
 from lowrank.training.loop import _eager_step, _micro_batches, lr_factor
 from lowrank.training.setup import prepare

@@ -44,7 +44,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from lowrank import cpu_dropout
 from lowrank.lora_function import lora_linear
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 from lowrank.training.guard import RunGuard
 from lowrank.training.loop import _eager_step, _micro_batches
 from lowrank.training import pooled, setup as setup_module

@@ -39,7 +39,7 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int, lr: float
     from lowrank.advice.sufficiency import probe
     from lowrank.advice.sufficiency.gradient_evidence import model_signal_to_noise
     from lowrank.advice.sufficiency.measure import MeasureConfig, measure
-    from lowrank.training.config import TrainConfig
+    from lowrank.train_config import TrainConfig
     from lowrank.training.loop import train
 
     data = str(Path(args.data_dir) / f"{task}.csv") if args.data_dir else task

@@ -33,7 +33,7 @@ from lowrank.distributed import SINGLE, World
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback
 from lowrank.report import Report
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 
 __all__ = ["AnalyzeConfig", "RankLogs", "Report", "analyze", "run_analysis", "suggest_config",
            "suggest_rank"]

@@ -11,7 +11,7 @@ from rich.console import Console
 from lowrank.advice.planning.config import SuggestConfig
 from lowrank.errors import LowrankError
 from lowrank.render.commands import suggest_table
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 from lowrank_cli.config_options import options_from
 from lowrank_cli.planned_runs import PLANNED_RUN_HELPS
 

@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 
 from lowrank.errors import LowrankError
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 from lowrank.advice.sweep import SweepConfig, run_sweep
 from lowrank.render.commands import sweep_table
 from lowrank_cli.config_options import config_from, options_from

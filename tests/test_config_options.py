@@ -9,7 +9,7 @@ import click
 import pytest
 
 from lowrank.options import option, option_spec
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 from lowrank_cli.config_options import config_from, options_from, take_fields
 from lowrank_cli.train_cmd import train
 

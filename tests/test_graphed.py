@@ -10,7 +10,7 @@ import torch
 from lowrank.data.batches import IGNORE_INDEX, TokenizedSet
 from lowrank.tiny_models import tiny_model
 from lowrank.training import faults
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 from lowrank.tasks.loss import loss_and_logits
 from lowrank.training.graphed import WIDTH_STEP, padded, usable, widens
 from lowrank.training.setup import prepare

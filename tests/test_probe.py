@@ -129,7 +129,7 @@ def trained(tmp_path_factory):
     """A rank-2 LoRA adapter on a near-random MLP base (one step of full training), 3 epochs on digits."""
     from click.testing import CliRunner
 
-    from lowrank.training.config import TrainConfig
+    from lowrank.train_config import TrainConfig
     from lowrank.training.loop import train
     from lowrank_cli.main import _register, cli
 

@@ -76,7 +76,7 @@ def test_collapse_of_a_language_model_and_a_diverged_run():
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """mlp:64,32,10 after one step of full training on digits: a near-random base network folder."""
-    from lowrank.training.config import TrainConfig
+    from lowrank.train_config import TrainConfig
     from lowrank.training.loop import train
 
     out = tmp_path_factory.mktemp("mlp") / "base"

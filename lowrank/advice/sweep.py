@@ -28,7 +28,7 @@ from lowrank.options import option
 from lowrank.outputs import write_text_atomic
 from lowrank.progress import ProgressCallback, report
 from lowrank.advice import ground_truth
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 
 SCHEMA = "lowrank.sweep/1"
 

@@ -36,7 +36,7 @@ from lowrank.tasks.evaluate import evaluate
 from lowrank.tasks.loss import autocast, loss_and_logits, target_count, to_device
 from lowrank.training import checkpointing, graphed, parallel, rate_backoff
 from lowrank.training.checkpointing import CHECKPOINT, STATE_FILE
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 from lowrank.training.guard import STAGING, RunGuard
 from lowrank.training.lock import OutputLock
 from lowrank.training.setup import Setup, prepare

@@ -22,7 +22,7 @@ from lowrank.tasks.kind import load_text_model, require_labels, text_task
 from lowrank.tasks.modules import auto_targets, head_modules
 from lowrank.training import checks, parallel, pooled
 from lowrank.tasks.defaults import DEFAULT_ALPHA, DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 
 
 

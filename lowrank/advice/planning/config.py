@@ -8,7 +8,7 @@ from lowrank.advice.planning.registry import SIGNALS, summary
 from lowrank.advice.planning.settings import SignalSettings
 from lowrank.errors import LowrankError
 from lowrank.options import option
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 
 
 @dataclass(frozen=True)

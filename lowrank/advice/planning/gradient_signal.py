@@ -15,7 +15,7 @@ from lowrank.advice import sample as samples
 from lowrank.advice.gradients import weight_gradients
 from lowrank.advice.planning.allocate import ModuleSignal
 from lowrank.advice.planning.settings import SignalSettings
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 
 
 def gradient_signal(train: TrainConfig, settings: SignalSettings) -> tuple[list[ModuleSignal], float]:

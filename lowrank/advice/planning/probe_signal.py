@@ -15,7 +15,7 @@ from lowrank.advice.planning.allocate import ModuleSignal
 from lowrank.advice.planning.settings import SignalSettings
 from lowrank.data.text import load_text_dataset
 from lowrank.tasks.images import is_image_model
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 from lowrank.training.loop import train as run_training
 from lowrank.training.setup import total_steps
 

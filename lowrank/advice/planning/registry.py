@@ -1,4 +1,4 @@
-"""The allocation signals by name: each takes the planned run (:class:`~lowrank.training.config.TrainConfig`) and
+"""The allocation signals by name: each takes the planned run (:class:`~lowrank.train_config.TrainConfig`) and
 the :class:`~lowrank.advice.planning.settings.SignalSettings`, and returns one descending spectrum per target module
 (:class:`~lowrank.advice.planning.allocate.ModuleSignal`) and the seconds it took; its docstring's first line is
 its ``suggest-rank --help`` text. ``suggest-rank --signal`` lists its choices from :data:`SIGNALS`: a new signal is
@@ -13,7 +13,7 @@ from lowrank.advice.planning.allocate import ModuleSignal
 from lowrank.advice.planning.gradient_signal import gradient_signal
 from lowrank.advice.planning.probe_signal import probe_signal
 from lowrank.advice.planning.settings import SignalSettings
-from lowrank.training.config import TrainConfig
+from lowrank.train_config import TrainConfig
 
 SIGNALS: dict[str, Callable[[TrainConfig, SignalSettings], tuple[list[ModuleSignal], float]]] = {
     "gradient": gradient_signal,
