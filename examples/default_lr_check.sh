@@ -22,6 +22,6 @@ with open(f"{sys.argv[1]}/20newsgroups.csv") as src, open(f"{sys.argv[1]}/20ng-6
         out.writerow(row | {"label": next(g for prefix, g in groups.items() if row["label"].startswith(prefix))})
 PY
 timeout -s INT "$1" python3 examples/rank_verdict_grid.py --model .carry/minilm-l6 --data-dir "$D/data" \
-  --out "$D/out" --tasks 20ng-6,reuters-r52,20newsgroups,reuters-r8 --ranks 1,2,4,8,16,32,64,128,256 \
-  --seeds 0,1,2 --workers ${WORKERS:-15} --no-probe --no-signal --deadline $(( $1 - ${LAST_START:-120} )) || true
+  --out "$D/out" --tasks 20ng-6,reuters-r52,20newsgroups,reuters-r8 --ranks ${RANKS:-1,2,4,8,16,32,64,128,256} \
+  --seeds ${SEEDS:-0,1,2} --workers ${WORKERS:-15} --no-probe --no-signal ${SMOKE:-} --deadline $(( $1 - ${LAST_START:-120} )) || true
 cp "$D/out/results.jsonl" "$OUT/default_lr.jsonl"; tail -3 "$D/out/jobs.log" > "$OUT/jobs_tail.log" || true
