@@ -43,7 +43,7 @@ class TrainConfig:
     batch_size: int = option(32)
     grad_accum: int = option(1, "Micro-batches per optimizer step.")
     max_length: int = option(128, "Tokens per example (LM of plain text: per block).")
-    lr: float | None = option(None, "Peak learning rate. [default: 2e-3 LoRA, 5e-5 full; LM 1e-3 / 2e-5; MLP 1e-2 / "
+    lr: float | None = option(None, "Peak learning rate. [default: 5e-3 LoRA, 5e-5 full; LM 1e-3 / 2e-5; MLP 1e-2 / "
                               "3e-3]")
     head_lr: float | None = option(None, "Peak learning rate of a new classifier head (an MLP's last layer). "
                                    "[default: max(lr, 2e-3)]")

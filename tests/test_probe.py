@@ -120,7 +120,8 @@ def test_default_rates_follow_the_task():
 
     assert verdict.default_rates("mlp:64,32,10", None) == (DEFAULT_IMAGE_LR["lora"],
                                                            max(DEFAULT_IMAGE_LR["lora"], DEFAULT_HEAD_LR))
-    assert verdict.default_rates("minilm-l6", None) == (DEFAULT_LR[("lora", "classification")], DEFAULT_HEAD_LR)
+    lr = DEFAULT_LR[("lora", "classification")]
+    assert verdict.default_rates("minilm-l6", None) == (lr, max(lr, DEFAULT_HEAD_LR))
     assert verdict.default_rates("minilm-l6", "CAUSAL_LM")[0] == DEFAULT_LR[("lora", "lm")]
 
 
