@@ -103,6 +103,20 @@ def test_judge_reads_the_relative_differences(doubling, halving, expected):
     assert verdict.judge(doubling, halving, 2.0) == expected
 
 
+@pytest.mark.parametrize("gain, se, unfinished", [
+    (2.7, 0.59, True),    # make demo's 100-step adapter
+    (1.2, 0.45, False),   # the largest gain of the 129 fully trained calibration adapters
+    (1.4, 0.2, False),    # many standard errors, too few points
+    (2.0, 0.8, False),    # enough points, within 3 standard errors
+    (None, None, False),  # a language model: no accuracy
+])
+def test_a_continuation_that_still_gains_accuracy_means_training_had_not_finished(gain, se, unfinished):
+    reason = verdict.unfinished(Difference(0.01, 0.002, gain, se))
+    assert (reason is not None) == unfinished
+    assert reason is None or f"{gain:.1f} points" in reason
+    assert verdict.unfinished(None) is None
+
+
 def test_run_settings_read_metrics_json_or_fall_back_to_defaults(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"steps": 200, "config": {"lr": 3e-3, "head_lr": 5e-3,
                                                                                  "batch_size": 16}}))

@@ -1,5 +1,5 @@
-"""The data verdict of ``lowrank analyze --data``: is the adapter at a trained point (held-out check, loss trend),
-and, if so, was its rank enough (the probe's held-out losses at r, 2r and r/2,
+"""The data verdict of ``lowrank analyze --data``: is the adapter at a trained point (held-out check, loss trend,
+and the probe's same-rank continuation), and, if so, was its rank enough (the probe's held-out losses at r, 2r and r/2,
 :mod:`lowrank.advice.sufficiency.verdict`), with each module's gradient evidence
 (:mod:`lowrank.advice.sufficiency.gradient_evidence`) beside it.
 """
@@ -57,12 +57,16 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
         verdict, probe = probe_verdict(config, folder, settings, loss_on, progress)
     evidence = list(measured.evidence.values())
     limit = max(min(shape) for shape in source.shapes.values())
+    state_evidence = state.evidence()
+    unfinished = verdicts.unfinished(probe.continuation)
+    if unfinished:  # the same-rank continuation still gained: not a trained point, no rank advice
+        verdict, state_evidence["state_evidence"] = "not converged", unfinished
     return measured.evidence, ModelSufficiency(
         data=config.data, examples=measured.examples, signal_to_noise=model_signal_to_noise(evidence),
         doubling_gain=model_doubling_gain(evidence), verdict=verdict,
-        suggested_r=suggested_rank(verdict, adapter.config.r, limit), raise_above=RAISE_GAIN,
-        lower_below=LOWER_COST, seconds=state.seconds + measured.seconds + probe.seconds, probe=probe,
-        raise_se=RAISE_SE, raise_cost=RAISE_COST, loss_on=loss_on, **state.evidence())
+        suggested_r=adapter.config.r if unfinished else suggested_rank(verdict, adapter.config.r, limit),
+        raise_above=RAISE_GAIN, lower_below=LOWER_COST, seconds=state.seconds + measured.seconds + probe.seconds,
+        probe=probe, raise_se=RAISE_SE, raise_cost=RAISE_COST, loss_on=loss_on, **state_evidence)
 
 
 def probe_verdict(config: AnalyzeConfig, folder: Path, settings: verdicts.RunSettings, loss_on: str,

@@ -163,8 +163,9 @@ class ModelSufficiency(_Record):
             measured).
         verdict: "raise r", "adequate" or "lower r" (:func:`lowrank.advice.sufficiency.verdict.judge` on ``probe``); or,
             for an adapter that is not at a trained point and gets no rank advice, "collapsed" (its held-out loss is no
-            better than a baseline's) or "not converged" (its training loss is still falling;
-            :mod:`lowrank.advice.sufficiency.trained_point`). suggested_r: the global rank the verdict implies (``2r``
+            better than a baseline's) or "not converged" (its training loss is still falling,
+            :mod:`lowrank.advice.sufficiency.trained_point`, or the probe's same-rank continuation still raised its
+            held-out accuracy, :func:`lowrank.advice.sufficiency.verdict.unfinished`). suggested_r: the global rank the verdict implies (``2r``
             capped by the largest ``min(out, in)``, ``r // 2``, or the current r, also for the two states).
         raise_above: :data:`lowrank.advice.sufficiency.verdict.RAISE_GAIN`: "raise r" when doubling lowers the held-out
             loss by more than this fraction of it (``probe.doubling.relative``), and by more than ``raise_se`` standard

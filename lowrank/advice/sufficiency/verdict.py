@@ -17,6 +17,12 @@ tenth, then linear decay to 0), and scores each arm on a held-out sample of :dat
 - "lower r" when ``h < LOWER_COST`` (the halved rank, given the same continuation, loses less than that);
 - "adequate" otherwise.
 
+Before any of that, the same-rank arm says whether the adapter was at a trained point: when continuing it (a
+tenth of the rate, a fifth of the run's steps) raises held-out accuracy by more than :data:`UNFINISHED_POINTS`
+points and :data:`UNFINISHED_SE` standard errors, training had not finished, and the verdict is "not converged"
+(:func:`unfinished`): none of the 129 fully trained calibration adapters passed either bar (at most 1.2 points,
+2.7 SE), where `make demo`'s 100-step adapter gained 2.7 points at 4.6 SE.
+
 The thresholds are calibrated against retraining (rank grids x 3 seeds on the calibration tasks, leave one task
 out): reports/rank_advice.md.
 """
@@ -41,6 +47,8 @@ RAISE_GAIN = 0.004
 RAISE_COST = 0.075
 LOWER_COST = 0.015
 RAISE_SE = 2.0
+UNFINISHED_POINTS = 1.5
+UNFINISHED_SE = 3.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,18 @@ def judge(doubling: Difference | None, halving: Difference | None, loss: float) 
     if cost is not None and cost < LOWER_COST:
         return "lower r"
     return "adequate"
+
+
+def unfinished(continuation: Difference | None) -> str | None:
+    """Why the same-rank continuation says training had not finished (see the module docstring), or None: its
+    held-out accuracy gain (points) above ``UNFINISHED_POINTS`` and ``UNFINISHED_SE`` standard errors."""
+    if continuation is None or continuation.accuracy is None:
+        return None
+    gain, se = continuation.accuracy, continuation.accuracy_se or 0.0
+    if gain > UNFINISHED_POINTS and gain > UNFINISHED_SE * se:
+        return (f"continuing it at a tenth of its learning rate raised held-out accuracy by {gain:.1f} points "
+                f"(±{se:.1f}): training had not finished")
+    return None
 
 
 def suggested_rank(verdict: str, r: int, limit: int) -> int:
