@@ -10,6 +10,8 @@ loss at the constant predictor's) is reported as collapsed at the end (lowrank.t
 warns).
 
 Only a rate lowrank chose backs off, and only in a run started afresh: a rate the user gave (``--lr``) is kept.
+A run interrupted after backing off resumes with ``--lr`` set to the rate it backed off to (the resume check names
+it).
 Each back-off is recorded in metrics.json (``lr_backoffs``: the rate, the step and the reason) and the run's
 ``lr`` is the rate that finished.
 """
