@@ -73,14 +73,14 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
             try:
                 return _attempt(config, world, lock, guard, progress, backoffs,
                                 rate_chosen and len(backoffs) < rate_backoff.MAX_BACKOFFS)
-            except rate_backoff.RateCollapsed as collapsed:
-                backoffs.append(collapsed.record())
-                config = replace(config, lr=collapsed.lr * rate_backoff.FACTOR)
+            except rate_backoff.RateTooHigh as too_high:
+                backoffs.append(too_high.record())
+                config = replace(config, lr=too_high.lr * rate_backoff.FACTOR)
 
 
 def _attempt(config: TrainConfig, world: distributed.World, lock: OutputLock, guard: RunGuard,
              progress: ProgressCallback | None, backoffs: list[dict], may_back_off: bool) -> dict:
-    """One run from the start (or the checkpoint); raises RateCollapsed when ``may_back_off`` and it collapsed."""
+    """One run from the start (or the checkpoint); raises RateTooHigh when ``may_back_off`` and it collapsed."""
     out = Path(config.out)
     setup = prepare(config, world)
     settings = checkpointing.run_settings(config, setup)

@@ -26,7 +26,7 @@ MAX_BACKOFFS = 2
 FACTOR = 0.5
 
 
-class RateCollapsed(LowrankError):
+class RateTooHigh(LowrankError):
     """The run at learning rate ``lr`` blew up by ``step``; train again at ``FACTOR * lr``."""
 
     def __init__(self, lr: float, step: int, reason: str):
@@ -38,11 +38,11 @@ class RateCollapsed(LowrankError):
 
 
 class RateWatch:
-    """Watches one attempt of a run at a rate lowrank chose: :meth:`after_read` raises :class:`RateCollapsed` at
-    the early check; ``enabled`` is False for a user's rate, a resumed run, or when no back-off is left."""
+    """Watches one attempt of a run at a rate lowrank chose: :meth:`after_read` raises :class:`RateTooHigh` at
+    the early check, unless ``enabled`` is False (a user's rate, a resumed run, or no back-off left)."""
 
     def __init__(self, setup, history: list, warmup: int, enabled: bool):
-        self.setup, self.enabled = setup, enabled
+        self.setup = setup
         self.check_step = max(warmup, round(CHECK_FRACTION * setup.total_steps), 1)
         self.checked = not enabled or not history
         self.start_loss = history[0].get("loss") if history else None
@@ -57,5 +57,5 @@ class RateWatch:
         self.checked = True
         mean = sum(window) / len(window)
         if mean > BLOWUP * self.start_loss:
-            raise RateCollapsed(self.setup.lr, done, f"training loss {mean:.3g} against {self.start_loss:.3g} "
+            raise RateTooHigh(self.setup.lr, done, f"training loss {mean:.3g} against {self.start_loss:.3g} "
                                                      "held out before training: the rate blew the model up")
