@@ -80,7 +80,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
 
 def _attempt(config: TrainConfig, world: distributed.World, lock: OutputLock, guard: RunGuard,
              progress: ProgressCallback | None, backoffs: list[dict], may_back_off: bool) -> dict:
-    """One run from the start (or the checkpoint); raises RateTooHigh when ``may_back_off`` and it collapsed."""
+    """One run from the start (or the checkpoint); raises RateTooHigh when ``may_back_off`` and the rate blew it up."""
     out = Path(config.out)
     setup = prepare(config, world)
     settings = checkpointing.run_settings(config, setup)
