@@ -132,6 +132,26 @@ def test_a_run_stopped_while_its_loss_falls_is_not_converged(invoke, base, tmp_p
     assert AnalysisReport.from_dict(report).to_dict() == report
 
 
+def test_an_adapter_that_the_probe_still_improves_is_not_converged(invoke, base, tmp_path, one_thread):
+    """60 steps at 1e-3 leave the loss level (no falling trend) far from trained. metrics.json is made to say the
+    run used 0.1, so the probe continues at 0.01: the same-rank arm then gains 11.7 points of held-out accuracy
+    (SE 2.6), and the verdict is "not converged" with no rank advice."""
+    out = tmp_path / "slow"
+    _train(invoke, base, out, "--lr", "1e-3", "--steps", "60")
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["config"].update(lr=0.1, head_lr=0.1)
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    report = json.loads(_analyze(invoke, base, out, "--json", "-").stdout)
+    data = report["sufficiency"]
+    assert data["verdict"] == "not converged" and data["suggested_r"] == 2 and not data["trend"]["falling"]
+    gain = data["probe"]["continuation"]
+    assert gain["accuracy"] > 1.5 and gain["accuracy"] > 3 * gain["accuracy_se"]
+    assert data["state_evidence"].startswith("continuing it at a tenth of its learning rate raised held-out accuracy")
+    assert {m["verdict"] for m in report["modules"]} == {"not judged"}
+    assert report["summary"]["headline"].startswith("Data verdict: not converged: train longer (continuing it")
+    assert AnalysisReport.from_dict(report).to_dict() == report
+
+
 def test_a_trained_run_gets_a_rank_verdict_with_its_check(invoke, base, tmp_path, one_thread):
     out = tmp_path / "trained"
     trained, metrics = _train(invoke, base, out)

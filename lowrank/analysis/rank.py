@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from lowrank.advice.sufficiency.gradient_evidence import GradientEvidence
 from lowrank.advice.sufficiency.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
 from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, HORIZON_FRACTION, LOWER_COST, PROBE_FRACTION,
-                                                PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE, suggested_rank)
+                                                PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE, UNFINISHED_POINTS,
+                                                UNFINISHED_SE, suggested_rank)
 from lowrank.tasks.collapse import CONSTANT_TOLERANCE
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
@@ -75,6 +76,13 @@ THRESHOLDS = (
     Threshold("still_falling_se", STILL_FALLING_SE,
               "Not converged also needs that last drop to exceed this many standard errors of the per-step scatter "
               "(Welch), so that batch-to-batch noise in a short run does not read as a falling loss."),
+    Threshold("unfinished_points", UNFINISHED_POINTS,
+              "LoRA with --data, before the rank verdict: not converged (no rank advice) when the probe's rank-r arm "
+              "raises held-out accuracy by more than this many points and unfinished_se standard errors: training "
+              "had not finished. No fully trained calibration adapter passed it (reports/rank_advice.md)."),
+    Threshold("unfinished_se", UNFINISHED_SE,
+              "Not converged by the probe also needs that accuracy gain to exceed this many standard errors of the "
+              "paired held-out difference."),
     Threshold("collapse_tolerance", CONSTANT_TOLERANCE,
               "LoRA with --data, first: collapsed (no rank advice) when the held-out loss is non-finite, within this "
               "fraction of the class frequencies' entropy or above it, at or below the majority class's accuracy, "
