@@ -118,6 +118,14 @@ def test_sweep_tabulates_ranks_and_seeds(invoke, tiny_bert_folder, r8_csv, tmp_p
     assert "r* =" in result.stdout
 
 
+def test_a_seed_whose_default_rate_backed_off_stays_in_its_ranks_group():
+    from lowrank.advice.sweep import requested_lr
+
+    assert requested_lr({"config": {"lr": 0.005}, "lr_backoffs": []}) == 0.005
+    assert requested_lr({"config": {"lr": 0.0025}, "lr_backoffs": [{"lr": 0.005, "step": 6}]}) == 0.005
+    assert requested_lr({"config": {"lr": 0.001}}) == 0.001  # a run written before back-offs existed
+
+
 @pytest.mark.parametrize("content, fragment", [("{not json", "not valid JSON"), ('{"r": 4, "use_dora": true}', "use_dora"),
                                                ('{"lora_alpha": 8}', "integer 'r'")])
 def test_train_config_file_bad_input(invoke, tiny_bert_folder, r8_csv, tmp_path, content, fragment):

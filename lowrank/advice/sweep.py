@@ -217,12 +217,19 @@ def _read_runs(folder: Path) -> list[dict]:
         signals_file = metrics_file.parent / "signals.json"
         runs.append({"run": metrics_file.parent.name, "method": metrics["method"],
                      "rank": metrics["config"]["rank"] if metrics["method"] == "lora" else None,
-                     "seed": metrics["config"]["seed"], "lr": metrics["config"]["lr"], "task": metrics["task"],
+                     "seed": metrics["config"]["seed"], "lr": requested_lr(metrics), "task": metrics["task"],
                      "final": metrics["final"], "trainable_parameters": metrics["trainable_parameters"],
                      "signals": json.loads(signals_file.read_text()) if signals_file.is_file() else None})
     if not runs:
         raise LowrankError(f"{folder} holds no finished run (*/metrics.json)")
     return runs
+
+
+def requested_lr(metrics: dict) -> float:
+    """The rate a run was started at: its first rate when the default backed off (lowrank.training.rate_backoff),
+    so that the seeds of one rank stay one group however many of them backed off."""
+    backoffs = metrics.get("lr_backoffs") or []
+    return backoffs[0]["lr"] if backoffs else metrics["config"]["lr"]
 
 
 def tabulate(*folders: str | Path) -> dict:

@@ -155,7 +155,7 @@ class ModelSufficiency(_Record):
 
     Attributes:
         data: the dataset of the probe and the gradients; examples: how many training examples the gradient
-            evidence was taken on (0 when none was taken: collapsed, not converged).
+            evidence was taken on (0 when none was taken: collapsed, or not converged by the loss trend).
         signal_to_noise: ``sum over modules of outside energy / sum of noise energy`` (:mod:`lowrank.advice.
             sufficiency`): evidence only, it does not decide the verdict (null when not measured). Reports written
             before the probe existed were decided by it, against raise_above / lower_below.

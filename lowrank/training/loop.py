@@ -15,6 +15,7 @@ metrics.json. Throughput counts tokens for text, examples for images.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from lowrank.tasks.loss import autocast, loss_and_logits, target_count, to_devic
 from lowrank.training import checkpointing, graphed, parallel, rate_backoff
 from lowrank.training.checkpointing import CHECKPOINT, STATE_FILE
 from lowrank.train_config import TrainConfig
-from lowrank.training.guard import STAGING, RunGuard
+from lowrank.training.guard import STAGING, Interrupted, RunGuard
 from lowrank.training.lock import OutputLock
 from lowrank.training.setup import Setup, prepare
 
@@ -59,7 +60,7 @@ def throughput_units(batch: dict[str, torch.Tensor]) -> int:
 def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict:
     """Train as ``config`` says and write the results into ``config.out``; return the metrics written. Under
     torchrun this process is one rank of the run (lowrank.distributed); rank 0 holds the output folder. A default
-    learning rate that collapses the run backs off (lowrank.training.rate_backoff)."""
+    learning rate that blows the run up backs off (lowrank.training.rate_backoff)."""
     out, world = Path(config.out), distributed.from_environment()
     with distributed.joined(world, world.device(config.device)), OutputLock(out, world.is_main) as lock, \
             RunGuard(out, config.nonfinite) as guard:
@@ -68,14 +69,25 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
         if not config.resume and world.is_main:
             check_output_dir(out, config.overwrite)
         distributed.barrier()
-        rate_chosen, backoffs = config.lr is None and not config.resume, []
+        rate_chosen, head_chosen, backoffs = config.lr is None and not config.resume, config.head_lr is None, []
         while True:
             try:
                 return _attempt(config, world, lock, guard, progress, backoffs,
                                 rate_chosen and len(backoffs) < rate_backoff.MAX_BACKOFFS)
             except rate_backoff.RateTooHigh as too_high:
                 backoffs.append(too_high.record())
-                config = replace(config, lr=too_high.lr * rate_backoff.FACTOR)
+                config = replace(config, lr=too_high.lr * rate_backoff.FACTOR,
+                                 head_lr=too_high.head_lr * rate_backoff.FACTOR if head_chosen else config.head_lr)
+                guard.attach(None, None, None)  # the blown-up attempt's model and optimizer go before the next
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except Interrupted as stopped:
+                if not backoffs:
+                    raise
+                rates = f"--lr {config.lr:g}" + (f" --head-lr {config.head_lr:g}" if head_chosen else "")
+                raise Interrupted(f"{stopped} (with {rates}: the default rates backed off to them)",
+                                  stopped.exit_code - 128) from None
 
 
 def _attempt(config: TrainConfig, world: distributed.World, lock: OutputLock, guard: RunGuard,
@@ -149,7 +161,7 @@ def _loop(config: TrainConfig, setup: Setup, out: Path, history: list, start: in
         evaluate_now = bool(config.eval_every) and done % config.eval_every == 0 and done < setup.total_steps
         save_now = bool(config.save_every) and done % config.save_every == 0 and done < setup.total_steps
         if done % LOSS_READ_EVERY == 0 or done == setup.total_steps or evaluate_now or save_now or \
-                (guard.stopping and not world.distributed):  # ranks agree on a stop at their common reads
+                watch.read_now(done) or (guard.stopping and not world.distributed):  # ranks agree at common reads
             guard.agree()
             guard.check()  # a non-finite loss or gradient stops the run before anything is saved
             last = f"loss {_read_losses(pending, history):.4f}"

@@ -1,24 +1,28 @@
 """The default learning rate backs off when it blows a run up: train again from the start at half the rate.
 
 No one rate suits every task: the default is set near the best rate of most tasks measured, and a run it blows
-up is trained again from the start at ``lr / 2``, up to :data:`MAX_BACKOFFS` times. The check comes at the first
-loss read at or after :data:`CHECK_FRACTION` of the steps (and after the warm-up): the mean training loss of the
-steps read since the previous read is above :data:`BLOWUP` times the held-out loss before training (the step-0
-evaluation), which a run that merely has not learned yet does not do. A non-finite loss or gradient stops the run
-as ``--on-nonfinite`` says (lowrank.training.guard); a run that collapses later or more quietly (its held-out
-loss at the constant predictor's) is reported as collapsed at the end (lowrank.tasks.collapse; ``lowrank train``
-warns).
+up is trained again from the start at half the rate (a new head's default rate too), up to :data:`MAX_BACKOFFS`
+times. The check reads the losses at :data:`CHECK_FRACTION` of the steps (at the end of a run too short to have
+passed its warm-up by then): the mean training loss of the second half of the steps so far above :data:`BLOWUP`
+times the loss before training means the rate blew the model up, which a run that merely has not learned yet does
+not do. The loss before training is the largest of the first step's training loss (taken before any update), the
+step-0 held-out loss and, for a classifier, the class frequencies' loss (their entropy): a model that starts
+trained (a low loss) may lose some of it at first without being blown up, but not end up worse than ignoring its
+input by half again.
+A non-finite loss or gradient stops the run as ``--on-nonfinite`` says (lowrank.training.guard); a run that
+collapses quietly (its held-out loss at the constant predictor's, not above its start) is reported as collapsed at
+the end (lowrank.tasks.collapse; ``lowrank train`` warns), not retried.
 
-Only a rate lowrank chose backs off, and only in a run started afresh: a rate the user gave (``--lr``) is kept.
-A run interrupted after backing off resumes with ``--lr`` set to the rate it backed off to (the resume check names
-it).
-Each back-off is recorded in metrics.json (``lr_backoffs``: the rate, the step and the reason) and the run's
-``lr`` is the rate that finished.
+Only a rate lowrank chose backs off, and only in a run started afresh: a rate the user gave (``--lr``) is kept, and
+a resumed run is not checked. Each back-off is recorded in metrics.json (``lr_backoffs``: the rate, the step and
+the reason) and the run's ``lr`` is the rate that finished. A run interrupted after backing off resumes with
+``--lr`` set to the rate it backed off to (the message says so); its metrics.json then lists no back-off.
 """
 
 from __future__ import annotations
 
 from lowrank.errors import LowrankError
+from lowrank.tasks.collapse import constant_loss, labels_of
 
 CHECK_FRACTION = 0.2
 BLOWUP = 1.5
@@ -27,35 +31,45 @@ FACTOR = 0.5
 
 
 class RateTooHigh(LowrankError):
-    """The run at learning rate ``lr`` blew up by ``step``; train again at ``FACTOR * lr``."""
+    """The run at learning rate ``lr`` (a new head's: ``head_lr``) blew up by ``step``; train again at ``FACTOR``
+    times both."""
 
-    def __init__(self, lr: float, step: int, reason: str):
+    def __init__(self, lr: float, head_lr: float, step: int, reason: str):
         super().__init__(f"learning rate {lr:g}: {reason} (step {step})")
-        self.lr, self.step, self.reason = lr, step, reason
+        self.lr, self.head_lr, self.step, self.reason = lr, head_lr, step, reason
 
     def record(self) -> dict:
-        return {"lr": self.lr, "step": self.step, "reason": self.reason}
+        return {"lr": self.lr, "head_lr": self.head_lr, "step": self.step, "reason": self.reason}
 
 
 class RateWatch:
     """Watches one attempt of a run at a rate lowrank chose: :meth:`after_read` raises :class:`RateTooHigh` at
-    the early check, unless ``enabled`` is False (a user's rate, a resumed run, or no back-off left)."""
+    the check, unless ``enabled`` is False (a user's rate, a resumed run, or no back-off left)."""
 
     def __init__(self, setup, history: list, warmup: int, enabled: bool):
         self.setup = setup
-        self.check_step = max(warmup, round(CHECK_FRACTION * setup.total_steps), 1)
+        self.check_step = min(setup.total_steps, max(warmup, round(CHECK_FRACTION * setup.total_steps), 1))
         self.checked = not enabled or not history
-        self.start_loss = history[0].get("loss") if history else None
-        self.read = 0
+        self.held_out_start = history[0].get("loss") if history else None
+        self.constant = None if self.checked or getattr(setup.test, "is_lm", False) else \
+            constant_loss(labels_of(setup.train))
+
+    def read_now(self, done: int) -> bool:
+        """Whether the loop must read its losses after step ``done`` for the check."""
+        return not self.checked and done == self.check_step
 
     def after_read(self, done: int, history: list) -> None:
         """After the losses up to step ``done`` were read into ``history``."""
-        window = [h["train_loss"] for h in history[self.read:] if "train_loss" in h]
-        self.read = len(history)
-        if self.checked or done < self.check_step or not window or self.start_loss is None:
+        if self.checked or done < self.check_step:
             return
         self.checked = True
+        losses = {h["step"]: h["train_loss"] for h in history if "train_loss" in h}
+        window = [loss for step, loss in losses.items() if step > done // 2]
+        start = max(losses.get(1, 0.0), self.held_out_start or 0.0, self.constant or 0.0)
+        if not window or start <= 0.0:
+            return
         mean = sum(window) / len(window)
-        if mean > BLOWUP * self.start_loss:
-            raise RateTooHigh(self.setup.lr, done, f"training loss {mean:.3g} against {self.start_loss:.3g} "
-                                                     "held out before training: the rate blew the model up")
+        if mean > BLOWUP * start:
+            raise RateTooHigh(self.setup.lr, self.setup.optimizer.param_groups[-1]["base_lr"], done,
+                              f"training loss {mean:.3g} against {start:.3g} before training: the rate blew the "
+                              "model up")
