@@ -38,8 +38,8 @@ def train(lora_file, nproc, quiet, **options) -> None:
     if is_main():
         Console(stderr=True).print(train_table(metrics, config.out))
         for backoff in metrics["lr_backoffs"]:
-            click.echo(f"Note: at the default learning rate {backoff['lr']:g} the run collapsed ({backoff['reason']}, "
-                       f"step {backoff['step']}); it was trained again from the start at half the rate", err=True)
+            click.echo(f"Note: at learning rate {backoff['lr']:g}, chosen by lowrank, {backoff['reason']} (step "
+                       f"{backoff['step']}); trained again from the start at half the rate", err=True)
         if metrics["collapsed"]:
             click.echo(f"Warning: the run collapsed: {metrics['collapsed']}; lower the learning rate (--lr)",
                        err=True)

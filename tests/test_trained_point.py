@@ -182,8 +182,8 @@ def test_a_default_rate_that_collapses_backs_off_until_the_run_trains(invoke, ba
     assert all("blew the model up" in b["reason"] and b["step"] == 6 for b in metrics["lr_backoffs"])
     assert [b["head_lr"] for b in metrics["lr_backoffs"]] == [0.4, 0.2] and metrics["config"]["head_lr"] == 0.1
     assert metrics["config"]["lr"] == 0.1 and metrics["collapsed"] is None and metrics["final"]["accuracy"] > 0.5
-    notes = [line for line in trained.stderr.splitlines() if line.startswith("Note: at the default learning rate")]
-    assert len(notes) == 2 and "Warning:" not in trained.stderr
+    notes = [line for line in trained.stderr.splitlines() if line.startswith("Note: at learning rate")]
+    assert len(notes) == 2 and "Warning:" not in trained.stderr and "0.2, chosen by lowrank" in notes[1]
     kept, given = _train(invoke, base, tmp_path / "given", "--steps", "30", "--lr", "0.4")
     assert given["lr_backoffs"] == [] and given["config"]["lr"] == 0.4 and given["collapsed"]
     assert "Warning: the run collapsed" in kept.stderr
