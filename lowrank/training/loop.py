@@ -21,7 +21,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -76,8 +76,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
                                 rate_chosen and len(backoffs) < rate_backoff.MAX_BACKOFFS)
             except rate_backoff.RateTooHigh as too_high:
                 backoffs.append(too_high.record())
-                config = replace(config, lr=too_high.lr * rate_backoff.FACTOR,
-                                 head_lr=too_high.head_lr * rate_backoff.FACTOR if head_chosen else config.head_lr)
+                config = too_high.next_config(config, head_chosen)
                 guard.attach(None, None, None)  # the blown-up attempt's model and optimizer go before the next
                 gc.collect()
                 if torch.cuda.is_available():
@@ -85,8 +84,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> dict
             except Interrupted as stopped:
                 if not backoffs:
                     raise
-                rates = f"--lr {config.lr:g}" + (f" --head-lr {config.head_lr:g}" if head_chosen else "")
-                raise Interrupted(f"{stopped} (with {rates}: the default rates backed off to them)",
+                raise Interrupted(f"{stopped} (with {rate_backoff.resume_rates(config, head_chosen)}: the default "
+                                  "rates backed off to them)",
                                   stopped.exit_code - 128) from None
 
 

@@ -21,6 +21,8 @@ the reason) and the run's ``lr`` is the rate that finished. A run interrupted af
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lowrank.errors import LowrankError
 from lowrank.tasks.collapse import constant_loss, labels_of
 
@@ -41,6 +43,15 @@ class RateTooHigh(LowrankError):
     def record(self) -> dict:
         return {"lr": self.lr, "head_lr": self.head_lr, "step": self.step, "reason": self.reason}
 
+    def next_config(self, config, head_chosen: bool):
+        """``config`` for the next attempt: ``FACTOR`` times the rate, and the head's when lowrank chose it."""
+        return replace(config, lr=self.lr * FACTOR, head_lr=self.head_lr * FACTOR if head_chosen else config.head_lr)
+
+
+def resume_rates(config, head_chosen: bool) -> str:
+    """The options a run that backed off resumes with: the rates it backed off to."""
+    return f"--lr {config.lr:g}" + (f" --head-lr {config.head_lr:g}" if head_chosen else "")
+
 
 class RateWatch:
     """Watches one attempt of a run at a rate lowrank chose: :meth:`after_read` raises :class:`RateTooHigh` at
@@ -51,8 +62,6 @@ class RateWatch:
         self.check_step = min(setup.total_steps, max(warmup, round(CHECK_FRACTION * setup.total_steps), 1))
         self.checked = not enabled or not history
         self.held_out_start = history[0].get("loss") if history else None
-        self.constant = None if self.checked or getattr(setup.test, "is_lm", False) else \
-            constant_loss(labels_of(setup.train))
 
     def read_now(self, done: int) -> bool:
         """Whether the loop must read its losses after step ``done`` for the check."""
@@ -65,7 +74,8 @@ class RateWatch:
         self.checked = True
         losses = {h["step"]: h["train_loss"] for h in history if "train_loss" in h}
         window = [loss for step, loss in losses.items() if step > done // 2]
-        start = max(losses.get(1, 0.0), self.held_out_start or 0.0, self.constant or 0.0)
+        constant = 0.0 if getattr(self.setup.test, "is_lm", False) else constant_loss(labels_of(self.setup.train))
+        start = max(losses.get(1, 0.0), self.held_out_start or 0.0, constant)
         if not window or start <= 0.0:
             return
         mean = sum(window) / len(window)
