@@ -59,21 +59,16 @@ def rate_line(cases: list[Case], t: Thresholds) -> str:
     return "; ".join(f"{name} {a}/{b}" + (f" ({100 * a / b:.0f}%)" if b else "") for name, (a, b) in parts)
 
 
-def pooled_lines(held: list[tuple[Case, Thresholds]]) -> str:
-    """The four rates over every task's cases judged with its own held-out thresholds, and how often the verdict
-    disagrees with the data-free rule "raise r when r <= 32"."""
-    said = [(case, verdict(case, t)) for case, t in held]
-    counts = {name: [0, 0] for name in ("helped", "not", "kept", "lost")}
-    for case, v in said:
-        for name, selected, good in (("helped", case.helped is True, v == "raise r"),
-                                     ("not", case.helped is False, v != "raise r"),
-                                     ("kept", case.kept is True, v == "lower r"),
-                                     ("lost", case.lost is True, v == "lower r")):
-            if selected:
-                counts[name][0] += good
-                counts[name][1] += 1
+def pooled_lines(judged: list[tuple[list[Case], Thresholds]]) -> str:
+    """The four rates summed over the tasks, each task's cases judged with its own held-out thresholds, and how
+    often the verdict disagrees with the data-free rule "raise r when r <= 32"."""
+    per_task = [rates(cases, t) for cases, t in judged]
+    names = ("helped", "not", "kept", "lost")
+    fields = ("raise_when_helped", "no_raise_when_not", "lower_when_kept", "lower_when_lost")
+    counts = [tuple(map(sum, zip(*(getattr(r, field) for r in per_task)))) for field in fields]
+    said = [(case, verdict(case, t)) for cases, t in judged for case in cases]
     differs = sum((v == "raise r") != (case.rank <= 32) for case, v in said)
-    return ("Pooled over held-out tasks: " + "; ".join(f"{k} {a}/{b}" for k, (a, b) in counts.items()) + "\n\n"
+    return ("Pooled over held-out tasks: " + "; ".join(f"{k} {a}/{b}" for k, (a, b) in zip(names, counts)) + "\n\n"
             f"Disagreement with 'raise r when r <= 32': {differs} of {len(said)} adapters\n")
 
 
@@ -110,7 +105,7 @@ def main() -> None:
     print("## Leave one task out\n")
     held = []
     for task, (t, own) in leave_one_task_out(cases).items():
-        held += [(case, t) for case in own]
+        held.append((own, t))
         print(f"### {task} held out: raise gain > {t.raise_gain:g} or halving cost > {t.raise_cost:g}, "
               f"lower below {t.lower_cost:g}\n\n{table(own, t)}\n\n{rate_line(own, t)}\n")
     if held:
@@ -123,7 +118,7 @@ def main() -> None:
         print("| held-out task | scoring point | thresholds (raise gain, raise cost, lower cost) | rates |\n|---|---|---|---|")
         for task, (fraction, t, own) in nested.items():
             print(f"| {task} | {fraction} | {t.raise_gain:g}, {t.raise_cost:g}, {t.lower_cost:g} | {rate_line(own, t)} |")
-        print("\n" + pooled_lines([(case, t) for _, t, own in nested.values() for case in own]))
+        print("\n" + pooled_lines([(own, t) for _, t, own in nested.values()]))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"fitted": asdict(fitted), "cases": [asdict(c) for c in cases]}, handle, indent=1)
