@@ -42,7 +42,10 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int, lr: float
     from lowrank.train_config import TrainConfig
     from lowrank.training.loop import train
 
-    data = str(Path(args.data_dir) / f"{task}.csv") if args.data_dir else task
+    data = task
+    if args.data_dir:  # the task's CSV (text) or .npz (images) in the folder
+        data = str(next((p for p in (Path(args.data_dir) / f"{task}{ext}" for ext in (".csv", ".npz")) if p.exists()),
+                        Path(args.data_dir) / f"{task}.csv"))
     out = Path(args.runs or Path(args.out) / "runs") / task / (f"r{rank}-s{seed}" + (f"-lr{lr:g}" if lr else ""))
     began = time.perf_counter()
     metrics = train(TrainConfig(model=args.model, data=data, method="lora", out=out, rank=rank, seed=seed,
