@@ -34,6 +34,7 @@ Models: ``--model FOLDER`` (a local Llama-family folder with its tokenizer), or 
   # GPU, one call (tokenizer packed here first: python -c "from transformers import AutoTokenizer as T; from
   # lowrank.assets import resolve_model_path as r; T.from_pretrained(r('smollm2-135m')).save_pretrained('.carry/tok')")
   PYTHONPATH=$PWD python3 benchmarks/bench_lm_trainer.py --shape tinyllama --tokenizer .carry/tok --checkpointing --json $OUT/lm_trainer.json
+  # (the same as PARTS=lm-trainer benchmarks/gpu_training_speed.sh; peft must be there: 0.21.0 was, reports/training_speed.md)
 """
 
 from __future__ import annotations
