@@ -8,7 +8,8 @@ device's):
 - ``lowrank full``: the same with ``--method full``;
 - ``Trainer+peft``: ``transformers.Trainer`` on a peft ``LoraConfig`` with the same r, alpha and targets (peft's
   all-linear, the LM head excluded as lowrank's is), SDPA attention, bf16 autocast on CUDA, fused AdamW, the same
-  rate, warm-up steps, linear decay, clipping and batch order (a sequential sampler over the blocks lowrank draws);
+  rate, warm-up steps (transformers' ramp starts at 0, lowrank's at 1 / warm-up steps), linear decay, clipping and
+  batch order (a sequential sampler over the blocks lowrank draws);
 - with ``--checkpointing``, each again with activation checkpointing (``--checkpointing``; the Trainer's
   ``gradient_checkpointing``, non-reentrant).
 
