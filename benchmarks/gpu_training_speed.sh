@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU half of reports/training_speed.md, in one call on the device machine (OUT: where results go).
 # Needs .carry/ from examples/gpu_assets.py (MiniLM-L6 + reuters-r8.csv.gz) and the old code in .carry/cebfcc5
-# (git archive cebfcc5 lowrank cli | tar -x -C .carry/cebfcc5). PARTS picks: steps-gpt2, steps-llama, check, train.
+# (git archive cebfcc5 lowrank cli | tar -x -C .carry/cebfcc5). PARTS picks: steps-gpt2, steps-llama, check, train,
+# lm-trainer (issue 30: needs only a tokenizer in .carry/tok, see benchmarks/bench_lm_trainer.py).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; PARTS=${PARTS:-"steps-gpt2 steps-llama train"}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -29,6 +30,9 @@ for part in $PARTS; do
         [ -n "${COMPILE:-}" ] && echo "LoRA, --compile:" && \
           ONLY=after timeout 150 benchmarks/train_before_after.sh /tmp/ab-compile -- "${common[@]}" --method lora --compile
       } 2>&1 | tee "$OUT/train_minilm_r8.txt" ;;
+    lm-trainer)
+      timeout 500 python3 benchmarks/bench_lm_trainer.py --shape tinyllama --tokenizer .carry/tok --checkpointing \
+        --json "$OUT/lm_trainer.json" 2>&1 | grep -v -i -E "warn|loss_type" | tee "$OUT/lm_trainer.txt" ;;
     check)
       mkdir -p /tmp/data && gunzip -c .carry/reuters-r8.csv.gz > /tmp/data/reuters-r8.csv
       timeout 200 python3 benchmarks/check_graphed_step.py --model .carry/minilm-l6 --data /tmp/data/reuters-r8.csv \

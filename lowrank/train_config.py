@@ -18,7 +18,8 @@ class TrainConfig:
     method and task (``DEFAULT_IMAGE_LR`` for an MLP; all in :mod:`lowrank.tasks.defaults`), ``head_lr`` to
     ``max(lr, DEFAULT_HEAD_LR)``. ``max_train_samples`` / ``eval_samples`` take fixed seeded subsets. Where the
     work is done: ``nonfinite`` in lowrank.training.guard, ``parallel`` in lowrank.training.parallel,
-    ``cuda_graphs`` in lowrank.training.graphed, ``loss_on`` in lowrank.data.chat."""
+    ``cuda_graphs`` in lowrank.training.graphed, ``checkpointing`` in lowrank.training.setup, ``loss_on`` in
+    lowrank.data.chat."""
 
     model: str = option(help="Registry key (minilm-l6, smollm2-135m), a local Hugging Face folder, mlp:784,200,10 "
                         "(a new fully connected network from --seed) or a folder a full MLP run wrote.")
@@ -71,6 +72,9 @@ class TrainConfig:
                            "the processes, for models too large for one device). --batch-size is the global batch.",
                            choices=("ddp", "fsdp"))
     loss_on: str = option("completion", LOSS_ON_HELP, choices=LOSS_ON, listed_after="max_length")
+    checkpointing: bool = option(False, "Activation checkpointing: keep only each transformer layer's input and "
+                                 "recompute it in the backward pass: less memory, one more forward pass a step, "
+                                 "the same results. Turns CUDA graphs off.", listed_after="compile")
 
     def __post_init__(self) -> None:
         checks = [

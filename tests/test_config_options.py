@@ -60,11 +60,14 @@ def test_parsed_values_build_the_config():
 
 def test_train_keeps_the_historical_names():
     flags = {param.name: param.opts[0] for param in train.params}
-    assert {name: flags[name] for name in ("use_rslora", "max_steps", "max_train_samples", "compile", "nonfinite")} \
+    assert {name: flags[name] for name in ("use_rslora", "max_steps", "max_train_samples", "compile", "nonfinite",
+                                           "checkpointing")} \
         == {"use_rslora": "--rslora", "max_steps": "--steps", "max_train_samples": "--train-samples",
-            "compile": "--compile", "nonfinite": "--on-nonfinite"}
+            "compile": "--compile", "nonfinite": "--on-nonfinite", "checkpointing": "--checkpointing"}
     declared = {field.name for field in fields(TrainConfig) if option_spec(field)}
     assert declared <= set(flags)
+    names = [param.name for param in train.params]
+    assert names.index("checkpointing") == names.index("compile") + 1  # listed beside its kin, declared last
 
 
 def test_config_from_takes_only_the_configs_fields():

@@ -1,6 +1,7 @@
 """Fault injection for `lowrank train` (issue 14): kill -9 and SIGTERM / SIGINT at random steps and in the middle
 of a checkpoint write, a full disk (ENOSPC) while checkpointing and while writing the results, a NaN loss at a
-chosen step, an evaluation that fails, a second run on the same folder, a resume with changed settings.
+chosen step, an evaluation that fails, a second run on the same folder, a resume with changed settings (and one
+with activation checkpointing turned on, which changes nothing).
 
 Each fault ends with nothing lost: ``--resume`` gives bit for bit the weights of an uninterrupted run (CPU, one
 thread), and the output folder is never half-written: it is absent or empty, holds a readable checkpoint that
@@ -218,6 +219,15 @@ def test_resume_with_changed_settings_names_them(invoke, one_thread, tiny_bert_f
     assert _state(out)["step"] == before
     result = invoke(*_cli_args(tiny_bert_folder, r8_csv, out), "--resume", "--save-every", "2")
     assert result.exit_code == 0, result.output  # how often it checkpoints does not change the result
+
+
+def test_resume_with_activation_checkpointing_turned_on(one_thread, tiny_bert_folder, r8_csv, tmp_path, whole):
+    out = tmp_path / "run"
+    with faults.injected("step", lambda value, step: os.kill(os.getpid(), signal.SIGTERM) if step == 4 else value), \
+            pytest.raises(LowrankError, match="stopped by SIGTERM at step 5"):
+        train(_config(tiny_bert_folder, r8_csv, out))
+    metrics = _resume_matches(tiny_bert_folder, r8_csv, out, whole, checkpointing=True)  # it recomputes the same
+    assert metrics["config"]["checkpointing"]
 
 
 def _child(args: list[str], fault: tuple[str, int, str]) -> subprocess.CompletedProcess:

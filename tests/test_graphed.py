@@ -97,7 +97,8 @@ def test_graphs_are_used_only_where_they_apply(tiny_bert_folder, tmp_path):
     assert not usable(config, setup)  # a CPU run steps eagerly
     setup.device = torch.device("cuda")
     assert usable(config, setup)
-    for change in ({"grad_accum": 2}, {"nonfinite": "skip"}, {"compile": True}, {"cuda_graphs": False}):
+    for change in ({"grad_accum": 2}, {"nonfinite": "skip"}, {"compile": True}, {"cuda_graphs": False},
+                   {"checkpointing": True}):
         assert not usable(TrainConfig(**{**config.__dict__, **change}), setup), change
     with faults.injected("loss", lambda loss, step: loss):
         assert not usable(config, setup)

@@ -18,7 +18,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from lowrank import adapters
+from lowrank.tasks.loss import loss_and_logits
 from lowrank.training.loop import TrainConfig, lr_factor, train
+from lowrank.training.setup import prepare
 
 FAST = ("--steps", "6", "--batch-size", "8", "--max-length", "32", "--quiet")
 
@@ -74,6 +76,49 @@ def test_language_modelling_lowers_held_out_loss(tiny_llama_folder, tmp_path):
     torch.testing.assert_close(ours.eval()(_ids()).logits, peft_model(_ids()).logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture()
+def lm_corpus(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join(f"the quick brown fox jumps over the lazy dog {i % 7} and back" for i in range(200)))
+    return text
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_activation_checkpointing_gives_the_same_run(tiny_llama_folder, lm_corpus, tmp_path, one_thread, method):
+    def run(checkpointing: bool):
+        out = tmp_path / f"{method}-{checkpointing}"
+        metrics = train(TrainConfig(model=str(tiny_llama_folder), data=str(lm_corpus), method=method, out=out,
+                                    targets="all-linear", max_steps=5, batch_size=4, max_length=32, dropout=0.1,
+                                    lr=1e-2, checkpointing=checkpointing))
+        assert metrics["config"]["checkpointing"] is checkpointing
+        weights = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+        return [h["train_loss"] for h in metrics["history"] if "train_loss" in h], load_file(out / weights)
+
+    (plain_losses, plain), (recomputed_losses, recomputed) = run(False), run(True)
+    torch.testing.assert_close(recomputed_losses, plain_losses, rtol=1e-6, atol=1e-6)
+    assert len(plain_losses) == 5 and plain.keys() == recomputed.keys()
+    for name in plain:
+        torch.testing.assert_close(recomputed[name], plain[name], rtol=1e-5, atol=1e-6)
+
+
+def test_checkpointing_recomputes_each_layer_and_gradients_reach_the_factors(tiny_llama_folder, lm_corpus, tmp_path,
+                                                                           one_thread):
+    config = TrainConfig(model=str(tiny_llama_folder), data=str(lm_corpus), method="lora", out=tmp_path / "x",
+                         targets="all-linear", batch_size=4, max_length=32, checkpointing=True)
+    setup = prepare(config)
+    layers = setup.model.model.layers
+    calls = [0] * len(layers)
+    for index, layer in enumerate(layers):
+        # a pre-hook: the recompute stops once it has what the backward pass needs, before the MLP's own hooks
+        layer.mlp.register_forward_pre_hook(lambda *_, index=index: calls.__setitem__(index, calls[index] + 1))
+    setup.model.train()
+    loss_and_logits(setup.model, setup.train.collate(list(range(4))))[0].backward()
+    assert calls == [2] * len(layers)  # once forward, once again in the backward pass
+    # the first layer's input needs no gradient (frozen embedding); B starts at 0, so only B has one yet
+    factors = [p for n, p in setup.model.named_parameters() if "lora_B" in n and ".layers.0." in n]
+    assert factors and all(p.grad is not None and p.grad.abs().sum() > 0 for p in factors)
+
+
 def test_same_seed_same_weights(tiny_bert_folder, r8_csv, tmp_path):
     def run(name):
         config = TrainConfig(model=str(tiny_bert_folder), data=str(r8_csv), method="lora", out=tmp_path / name,
@@ -111,6 +156,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_bert_folder, r8_csv, t
     again = load_file(killed / "adapter_model.safetensors")
     assert all(torch.equal(whole[k], again[k]) for k in whole)
     assert not (killed / "checkpoint").exists()
+
+
+def test_checkpointing_is_a_train_option(invoke):
+    assert "--checkpointing" in invoke("train", "--help").stdout
 
 
 def test_learning_rate_schedule():

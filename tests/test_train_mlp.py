@@ -99,6 +99,14 @@ def test_a_network_that_does_not_fit_the_images_is_one_error_line(invoke, tmp_pa
     assert not (tmp_path / "x").exists()
 
 
+def test_activation_checkpointing_of_an_mlp_is_one_error_line(invoke, tmp_path):
+    result = invoke("train", "--model", "mlp:64,32,10", "--data", "digits", "--checkpointing", "--out",
+                    tmp_path / "x", *FAST)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: ")
+    assert "--checkpointing is for transformer models" in lines[0] and not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("config_text, message", [
     ('{"model_type": "lowrank-mlp", "sizes": [64, "many", 10]}', "sizes must be a list of at least two positive"),
     ('{"model_type": "lowrank-mlp", "sizes": [64, 32, 10]', "is not valid JSON"),

@@ -11,10 +11,11 @@ loses the trained weights) holds no optimizer state: no step is left to take.
 
 Settings that change the result: every :class:`TrainConfig` field except :data:`NOT_RESULT` (where the output goes,
 how often it is checkpointed or evaluated, what to do at a non-finite step: a run that stops at one has taken none;
-DDP or FSDP, which give the same result; CUDA graphs or eager steps, which differ only in dropout draws), plus the
-device type actually used and a SHA-256 fingerprint of the training examples (so a changed data file, tokenizer
-or max length is caught even under the same path). The number of processes is not one of them: a run may resume
-on another.
+DDP or FSDP, which give the same result; CUDA graphs or eager steps, which differ only in dropout draws;
+activation checkpointing, which recomputes the same values), plus the device type actually used and a SHA-256
+fingerprint of the training examples (so a changed data file, tokenizer or max length is caught even under the same
+path). The number of processes is not one of them: a run may resume on another, and activation checkpointing may be
+turned on or off at a resume.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from lowrank.training import faults, parallel
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
-NOT_RESULT = ("out", "overwrite", "resume", "save_every", "eval_every", "nonfinite", "parallel", "cuda_graphs")
+NOT_RESULT = ("out", "overwrite", "resume", "save_every", "eval_every", "nonfinite", "parallel", "cuda_graphs",
+              "checkpointing")
 
 
 def state_path(out: Path) -> Path:
