@@ -76,6 +76,19 @@ def test_language_modelling_lowers_held_out_loss(tiny_llama_folder, tmp_path):
     torch.testing.assert_close(ours.eval()(_ids()).logits, peft_model(_ids()).logits, rtol=1e-5, atol=1e-5)
 
 
+def test_language_model_loss_is_transformers_own_with_masked_targets(tiny_llama_folder):
+    """The next-token loss (labels shifted, logits left whole) equals the model's own loss given the labels, with
+    prompt tokens masked and right padding ignored."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_folder).eval()
+    ids = torch.randint(0, model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :4] = -100
+    labels[2, 9:] = -100
+    ours, logits = loss_and_logits(model, {"input_ids": ids, "labels": labels})
+    torch.testing.assert_close(ours, model(input_ids=ids, labels=labels).loss, rtol=1e-6, atol=1e-6)
+    assert logits.shape == (3, 12, model.config.vocab_size)
+
+
 @pytest.fixture()
 def lm_corpus(tmp_path):
     text = tmp_path / "corpus.txt"

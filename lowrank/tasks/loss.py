@@ -62,9 +62,16 @@ def loss_and_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
     labels = batch["labels"]
     logits = forward(model, batch)
     if logits.ndim == 3:  # causal LM: predict token t+1 from tokens <= t
-        shifted, targets = logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
-        return F.cross_entropy(shifted.float(), targets, ignore_index=IGNORE_INDEX), logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), next_tokens(labels).flatten(),
+                               ignore_index=IGNORE_INDEX), logits
     return F.cross_entropy(logits.float(), labels), logits
+
+
+def next_tokens(labels: torch.Tensor) -> torch.Tensor:
+    """The target read at each position ``t``: ``labels[:, t + 1]``, and IGNORE_INDEX at the last. Shifting the
+    labels rather than the logits (``logits[:, :-1]``) keeps the logits contiguous: no copy of the largest tensor
+    of the step in the forward pass, no zero-filled gradient of it in the backward pass."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
 
 
 def forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
