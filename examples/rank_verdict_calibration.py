@@ -7,7 +7,7 @@ thresholds fitted on all tasks and their confusion table; each task judged with 
 (leave one task out), with the four rates the verdict is held to; and how often the verdict disagrees with the
 data-free rule "raise r when r <= 32". --json FILE writes the cases.
 
-Usage: python examples/rank_verdict_calibration.py [--json FILE] [--fraction 0.3] TASK=RESULTS ...
+Usage: python examples/rank_verdict_calibration.py [--json FILE] [--fraction F] TASK=RESULTS ...   (F: the shipped scoring point)
 """
 
 import argparse
@@ -18,6 +18,7 @@ from dataclasses import asdict
 from calibration import (Case, Thresholds, confusion, fit, leave_one_task_out, nested_leave_one_task_out, rates,
                          verdict)
 from lowrank.advice import ground_truth
+from lowrank.advice.sufficiency import verdict as shipped
 
 VERDICTS = ("raise r", "adequate", "lower r")
 
@@ -59,8 +60,8 @@ def rate_line(cases: list[Case], t: Thresholds) -> str:
     return "; ".join(f"{name} {a}/{b}" + (f" ({100 * a / b:.0f}%)" if b else "") for name, (a, b) in parts)
 
 
-def pooled_lines(judged: list[tuple[list[Case], Thresholds]]) -> str:
-    """The four rates summed over the tasks, each task's cases judged with its own held-out thresholds, and how
+def pooled_lines(judged: list[tuple[list[Case], Thresholds]], title: str = "Pooled over held-out tasks") -> str:
+    """The four rates summed over the tasks, each task's cases judged with its own thresholds, and how
     often the verdict disagrees with the data-free rule "raise r when r <= 32"."""
     per_task = [rates(cases, t) for cases, t in judged]
     names = ("helped", "not", "kept", "lost")
@@ -68,14 +69,14 @@ def pooled_lines(judged: list[tuple[list[Case], Thresholds]]) -> str:
     counts = [tuple(map(sum, zip(*(getattr(r, field) for r in per_task)))) for field in fields]
     said = [(case, verdict(case, t)) for cases, t in judged for case in cases]
     differs = sum((v == "raise r") != (case.rank <= 32) for case, v in said)
-    return ("Pooled over held-out tasks: " + "; ".join(f"{k} {a}/{b}" for k, (a, b) in zip(names, counts)) + "\n\n"
+    return (f"{title}: " + "; ".join(f"{k} {a}/{b}" for k, (a, b) in zip(names, counts)) + "\n\n"
             f"Disagreement with 'raise r when r <= 32': {differs} of {len(said)} adapters\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json")
-    parser.add_argument("--fraction", default="0.3")
+    parser.add_argument("--fraction", default=str(shipped.PROBE_FRACTION))
     parser.add_argument("tasks", nargs="+", metavar="TASK=RESULTS")
     args = parser.parse_args()
     cases, rows = [], {}
@@ -102,6 +103,14 @@ def main() -> None:
             print(f"| {rank} | {mean:.2f} ± {sd:.2f} | {first.helped} | {first.kept} | {fmt(c.gain for c, _ in items)} "
                   f"| {fmt(c.cost for c, _ in items)} | {', '.join(verdict(c, fitted) for c, _ in items)} |")
         print()
+    rule = Thresholds(shipped.RAISE_GAIN, shipped.RAISE_COST, shipped.LOWER_COST)
+    print(f"## The shipped rule (raise gain > {rule.raise_gain:g} or halving cost > {rule.raise_cost:g}, lower below "
+          f"{rule.lower_cost:g}, scored at {shipped.PROBE_FRACTION} of the run) on each task\n")
+    for task in rows:
+        print(f"- {task}: {rate_line([c for c in cases if c.task == task], rule)}")
+    both = sum(1 for c in cases if c.kept and c.lost)
+    print("\n" + pooled_lines([([c for c in cases if c.task == task], rule) for task in rows], "Pooled") +
+          f"\nAdapters whose halved rank both kept the metric (within max(SE, floor)) and lost beyond 2 SE: {both}\n")
     print("## Leave one task out\n")
     held = []
     for task, (t, own) in leave_one_task_out(cases).items():
