@@ -78,8 +78,9 @@ def forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The logits of a batch (see :func:`loss_and_logits` for the two kinds of batch and the mask)."""
     if "x" in batch:
         return model(batch["x"])
-    mask = None if batch["labels"].ndim == 2 else batch["attention_mask"]
-    return model(input_ids=batch["input_ids"], attention_mask=mask).logits
+    if batch["labels"].ndim == 2:  # causal LM: no mask (see above), and no key/value cache kept for generation
+        return model(input_ids=batch["input_ids"], use_cache=False).logits
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
 def loss_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int, torch.Tensor]:
