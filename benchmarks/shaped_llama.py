@@ -1,11 +1,12 @@
 """A random-init Llama-family model folder of a named shape, with a real tokenizer, for throughput runs on a
 machine without model files (tokens/s does not depend on the weights' values).
 
-    python benchmarks/shaped_llama.py SHAPE TOKENIZER_DIR OUT_DIR
+    python benchmarks/shaped_llama.py SHAPE TOKENIZER_DIR OUT_DIR [LAYERS]
 
 SHAPE: smollm2-135m (SmolLM2-135M's configuration: 30 layers of 576, 9 heads / 3 KV heads, MLP 1536, tied
 embeddings) or llama-1b (TinyLlama-1.1B's: 22 layers of 2048, 32 / 4 heads, MLP 5632), both with the tokenizer's
-vocabulary. Saved in bf16.
+vocabulary; LAYERS keeps the width and vocabulary with fewer layers (a CPU-sized step whose vocabulary projection
+weighs as much as the real model's). Saved in bf16.
 """
 
 import sys
@@ -22,12 +23,13 @@ SHAPES = {
 
 if __name__ == "__main__":
     shape, tokenizer_dir, out = sys.argv[1:4]
+    layers = {"num_hidden_layers": int(sys.argv[4])} if len(sys.argv) > 4 else {}
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, rms_norm_eps=1e-5,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                         else tokenizer.eos_token_id, **SHAPES[shape])
+                         else tokenizer.eos_token_id, **(SHAPES[shape] | layers))
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # initialized here: some transformers versions leave a bare constructor's weights empty
         for name, param in model.named_parameters():
