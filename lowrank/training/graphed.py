@@ -86,6 +86,7 @@ class GraphedSteps:
         self.seen: dict[tuple, int] = {}  # batch shape -> steps taken at it
         self.eager_seconds: dict[tuple, float] = {}
         self.graphs: dict[tuple, tuple | None] = {}  # shape -> (graph, static inputs, output); None: stays eager
+        self.retired: list[tuple] = []  # graphs replayed slower than eager, kept alive (see _retire)
         self.graphs_win_clearly = False  # the last shape timed both ways replayed CLEAR_WIN x faster
 
     def step(self, host: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -105,9 +106,18 @@ class GraphedSteps:
             return self._replay(host, self.graphs[shape])
         seconds, output = self._timed(self._replay, host, self.graphs[shape])
         if seconds > self.eager_seconds[shape]:
-            self.graphs[shape] = None
+            self._retire(shape)
         self.graphs_win_clearly = self.eager_seconds[shape] >= CLEAR_WIN * seconds
         return output
+
+    def _retire(self, shape: tuple) -> None:
+        """The shape steps eagerly from now on; its graph stays alive. Every graph holds one use of the shared
+        memory pool, and freeing the last one leaves the pool with no user but not yet freed: the next capture
+        into it then fails PyTorch's allocator assert ``it->second->use_count > 0`` (CUDACachingAllocator.cpp,
+        create_or_incref_pool). That happened when the first shape's replay timed slower than its eager step
+        (likely on a GPU shared by many runs) and a new shape was captured afterwards."""
+        self.retired.append(self.graphs[shape])
+        self.graphs[shape] = None
 
     def _timed(self, run, *args) -> tuple[float, torch.Tensor]:
         torch.cuda.synchronize(self.device)
