@@ -6,14 +6,16 @@ import base64
 import io
 import json
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import pytest
 from rich.console import Console
 from test_analysis import peft_adapter, planted_pair, save_base, tiny
+from test_rank import ProbeDifference, _data, _probe
 
 from lowrank.analysis.run import AnalyzeConfig, analyze
-from lowrank.render import by_type, recommendation_config
+from lowrank.render import by_type, probe_text, recommendation_config
 from lowrank.render import html as html_render
 from lowrank.render import markdown as markdown_render
 from lowrank.render import terminal
@@ -129,3 +131,13 @@ def test_renderers_read_only_the_record(compared):
     copy = AnalysisReport.from_dict(json.loads(json.dumps(compared.to_dict())))
     assert markdown_render.render(copy) == markdown_render.render(compared)
     assert _terminal(copy) == _terminal(compared)
+
+
+@pytest.mark.parametrize("verdict", ["lower r", "adequate"])
+def test_the_probe_paragraph_says_what_lower_r_measured(compared, verdict):
+    """'Lower r' comes from the update cut to r/2 and trained on, not from a retraining at r/2: the paragraph says
+    so under that verdict only."""
+    probe = _probe(ProbeDifference(0.0, 0.0005, 0.0, 0.0, 0.2), ProbeDifference(0.001, 0.0005, 0.002, 0.0, 0.2))
+    text = probe_text(replace(compared, sufficiency=_data(verdict, probe, 4 if verdict == "lower r" else 8)))
+    assert text.startswith("Probe: from the trained adapter")
+    assert ("cut to rank r/2 and trained on" in text) == (verdict == "lower r")

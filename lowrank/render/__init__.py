@@ -207,6 +207,9 @@ def probe_text(report: AnalysisReport) -> str | None:
     evidence = "" if data.signal_to_noise is None else (
         f" The gradient signal-to-noise outside the adapter's reach, {data.signal_to_noise:.2f} on {data.examples} "
         "training examples, is evidence only: it follows r more than the need for rank.")
+    if data.verdict == "lower r":
+        evidence += (" Lower r is measured on this update cut to rank r/2 and trained on; an adapter trained from "
+                     "scratch at r/2 can do worse where accuracy still rises steeply with rank.")
     return (f"Probe: from the trained adapter (held-out loss {probe.trained_loss:.4g}{trained}), each rank trained "
             f"{probe.steps} more steps of {probe.batch_size} examples at {probe.lr_scale:g}x lr {probe.lr:g} (head "
             f"{probe.head_lr:g}; fresh AdamW, warmup then linear decay to 0 at {100 * HORIZON_FRACTION:g}% of the "
