@@ -1,8 +1,8 @@
 """Ground truth and verdict signals for `analyze --data`, on one GPU shared by many processes (reports/rank_advice.md).
 
 Each job trains one LoRA adapter with lowrank's defaults (task, rank, seed), then measures on it what the verdict may
-read: the probe's held-out differences (lowrank.advice.sufficiency.probe: continuing at r, 2r and r/2, scored after a
-tenth, two tenths and three tenths of the run's steps) and the older gradient signal-to-noise
+read: the probe's held-out differences (lowrank.advice.sufficiency.probe: continuing at r, 2r, r/2 and r/4, scored
+after a tenth, two tenths and three tenths of the run's steps) and the older gradient signal-to-noise
 (lowrank.advice.sufficiency.measure). One JSON line per adapter.
 
     python examples/rank_verdict_grid.py --model .carry/minilm-l6 --data-dir .carry --out OUT \\
@@ -63,7 +63,7 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int, lr: float
     setup = probe.load(str(out), args.model, data, marks[-1], config["batch_size"], args.heldout, config["max_length"],
                        config["lr"], config["head_lr"], config["loss_on"], seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result = probe.probe(setup, {"same": marks, "doubled": marks, "halved": marks}, device, seed)
+    result = probe.probe(setup, {"same": marks, "doubled": marks, "halved": marks, "quartered": marks}, device, seed)
     signals = None if args.no_signal else measure(MeasureConfig(adapter=str(out), base=args.model, data=data,
                                                                 device=device.type)).evidence
     row = {"task": task, "rank": rank, "seed": seed, "lr": config["lr"], "alpha": config["alpha"],
@@ -76,7 +76,7 @@ def run_job(args: argparse.Namespace, task: str, rank: int, seed: int, lr: float
         row["probe"][str(fraction)] = {"steps": count, "same_loss": result.arms["same"][count].loss} | {
             name: None if diff is None else diff.__dict__
             for name, diff in (("doubling", result.doubling(count)), ("halving", result.halving(count)),
-                               ("continuation", result.continuation(count)))}
+                               ("quartering", result.quartering(count)), ("continuation", result.continuation(count)))}
     return row
 
 

@@ -42,12 +42,13 @@ def test_doubled_factors_keep_the_update_and_add_zero_columns(m, n, r, added):
     assert A2[r:].abs().max() <= 1 / math.sqrt(n)
 
 
-@pytest.mark.parametrize("r, scale", [(4, 2.0), (5, 8.0 / math.sqrt(5))])
-def test_halved_factors_are_the_best_rank_half_approximation(r, scale):
-    """``s B' A'`` is the Eckart-Young truncation of ``s B A`` to rank ``r // 2`` (numpy SVD in float64)."""
+@pytest.mark.parametrize("r, scale, divisor", [(4, 2.0, 2), (5, 8.0 / math.sqrt(5), 2), (8, 2.0, 4), (7, 1.0, 4)])
+def test_halved_factors_are_the_best_rank_half_approximation(r, scale, divisor):
+    """``s B' A'`` is the Eckart-Young truncation of ``s B A`` to rank ``r // divisor`` (numpy SVD in float64):
+    the halved arm, and with divisor 4 the quartered one."""
     B, A = _factors(10, 14, r, seed=2)
-    A2, B2 = halved_factors(A, B, scale)
-    half = r // 2
+    A2, B2 = halved_factors(A, B, scale, divisor)
+    half = r // divisor
     assert A2.shape == (half, 14) and B2.shape == (10, half)
     U, s, Vt = np.linalg.svd(scale * B.numpy() @ A.numpy())
     best = (U[:, :half] * s[:half]) @ Vt[:half]
@@ -163,10 +164,36 @@ def test_the_probe_at_a_learning_rate_of_zero_keeps_the_same_and_doubled_arms_at
 
     setup = probe.load(str(trained / "r2"), str(trained / "base"), "digits", 3, 32, 200, 128, 1e-2, 1e-2,
                        "completion")
-    result = probe.probe(setup, {"same": (3,), "doubled": (3,), "halved": (3,)}, torch.device("cpu"), lr_scale=0.0)
+    arms = {"same": (3,), "doubled": (3,), "halved": (3,), "quartered": (3,)}
+    result = probe.probe(setup, arms, torch.device("cpu"), lr_scale=0.0)
     for arm in ("same", "doubled"):
         torch.testing.assert_close(result.arms[arm][3].losses, result.trained.losses, rtol=1e-5, atol=1e-6)
     assert result.doubling(3).loss == pytest.approx(0.0, abs=1e-6) and result.halving(3).loss > 1e-3
+    assert "quartered" not in result.arms and result.quartering(3) is None  # r = 2 has no rank r/4
+
+
+def test_the_quartered_arm_starts_from_the_rank_quarter_truncation(trained, tmp_path, one_thread):
+    """At r = 4 the quartered arm is the update cut to rank 1: at a learning rate of zero its held-out losses are
+    those of the model with every module's factors replaced by that truncation."""
+    from click.testing import CliRunner
+
+    from lowrank import lora
+    from lowrank.advice.sufficiency import probe
+    from lowrank_cli.main import cli
+
+    result = CliRunner().invoke(cli, ["train", "--model", str(trained / "base"), "--data", "digits", "--rank", "4",
+                                      "--out", str(tmp_path / "r4"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    setup = probe.load(str(tmp_path / "r4"), str(trained / "base"), "digits", 3, 32, 200, 128, 1e-2, 1e-2,
+                       "completion")
+    measured = probe.probe(setup, {"same": (3,), "quartered": (3,)}, torch.device("cpu"), lr_scale=0.0)
+    for layer in lora.lora_layers(setup.model).values():
+        A, B = probe.halved_factors(layer.lora_A.detach(), layer.lora_B.detach(), layer.scaling, 4)
+        layer.lora_A, layer.lora_B, layer.r = torch.nn.Parameter(A), torch.nn.Parameter(B), 1
+    expected = probe.score(setup.model, setup.heldout, torch.device("cpu"))
+    torch.testing.assert_close(measured.arms["quartered"][3].losses, expected.losses, rtol=1e-5, atol=1e-6)
+    assert measured.quartering(3).loss == pytest.approx(float((expected.losses - measured.trained.losses).mean()),
+                                                        abs=1e-6)
 
 
 def test_analyze_data_records_the_probe_and_its_verdict(invoke, trained, tmp_path, one_thread):

@@ -9,7 +9,9 @@ only in their rank:
 - ``doubled``: rank ``2r`` (capped by ``min(out, in)``): ``r`` new rows of ``A`` drawn as LoRA draws them and ``r``
   new columns of ``B`` at zero, so the function is unchanged at the first step;
 - ``halved``: ``s B A`` cut to its best rank-``r/2`` approximation (factored SVD, Eckart-Young), then continued
-  (none at ``r = 1``).
+  (none at ``r = 1``);
+- ``quartered`` (when asked; none at ``r <= 2``): the same cut to rank ``r/4``. The verdict does not read it yet:
+  measured on the calibration grids as a margin for "lower r" (reports/rank_advice.md).
 
 Every arm keeps the adapter's scale ``s``: the directions the arms share then start with the same factors, the
 same gradients and the same Adam steps, and the arms differ only in the directions added or removed. (Rescaling
@@ -22,6 +24,7 @@ so that differences are paired:
 
     doubling gain   g = mean_i (l_same,i - l_doubled,i)        what r more directions buy
     halving cost    h = mean_i (l_halved,i - l_same,i)          what the lower half of the rank was worth
+    quartering cost q = mean_i (l_quartered,i - l_same,i)       what all but the top quarter was worth
     continuation    c = mean_i (l_trained,i - l_same,i)         what training on at r buys
 
 each with its standard error ``sd_i / sqrt(n)``, and the same differences in accuracy (classification).
@@ -113,6 +116,12 @@ class ProbeResult:
             return None
         return paired(self.arms["halved"][steps], self.arms["same"][steps])
 
+    def quartering(self, steps: int) -> Difference | None:
+        """Held-out loss of the rank-r/4 arm minus the same rank's, both after ``steps`` steps (None: not run)."""
+        if "quartered" not in self.arms:
+            return None
+        return paired(self.arms["quartered"][steps], self.arms["same"][steps])
+
     def continuation(self, steps: int) -> Difference:
         """Held-out loss of the trained adapter minus the same rank's after ``steps`` more steps."""
         return paired(self.trained, self.arms["same"][steps])
@@ -201,9 +210,11 @@ def doubled_factors(A: torch.Tensor, B: torch.Tensor, generator: torch.Generator
     return torch.cat([A, new]), torch.cat([B, zeros], 1)
 
 
-def halved_factors(A: torch.Tensor, B: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank ``r // 2``, with ``s B' A'`` the best rank-``r/2`` approximation of ``s B A`` (Eckart-Young)."""
-    B2, A2 = split_factors(spectra.lora_svd(B.cpu(), A.cpu(), scale), max(1, A.shape[0] // 2), scale)
+def halved_factors(A: torch.Tensor, B: torch.Tensor, scale: float,
+                   divisor: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank ``r // divisor`` (at least 1), with ``s B' A'`` the best approximation of ``s B A`` of that rank
+    (Eckart-Young)."""
+    B2, A2 = split_factors(spectra.lora_svd(B.cpu(), A.cpu(), scale), max(1, A.shape[0] // divisor), scale)
     return A2.to(A.device, A.dtype), B2.to(B.device, B.dtype)
 
 
@@ -249,9 +260,9 @@ def _continue(setup: ProbeSetup, checkpoints: tuple[int, ...], device: torch.dev
 def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: torch.device, seed: int = 0,
           lr_scale: float = LR_SCALE, progress: ProgressCallback | None = None,
           horizon: int | None = None) -> ProbeResult:
-    """Score the trained adapter, then each arm (``"same"``, ``"doubled"``, ``"halved"``) at its checkpoint step
-    counts from it (see the module docstring); an arm left out of ``checkpoints`` is not run. The schedule decays
-    to 0 at ``horizon`` steps (default: the last checkpoint), the same for every arm."""
+    """Score the trained adapter, then each arm (``"same"``, ``"doubled"``, ``"halved"``, ``"quartered"``) at its
+    checkpoint step counts from it (see the module docstring); an arm left out of ``checkpoints`` is not run. The
+    schedule decays to 0 at ``horizon`` steps (default: the last checkpoint), the same for every arm."""
     if not checkpoints.get("same") or any(step < 1 for steps in checkpoints.values() for step in steps):
         raise LowrankError(f"probe checkpoints must be >= 1 and include the same rank's, got {checkpoints}")
     horizon = horizon or max(max(steps) for steps in checkpoints.values())
@@ -273,6 +284,9 @@ def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: to
             del arms["doubled"]  # every module is already at full rank
     if "halved" in checkpoints and r > 1:
         arms["halved"] = {name: halved_factors(A, B, layers[name].scaling) for name, (A, B) in trained_factors.items()}
+    if "quartered" in checkpoints and r > 2:
+        arms["quartered"] = {name: halved_factors(A, B, layers[name].scaling, 4)
+                             for name, (A, B) in trained_factors.items()}
     report(progress, "held-out score of the trained adapter", 0, len(arms) + 1)
     trained = score(model, setup.heldout, device)
     results = {}
