@@ -47,7 +47,7 @@ from lowrank.compress.factors import split_factors
 from lowrank.data.batches import IGNORE_INDEX
 from lowrank.errors import LowrankError
 from lowrank.progress import ProgressCallback, report
-from lowrank.tasks.loss import autocast, forward, loss_and_logits, to_device
+from lowrank.tasks.loss import autocast, forward, loss_and_logits, next_tokens, to_device
 
 WARMUP = 0.1
 EVAL_BATCH = 64
@@ -166,8 +166,8 @@ def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each sequence's mean next-token cross-entropy over its target tokens (labels not IGNORE_INDEX), in float32.
     Taken :data:`LM_ROWS` sequences at a time, so that a large vocabulary's float32 logits are never held for the
     whole batch (SmolLM2: 64 x 128 tokens x 49,152 would be 1.6 GB)."""
-    targets = labels[:, 1:]
-    token = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+    targets = next_tokens(labels)
+    token = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
                             reduction="none")
     return token.sum(1) / (targets != IGNORE_INDEX).sum(1).clamp(min=1)
 
