@@ -63,7 +63,7 @@ from lowrank.tasks.defaults import DEFAULT_ALPHA, DEFAULT_LR
 from lowrank.tasks.evaluate import evaluate
 from lowrank.tiny_models import tiny_config
 from lowrank.training.loop import TrainConfig, train
-from shaped_llama import SHAPES
+from shaped_llama import SHAPES, save_random_model
 
 SHAPE_NAMES = {"smollm2": "smollm2-135m", "tinyllama": "llama-1b"}
 WARMUP_RATIO = 0.06  # lowrank train's default
@@ -80,13 +80,7 @@ def model_folder(args, work: Path) -> Path:
         config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=max(8192, args.seq),
                              rms_norm_eps=1e-5, bos_token_id=tokenizer.bos_token_id,
                              eos_token_id=tokenizer.eos_token_id, **SHAPES[SHAPE_NAMES[args.shape]])
-    torch.manual_seed(args.seed)
-    model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():  # as shaped_llama.py: some transformers versions leave a bare constructor's weights empty
-        for name, param in model.named_parameters():
-            param.copy_(torch.ones_like(param) if "norm" in name else torch.randn_like(param) * 0.02)
-    model.to(torch.bfloat16).save_pretrained(work / "model")
-    tokenizer.save_pretrained(work / "model")
+    save_random_model(config, tokenizer, work / "model", args.seed)
     return work / "model"
 
 

@@ -12,7 +12,7 @@ weighs as much as the real model's). Saved in bf16.
 import sys
 
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 SHAPES = {
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -21,20 +21,27 @@ SHAPES = {
                      num_key_value_heads=4, tie_word_embeddings=False),
 }
 
+
+def save_random_model(config, tokenizer, out, seed: int = 0) -> int:
+    """A causal LM built from ``config``, its weights drawn here (norms 1, the rest N(0, 0.02^2): some transformers
+    versions leave a bare constructor's weights empty), saved in bf16 with ``tokenizer`` to ``out``; returns its
+    parameter count."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(torch.ones_like(param) if "norm" in name else torch.randn_like(param) * 0.02)
+    model.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return sum(p.numel() for p in model.parameters())
+
+
 if __name__ == "__main__":
     shape, tokenizer_dir, out = sys.argv[1:4]
     layers = {"num_hidden_layers": int(sys.argv[4])} if len(sys.argv) > 4 else {}
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, rms_norm_eps=1e-5,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                          else tokenizer.eos_token_id, **(SHAPES[shape] | layers))
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # initialized here: some transformers versions leave a bare constructor's weights empty
-        for name, param in model.named_parameters():
-            param.copy_(torch.ones_like(param) if "norm" in name else torch.randn_like(param) * 0.02)
-    model = model.to(torch.bfloat16)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    print(f"{shape}: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters in {out}")
+    print(f"{shape}: {save_random_model(config, tokenizer, out) / 1e6:.0f}M parameters in {out}")
