@@ -11,7 +11,10 @@ device's):
   rate, warm-up steps (transformers' ramp starts at 0, lowrank's at 1 / warm-up steps), linear decay, clipping and
   batch order (a sequential sampler over the blocks lowrank draws);
 - with ``--checkpointing``, each again with activation checkpointing (``--checkpointing``; the Trainer's
-  ``gradient_checkpointing``, non-reentrant).
+  ``gradient_checkpointing``, non-reentrant);
+- lowrank's arms use liger-kernel's fused kernels where it is installed (``--fused``, lowrank.training.fused); with
+  ``--fused-ab`` they run again without them first (``plain``). The Trainer arms run before any of lowrank's, as
+  liger's patch of transformers' Llama lasts for the process.
 
 Columns: tokens/s = batch x seq / median step seconds; peak memory: ``torch.cuda.max_memory_allocated`` on CUDA,
 the largest resident set sampled every 5 ms on the CPU (benchmarks/bench_lora_step.py); held-out loss: mean
@@ -125,15 +128,17 @@ class StepClock:
         return [b - a for a, b in zip(self.ends[:-1], self.ends[1:])][-n:]
 
 
-def lowrank_arm(args, folder: Path, data: Path, work: Path, method: str, checkpointing: bool) -> dict:
+def lowrank_arm(args, folder: Path, data: Path, work: Path, method: str, checkpointing: bool, fused: bool) -> dict:
     clock = StepClock(args.device)
     config = TrainConfig(model=str(folder), data=str(data), method=method, task="lm", targets="all-linear",
-                         out=work / f"lowrank-{method}-{checkpointing}", rank=args.rank, alpha=args.alpha,
+                         out=work / f"lowrank-{method}-{checkpointing}-{fused}", rank=args.rank, alpha=args.alpha,
                          lr=DEFAULT_LR[(method, "lm")], epochs=10 ** 6, max_steps=args.warmup + args.steps,
                          batch_size=args.batch, max_length=args.seq, eval_samples=args.eval_blocks,
-                         warmup_ratio=WARMUP_RATIO, seed=args.seed, device=args.device, checkpointing=checkpointing)
+                         warmup_ratio=WARMUP_RATIO, seed=args.seed, device=args.device, checkpointing=checkpointing,
+                         fused=fused)
     metrics = train(config, lambda event: clock.tick() if event.task == "train" else None)
-    return {"seconds": clock.step_seconds(args.steps), "loss": metrics["final"]["loss"]}
+    return {"seconds": clock.step_seconds(args.steps), "loss": metrics["final"]["loss"],
+            "train_losses": [row["train_loss"] for row in metrics["history"] if "train_loss" in row]}
 
 
 def trainer_arm(args, folder: Path, blocks, test_set, work: Path, checkpointing: bool) -> dict:
@@ -200,6 +205,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
     parser.add_argument("--eval-blocks", type=int, default=64)
     parser.add_argument("--checkpointing", action="store_true", help="each arm again with activation checkpointing")
+    parser.add_argument("--fused-ab", action="store_true", help="lowrank's arms with and without --fused (liger)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="also write the results here")
@@ -224,13 +230,15 @@ def main() -> None:
         full_flops, lora_flops = (flops / tokens for flops in floor_flops(shell, "llama", args.batch, args.seq))
         rate = gemm_rate("cuda", torch.bfloat16) if args.device == "cuda" else None
         arms = {}
-        for checkpointing in (False, True) if args.checkpointing else (False,):
-            tag = " ckpt" if checkpointing else ""
-            for method in ("lora", "full"):
-                arms[f"lowrank {method}{tag}"] = measured(
-                    lambda: lowrank_arm(args, folder, data, work, method, checkpointing), args.device)
+        settings = (("", False), (" ckpt", True)) if args.checkpointing else (("", False),)
+        for tag, checkpointing in settings:  # first: liger patches transformers' Llama for the whole process
             arms[f"Trainer+peft{tag}"] = measured(
                 lambda: trainer_arm(args, folder, blocks, test_set, work, checkpointing), args.device)
+        for fused, fused_tag in ((False, " plain"), (True, "")) if args.fused_ab else ((True, ""),):
+            for tag, checkpointing in settings:
+                for method in ("lora", "full"):
+                    arms[f"lowrank {method}{fused_tag}{tag}"] = measured(
+                        lambda: lowrank_arm(args, folder, data, work, method, checkpointing, fused), args.device)
     report(args, arms, full_flops, lora_flops, rate, len(train_set), len(test_set))
 
 
@@ -252,13 +260,19 @@ def report(args, arms: dict, full_flops: float, lora_flops: float, rate: float |
         mfu = f"{arm['mfu']:6.1%}" if rate else f"{'-':>6s}"
         print(f"{name:20s} {arm['tokens_per_s']:10,.0f} {arm['step_s']:8.4f} {arm['peak_gb']:8.2f} {mfu} "
               f"{arm['loss']:9.4f}")
-    for tag in ("", " ckpt"):
-        lora, full, peft = (arms.get(f"{name}{tag}", {}) for name in ("lowrank lora", "lowrank full", "Trainer+peft"))
+    for tag in ("", " ckpt", " plain", " plain ckpt"):
+        peft = arms.get(f"Trainer+peft{tag.replace(' plain', '')}", {})
+        lora, full = (arms.get(f"lowrank {method}{tag}", {}) for method in ("lora", "full"))
         if "tokens_per_s" in lora and "tokens_per_s" in full:
             print(f"LoRA / full tokens/s{tag}: {lora['tokens_per_s'] / full['tokens_per_s']:.2f}")
         if "tokens_per_s" in lora and "tokens_per_s" in peft:
             print(f"lowrank / Trainer+peft{tag}: tokens/s {lora['tokens_per_s'] / peft['tokens_per_s']:.2f}, "
                   f"peak memory {lora['peak_gb'] / peft['peak_gb']:.2f}")
+    for name, arm in arms.items():
+        plain = arms.get(name.replace("lowrank lora", "lowrank lora plain").replace("lowrank full", "lowrank full plain"))
+        if "plain" not in name and plain and "train_losses" in arm and "train_losses" in plain:
+            gap = max(abs(a - b) / abs(b) for a, b in zip(arm["train_losses"], plain["train_losses"]))
+            print(f"{name} against plain: largest per-step training loss difference {gap:.2%}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device, "args": vars(args), "gemm_flops": rate,
                                                "arms": arms}, indent=2) + "\n")

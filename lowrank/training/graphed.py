@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from lowrank.data.batches import IGNORE_INDEX
-from lowrank.tasks.loss import autocast, loss_and_logits, to_device
-from lowrank.training import faults
+from lowrank.tasks.loss import autocast, to_device
+from lowrank.training import faults, fused
 
 # classification batches are padded to a multiple of this many tokens (why not 16: reports/training_speed.md)
 WIDTH_STEP = 32
@@ -137,7 +137,7 @@ class GraphedSteps:
 
     def _body(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with autocast(self.device, self.bf16):
-            loss = loss_and_logits(self.model, batch)[0]
+            loss = fused.step_loss(self.model, batch)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
         self.optimizer.step()

@@ -34,8 +34,8 @@ from lowrank.tasks.collapse import run_collapse
 from lowrank.outputs import check_output_dir, write_text_atomic
 from lowrank.progress import ProgressCallback, report
 from lowrank.tasks.evaluate import evaluate
-from lowrank.tasks.loss import autocast, loss_and_logits, target_count, to_device
-from lowrank.training import checkpointing, graphed, parallel, rate_backoff
+from lowrank.tasks.loss import autocast, target_count, to_device
+from lowrank.training import checkpointing, fused, graphed, parallel, rate_backoff
 from lowrank.training.checkpointing import CHECKPOINT, STATE_FILE
 from lowrank.train_config import TrainConfig
 from lowrank.training.guard import STAGING, Interrupted, RunGuard
@@ -190,7 +190,7 @@ def _eager_step(config: TrainConfig, setup: Setup, stream, guard: RunGuard,
         batch, weight = _local_batch(host, world, device)
         with parallel.sync_gradients(setup.engine, micro == config.grad_accum - 1):
             with autocast(device, config.bf16):
-                loss = guard.loss(loss_and_logits(setup.engine, batch)[0], step + 1) * weight / config.grad_accum
+                loss = guard.loss(fused.step_loss(setup.engine, batch), step + 1) * weight / config.grad_accum
             (loss * world.size).backward()  # DDP / FSDP average over the ranks: the sum of the shards' parts
         step_loss += loss.detach()
     distributed.all_sum(step_loss)

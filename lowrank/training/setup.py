@@ -20,7 +20,7 @@ from lowrank.mlp import is_mlp_spec
 from lowrank.tasks.images import is_image_model, load_image_task
 from lowrank.tasks.kind import load_text_model, require_labels, text_task
 from lowrank.tasks.modules import auto_targets, head_modules
-from lowrank.training import checks, parallel, pooled
+from lowrank.training import checks, fused, parallel, pooled
 from lowrank.tasks.defaults import DEFAULT_ALPHA, DEFAULT_HEAD_LR, DEFAULT_IMAGE_LR, DEFAULT_LR
 from lowrank.train_config import TrainConfig
 
@@ -68,6 +68,8 @@ def prepare(config: TrainConfig, world: World = SINGLE) -> Setup:
         cpu.keep_freed_memory()  # the next step's tensors reuse the last step's pages
     if not image:
         pooled.install(model, task)  # a BERT classifier's last layer at the position its head reads
+        if config.fused and device.type == "cuda" and not world.distributed and fused.available():
+            fused.install(model, task)
         if device.type == "cpu":
             cpu_dropout.install(model)  # the same dropout, its masks drawn and applied faster (training)
     counts = sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
