@@ -96,14 +96,17 @@ def main() -> None:
     batch, length = options.batch_size or (4 if tiny else 8), options.seq_len or (32 if tiny else 512)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"{device}: {'tiny Llama' if tiny else 'SmolLM2-135M-shaped Llama'}, LoRA r=8 on {len(TARGETS)} "
-          f"projections, {steps} steps of {batch} x {length} tokens, RankCallback(every={every})")
+          f"projections, {steps} steps of {batch} x {length} tokens, RankCallback(every={every})", flush=True)
     results = {"without": [], "with": []}
     with tempfile.TemporaryDirectory() as folder:
-        run(shape, min(steps, 2 * every), batch, length, every, folder)  # warm-up: kernels, allocator, imports
+        step_times, wall = run(shape, min(steps, 2 * every), batch, length, every, folder)  # warm-up: kernels, imports
+        print(f"warm-up ({len(step_times) + 1} steps): train() {wall:.2f} s", flush=True)
         order = ["without", "with"]
         for repeat in range(options.repeats):
             for arm in order if repeat % 2 == 0 else order[::-1]:
                 results[arm].append(run(shape, steps, batch, length, every if arm == "with" else None, folder))
+                step_times, wall = results[arm][-1]
+                print(f"run {repeat + 1} {arm}: steps {sum(step_times):.2f} s, train() {wall:.2f} s", flush=True)
     rows = {}
     for arm, runs in results.items():
         times = [t for step_times, _ in runs for t in step_times]

@@ -77,10 +77,10 @@ def prepare(config: TrainConfig, world: World = SINGLE) -> Setup:
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = config.lr if config.lr is not None else (DEFAULT_IMAGE_LR[config.method] if image else
                                                   DEFAULT_LR[(config.method, task)])
-    fused = not parallel.is_sharded(model)  # one pass over all parameters, faster than foreach on the CPU too
+    fused_adam = not parallel.is_sharded(model)  # one pass over all parameters, faster than foreach on the CPU too
     # (reports/training_speed.md); foreach over FSDP's shards
     optimizer = torch.optim.AdamW(_param_groups(model, task, lr, config), lr=lr, weight_decay=config.weight_decay,
-                                  fused=fused)
+                                  fused=fused_adam)
     if config.compile:
         model.compile()
     if world.rank > 0:
