@@ -99,7 +99,7 @@ def main() -> None:
           f"projections, {steps} steps of {batch} x {length} tokens, RankCallback(every={every})", flush=True)
     results = {"without": [], "with": []}
     with tempfile.TemporaryDirectory() as folder:
-        step_times, wall = run(shape, min(steps, 2 * every), batch, length, every, folder)  # warm-up: kernels, imports
+        step_times, wall = run(shape, min(steps, every + 1), batch, length, every, folder)  # warm-up: kernels, imports
         print(f"warm-up ({len(step_times) + 1} steps): train() {wall:.2f} s", flush=True)
         order = ["without", "with"]
         for repeat in range(options.repeats):
