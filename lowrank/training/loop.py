@@ -271,7 +271,7 @@ def _metrics(config: TrainConfig, setup: Setup, history: list, final: dict, seco
             "lr_backoffs": backoffs, "history": history,
             "trainable_parameters": setup.trainable_count, "total_parameters": setup.total_count,
             "train_seconds": seconds, f"{_unit(setup)}_per_second": tokens / seconds if seconds else 0.0,
-            "device": str(setup.device), "config": settings}
+            "device": str(setup.device), "fused_kernels": setup.fused, "config": settings}
 
 
 def _unit(setup: Setup) -> str:

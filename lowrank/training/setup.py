@@ -48,6 +48,7 @@ class Setup:
     adapted: list[str]
     engine: nn.Module
     world: World = SINGLE
+    fused: bool = False  # liger-kernel's kernels installed (lowrank.training.fused)
 
 
 def prepare(config: TrainConfig, world: World = SINGLE) -> Setup:
@@ -68,10 +69,10 @@ def prepare(config: TrainConfig, world: World = SINGLE) -> Setup:
         cpu.keep_freed_memory()  # the next step's tensors reuse the last step's pages
     if not image:
         pooled.install(model, task)  # a BERT classifier's last layer at the position its head reads
-        if config.fused and device.type == "cuda" and not world.distributed and fused.available():
-            fused.install(model, task)
         if device.type == "cpu":
             cpu_dropout.install(model)  # the same dropout, its masks drawn and applied faster (training)
+    installed = bool(config.fused and not image and device.type == "cuda" and not world.distributed
+                     and fused.available() and fused.install(model, task))
     counts = sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
     engine = parallel.wrap(model, world, device, config.parallel)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -87,7 +88,7 @@ def prepare(config: TrainConfig, world: World = SINGLE) -> Setup:
         torch.manual_seed(config.seed + world.rank)
     total = total_steps(config, len(train_set))
     return Setup(model, tokenizer, model_path, task, train_set, test_set, device, optimizer, trainable, *counts,
-                 total, lr, lora_config, adapted, engine, world)
+                 total, lr, lora_config, adapted, engine, world, installed)
 
 
 def total_steps(config: TrainConfig, train_examples: int) -> int:
