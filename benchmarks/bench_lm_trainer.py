@@ -175,14 +175,15 @@ def trainer_arm(args, folder: Path, blocks, test_set, work: Path, checkpointing:
 
 
 def measured(run, device: str) -> dict:
-    """``run()``'s result with its peak memory (GB); an arm that fails (out of memory) is recorded as failed."""
+    """``run()``'s result with its peak memory (GB); an arm that fails (out of memory, a failed kernel) is recorded
+    as failed."""
     release_freed_memory()
     try:
         with peak_memory(device) as peak:
             result = run()
         result["peak_gb"] = peak[0] / 1e9
-    except (torch.OutOfMemoryError, LowrankError) as error:
-        result = {"failed": str(error).splitlines()[0][:100]}
+    except (torch.OutOfMemoryError, LowrankError, RuntimeError) as error:  # out of memory, a kernel that failed
+        result = {"failed": str(error).splitlines()[0][:200]}
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
