@@ -12,9 +12,9 @@ device's):
   batch order (a sequential sampler over the blocks lowrank draws);
 - with ``--checkpointing``, each again with activation checkpointing (``--checkpointing``; the Trainer's
   ``gradient_checkpointing``, non-reentrant);
-- lowrank's arms use liger-kernel's fused kernels where it is installed (``--fused``, lowrank.training.fused); with
-  ``--fused-ab`` they run again without them first (``plain``). The Trainer arms run before any of lowrank's, as
-  liger's patch of transformers' Llama lasts for the process.
+- with ``--fused``, lowrank's arms use liger-kernel's fused kernels (``lowrank train --fused``,
+  lowrank.training.fused; where it is installed); with ``--fused-ab`` they run without them (``plain``), then
+  with. The Trainer arms run before any of lowrank's, as liger's patch of transformers' Llama lasts for the process.
 
 Columns: tokens/s = batch x seq / median step seconds; peak memory: ``torch.cuda.max_memory_allocated`` on CUDA,
 the largest resident set sampled every 5 ms on the CPU (benchmarks/bench_lora_step.py); held-out loss: mean
@@ -206,7 +206,8 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
     parser.add_argument("--eval-blocks", type=int, default=64)
     parser.add_argument("--checkpointing", action="store_true", help="each arm again with activation checkpointing")
-    parser.add_argument("--fused-ab", action="store_true", help="lowrank's arms with and without --fused (liger)")
+    parser.add_argument("--fused", action="store_true", help="lowrank's arms with --fused (liger-kernel)")
+    parser.add_argument("--fused-ab", action="store_true", help="lowrank's arms without, then with --fused")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="also write the results here")
@@ -235,7 +236,7 @@ def main() -> None:
         for tag, checkpointing in settings:  # first: liger patches transformers' Llama for the whole process
             arms[f"Trainer+peft{tag}"] = measured(
                 lambda: trainer_arm(args, folder, blocks, test_set, work, checkpointing), args.device)
-        for fused, fused_tag in ((False, " plain"), (True, "")) if args.fused_ab else ((True, ""),):
+        for fused, fused_tag in ((False, " plain"), (True, "")) if args.fused_ab else ((args.fused, ""),):
             for tag, checkpointing in settings:
                 for method in ("lora", "full"):
                     arms[f"lowrank {method}{fused_tag}{tag}"] = measured(

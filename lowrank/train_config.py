@@ -72,9 +72,10 @@ class TrainConfig:
                            "the processes, for models too large for one device). --batch-size is the global batch.",
                            choices=("ddp", "fsdp"))
     loss_on: str = option("completion", LOSS_ON_HELP, choices=LOSS_ON, listed_after="max_length")
-    fused: bool = option(True, "On CUDA, liger-kernel's fused RMSNorm, SwiGLU and rotary kernels, and a causal LM "
+    fused: bool = option(False, "On CUDA, liger-kernel's fused RMSNorm, SwiGLU and rotary kernels, and a causal LM "
                          "head's loss without its full logits, where liger-kernel is installed (the fused extra) and "
-                         "knows the model type.", flag="--fused/--no-fused", listed_after="compile")
+                         "knows the model type. Not yet measured on a GPU.", flag="--fused/--no-fused",
+                         listed_after="compile")
     checkpointing: bool = option(False, "Activation checkpointing: keep only each transformer layer's input and "
                                  "recompute it in the backward pass: less memory, one more forward pass a step, "
                                  "the same results. Turns CUDA graphs off.", listed_after="compile")
