@@ -226,3 +226,16 @@ def test_non_empty_out_is_refused_and_untouched(invoke, tiny_bert_folder, r8_csv
     result = invoke("train", "--model", tiny_bert_folder, "--data", r8_csv, "--out", out, *FAST)
     assert result.exit_code == 2 and result.stderr.startswith("Error: ") and "--overwrite" in result.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+
+
+def test_fused_kernels_leave_a_cpu_run_as_it_was(tiny_llama_folder, lm_corpus, tmp_path, one_thread):
+    """--fused is for CUDA (liger-kernel's Triton kernels): on the CPU the run is the plain one, and says so."""
+    def run(fused: bool):
+        metrics = train(TrainConfig(model=str(tiny_llama_folder), data=str(lm_corpus), method="lora",
+                                    out=tmp_path / str(fused),
+                                    targets="all-linear", max_steps=3, batch_size=4, max_length=32, lr=1e-2,
+                                    fused=fused))
+        assert metrics["fused_kernels"] is False and metrics["config"]["fused"] is fused
+        return [h["train_loss"] for h in metrics["history"] if "train_loss" in h]
+
+    assert run(True) == run(False)
