@@ -270,10 +270,11 @@ def report(args, arms: dict, full_flops: float, lora_flops: float, rate: float |
         if "tokens_per_s" in lora and "tokens_per_s" in peft:
             print(f"lowrank / Trainer+peft{tag}: tokens/s {lora['tokens_per_s'] / peft['tokens_per_s']:.2f}, "
                   f"peak memory {lora['peak_gb'] / peft['peak_gb']:.2f}")
-    for name, arm in arms.items():
-        plain = arms.get(name.replace("lowrank lora", "lowrank lora plain").replace("lowrank full", "lowrank full plain"))
-        if "plain" not in name and plain and "train_losses" in arm and "train_losses" in plain:
-            gap = max(abs(a - b) / abs(b) for a, b in zip(arm["train_losses"], plain["train_losses"]))
+    for name, plain_name in ((f"lowrank {m}{tag}", f"lowrank {m} plain{tag}") for m in ("lora", "full")
+                             for tag in ("", " ckpt")):
+        fused, plain = arms.get(name, {}), arms.get(plain_name, {})
+        if "train_losses" in fused and "train_losses" in plain:
+            gap = max(abs(a - b) / abs(b) for a, b in zip(fused["train_losses"], plain["train_losses"]))
             print(f"{name} against plain: largest per-step training loss difference {gap:.2%}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device, "args": vars(args), "gemm_flops": rate,

@@ -16,6 +16,7 @@ of the process. Without CUDA or the package, or for another model type, nothing 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -53,12 +54,17 @@ def step_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     :func:`lowrank.tasks.loss.loss_and_logits`'s."""
     if not getattr(model, HEAD, False):
         return loss_and_logits(model, batch)[0]
-    from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
-
     body = getattr(model, model.base_model_prefix)
     hidden = body(input_ids=batch["input_ids"], use_cache=False).last_hidden_state.flatten(0, 1)
     head = model.get_output_embeddings()
     dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else hidden.dtype
-    loss = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX)
     bias = None if head.bias is None else head.bias.to(dtype)
-    return loss(head.weight.to(dtype), hidden.to(dtype), next_tokens(batch["labels"]).flatten(), bias).float()
+    return _head_loss()(head.weight.to(dtype), hidden.to(dtype), next_tokens(batch["labels"]).flatten(), bias).float()
+
+
+@functools.cache
+def _head_loss() -> nn.Module:
+    """liger's fused linear cross-entropy (mean over targets not IGNORE_INDEX), built once for the process."""
+    from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
+
+    return LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX)

@@ -71,8 +71,8 @@ def prepare(config: TrainConfig, world: World = SINGLE) -> Setup:
         pooled.install(model, task)  # a BERT classifier's last layer at the position its head reads
         if device.type == "cpu":
             cpu_dropout.install(model)  # the same dropout, its masks drawn and applied faster (training)
-    installed = bool(config.fused and not image and device.type == "cuda" and not world.distributed
-                     and fused.available() and fused.install(model, task))
+    installed = (config.fused and not image and device.type == "cuda" and not world.distributed
+                 and fused.available() and fused.install(model, task))
     counts = sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
     engine = parallel.wrap(model, world, device, config.parallel)
     trainable = [p for p in model.parameters() if p.requires_grad]
