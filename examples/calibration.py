@@ -2,13 +2,17 @@
 rank_verdict_calibration.py beside it, which imports this module).
 
 A case is one trained adapter: its task, rank and seed, the probe's relative held-out differences (doubling gain
-``g`` and its standard error, halving cost ``h``; :mod:`lowrank.advice.sufficiency.verdict`), and what retraining said
+``g`` and its standard error, halving cost ``h``, quartering cost ``q`` where the probe had the quartered arm;
+:mod:`lowrank.advice.sufficiency.verdict`), and what retraining said
 (:mod:`lowrank.advice.ground_truth`): did doubling ``r`` improve the held-out metric beyond 2 SE, did halving keep
 it (within ``max(SE, floor)``), did halving lose beyond 2 SE.
 
-The rule has three thresholds: "raise r" when ``g > raise_gain`` at more than 2 SE, or ``h > raise_cost`` (the
-lower half of the rank carries real held-out value, so the adapter uses all the rank it has); else "lower r"
-when ``h < lower_cost``; else "adequate". :func:`fit` picks them from a grid to maximize
+The rule has five thresholds: "raise r" when ``g`` is beyond 2 SE and above ``raise_gain`` (``first_gain`` at r = 1,
+where there is no halved arm and the doubling gain is the only evidence), or ``h > raise_cost`` (the lower half of
+the rank carries real held-out value, so the adapter uses all the rank it has); else "lower r" when ``h <
+lower_cost`` and, where measured, ``q < lower_quarter`` (even the top quarter of the rank holds the held-out value,
+a margin for a retrained r/2 that does not find the truncation's warm start); else "adequate". :func:`fit` picks
+them from a grid to maximize
 
     score = P(raise | doubling helped) + P(no raise | doubling did not help) + P(lower | halving kept)
             - LOST_PENALTY * P(lower | halving lost beyond 2 SE)
@@ -24,12 +28,16 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+
 from lowrank.errors import LowrankError
 
 LOST_PENALTY = 4.0
 RAISE_GAINS = (0.001, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02)
 RAISE_COSTS = (0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, float("inf"))
 LOWER_COSTS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03)
+FIRST_GAINS = (0.0,) + RAISE_GAINS
+LOWER_QUARTERS = (float("inf"), 0.05, 0.03, 0.02)  # no margin first: a tie keeps the simpler rule
 RAISE_SE = 2.0
 
 
@@ -44,6 +52,7 @@ class Case:
     helped: bool | None  # doubling improved beyond 2 SE (None: 2r not retrained)
     kept: bool | None  # halving kept the metric (None: r/2 not retrained)
     lost: bool | None  # halving lost beyond 2 SE
+    quarter: float | None = None  # quartering cost, relative (None: not measured, or r <= 2)
 
 
 @dataclass(frozen=True)
@@ -51,14 +60,20 @@ class Thresholds:
     raise_gain: float
     raise_cost: float
     lower_cost: float
+    first_gain: float | None = None  # the gain threshold at r = 1 [None: raise_gain]
+    lower_quarter: float = float("inf")
+
+    def gain_bar(self, case: Case) -> float:
+        """The doubling gain "raise r" needs: ``first_gain`` where there is no halved arm, else ``raise_gain``."""
+        return self.raise_gain if case.cost is not None or self.first_gain is None else self.first_gain
 
 
 def verdict(case: Case, t: Thresholds) -> str:
-    if case.gain is not None and case.gain > t.raise_gain and case.gain > RAISE_SE * (case.gain_se or 0.0):
+    if case.gain is not None and case.gain > t.gain_bar(case) and case.gain > RAISE_SE * (case.gain_se or 0.0):
         return "raise r"
     if case.cost is not None and case.cost > t.raise_cost:
         return "raise r"
-    if case.cost is not None and case.cost < t.lower_cost:
+    if case.cost is not None and case.cost < t.lower_cost and (case.quarter is None or case.quarter < t.lower_quarter):
         return "lower r"
     return "adequate"
 
@@ -94,12 +109,39 @@ def rates(cases: list[Case], t: Thresholds) -> Rates:
                  count(lambda c: c.lost is True, lambda v: v == "lower r"))
 
 
+GRID = [Thresholds(*values) for values in itertools.product(RAISE_GAINS, RAISE_COSTS, LOWER_COSTS, FIRST_GAINS,
+                                                            LOWER_QUARTERS)]
+
+
+def _column(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def grid_scores(cases: list[Case], grid: list[Thresholds]) -> np.ndarray:
+    """``rates(cases, t).score()`` for every ``t`` in ``grid`` at once (the same rule, as arrays)."""
+    gain, se = _column(c.gain for c in cases), _column(c.gain_se or 0.0 for c in cases)
+    cost, quarter = _column(c.cost for c in cases), _column(c.quarter for c in cases)
+    t = {name: _column(getattr(x, name) for x in grid)[:, None]
+         for name in ("raise_gain", "raise_cost", "lower_cost", "first_gain", "lower_quarter")}
+    bar = np.where(np.isnan(cost), np.where(np.isnan(t["first_gain"]), t["raise_gain"], t["first_gain"]),
+                   t["raise_gain"])
+    raised = ((gain > bar) & (gain > RAISE_SE * se)) | (cost > t["raise_cost"])
+    lowered = ~raised & (cost < t["lower_cost"]) & (np.isnan(quarter) | (quarter < t["lower_quarter"]))
+
+    def share(truth: list[bool], said: np.ndarray) -> np.ndarray:
+        chosen = np.array(truth, dtype=bool)
+        return said[:, chosen].mean(axis=1) if chosen.any() else np.zeros(len(grid))
+
+    return (share([c.helped is True for c in cases], raised) + share([c.helped is False for c in cases], ~raised)
+            + share([c.kept is True for c in cases], lowered)
+            - LOST_PENALTY * share([c.lost is True for c in cases], lowered))
+
+
 def fit(cases: list[Case]) -> Thresholds:
     """The thresholds of the grid with the best score on ``cases`` (ties: the earliest in grid order)."""
     if not cases:
         raise LowrankError("calibration needs cases")
-    grid = [Thresholds(*values) for values in itertools.product(RAISE_GAINS, RAISE_COSTS, LOWER_COSTS)]
-    return max(grid, key=lambda t: rates(cases, t).score())
+    return GRID[int(np.argmax(grid_scores(cases, GRID)))]
 
 
 def confusion(cases: list[Case], t: Thresholds) -> dict[str, Counter]:

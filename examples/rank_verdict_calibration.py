@@ -1,13 +1,16 @@
 """Calibrate and check analyze's probe verdict against retraining (reports/rank_advice.md).
 
 Each argument is TASK=RESULTS, a results.jsonl written by examples/rank_verdict_grid.py (one line per adapter: task,
-rank, seed, held-out metric after training, the probe's differences). Prints, in Markdown: per rank the retraining
+rank, seed, held-out metric after training, the probe's differences), or TASK=RESULTS=PROBES where PROBES is a grid of
+the same adapters run again with the quartered arm (examples/quartering_check.py): its probe replaces the first
+one's for the adapters it holds, the retraining ground truth stays the first grid's. Prints, in Markdown: per rank the retraining
 ground truth (mean +- sd over seeds, doubling and halving beyond noise) beside every adapter's probe numbers; the
 thresholds fitted on all tasks and their confusion table; each task judged with thresholds fitted on the others
 (leave one task out), with the four rates the verdict is held to; and how often the verdict disagrees with the
 data-free rule "raise r when r <= 32". --json FILE writes the cases.
 
-Usage: python examples/rank_verdict_calibration.py [--json FILE] [--fraction F] TASK=RESULTS ...   (F: the shipped scoring point)
+Usage: python examples/rank_verdict_calibration.py [--json FILE] [--fraction F] TASK=RESULTS[=PROBES] ...
+(F: the shipped scoring point)
 """
 
 import argparse
@@ -23,8 +26,11 @@ from lowrank.advice.sufficiency import verdict as shipped
 VERDICTS = ("raise r", "adequate", "lower r")
 
 
-def load(task: str, path: str, fraction: str) -> tuple[list[dict], list[Case]]:
+def load(task: str, path: str, fraction: str, probes: str = "") -> tuple[list[dict], list[Case]]:
     rows = [json.loads(line) for line in open(path)]
+    if probes:
+        again = {(row["rank"], row["seed"]): row["probe"] for row in map(json.loads, open(probes))}
+        rows = [row | {"probe": again.get((row["rank"], row["seed"]), row["probe"])} for row in rows]
     metric = "accuracy" if "accuracy" in rows[0]["final"] else "loss"
     scores = defaultdict(list)
     for row in rows:
@@ -37,13 +43,22 @@ def load(task: str, path: str, fraction: str) -> tuple[list[dict], list[Case]]:
     for row in rows:
         probe = row["probe"][fraction]
         same = probe["same_loss"]
-        gain, cost = probe["doubling"], probe["halving"]
+        gain, cost, quarter = probe["doubling"], probe["halving"], probe.get("quartering")
         step = halving.get(row["rank"])
         kept = None if step is None else step.difference >= -max(step.se, floor or 0.0)
         cases.append(Case(task, row["rank"], row["seed"],
                           gain and gain["loss"] / same, gain and gain["loss_se"] / same, cost and cost["loss"] / same,
-                          helped.get(row["rank"]), kept, None if step is None else step.difference < -2 * step.se))
+                          helped.get(row["rank"]), kept, None if step is None else step.difference < -2 * step.se,
+                          quarter and quarter["loss"] / same))
     return rows, cases
+
+
+def describe(t: Thresholds) -> str:
+    """The rule in words: its thresholds."""
+    first = "" if t.first_gain is None else f" ({t.first_gain:g} at r = 1)"
+    quarter = "" if t.lower_quarter == float("inf") else f" and quartering cost < {t.lower_quarter:g}"
+    return (f"raise gain > {t.raise_gain:g}{first} or halving cost > {t.raise_cost:g}, lower below "
+            f"{t.lower_cost:g}{quarter}")
 
 
 def table(cases: list[Case], t: Thresholds) -> str:
@@ -77,16 +92,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json")
     parser.add_argument("--fraction", default=str(shipped.PROBE_FRACTION))
-    parser.add_argument("tasks", nargs="+", metavar="TASK=RESULTS")
+    parser.add_argument("tasks", nargs="+", metavar="TASK=RESULTS[=PROBES]")
     args = parser.parse_args()
+    sources = [item.split("=", 2) for item in args.tasks]
     cases, rows = [], {}
-    for item in args.tasks:
-        task, path = item.split("=", 1)
-        rows[task], found = load(task, path, args.fraction)
+    for source in sources:
+        rows[source[0]], found = load(*source[:2], args.fraction, *source[2:])
         cases += found
     fitted = fit(cases)
-    print(f"## Fitted on all tasks: raise gain > {fitted.raise_gain:g} or halving cost > {fitted.raise_cost:g}, "
-          f"lower below {fitted.lower_cost:g}\n")
+    print(f"## Fitted on all tasks: {describe(fitted)}\n")
     print(table(cases, fitted) + "\n\n" + rate_line(cases, fitted) + "\n")
     for task in rows:
         print(f"### {task}: per rank\n\n| r | mean ± sd | doubling helps | halving keeps | g % per seed | h % per seed "
@@ -103,9 +117,9 @@ def main() -> None:
             print(f"| {rank} | {mean:.2f} ± {sd:.2f} | {first.helped} | {first.kept} | {fmt(c.gain for c, _ in items)} "
                   f"| {fmt(c.cost for c, _ in items)} | {', '.join(verdict(c, fitted) for c, _ in items)} |")
         print()
-    rule = Thresholds(shipped.RAISE_GAIN, shipped.RAISE_COST, shipped.LOWER_COST)
-    print(f"## The shipped rule (raise gain > {rule.raise_gain:g} or halving cost > {rule.raise_cost:g}, lower below "
-          f"{rule.lower_cost:g}, scored at {shipped.PROBE_FRACTION} of the run) on each task\n")
+    rule = Thresholds(shipped.RAISE_GAIN, shipped.RAISE_COST, shipped.LOWER_COST, shipped.FIRST_GAIN,
+                      shipped.LOWER_QUARTER)
+    print(f"## The shipped rule ({describe(rule)}, scored at {shipped.PROBE_FRACTION} of the run) on each task\n")
     for task in rows:
         print(f"- {task}: {rate_line([c for c in cases if c.task == task], rule)}")
     both = sum(1 for c in cases if c.kept and c.lost)
@@ -115,18 +129,17 @@ def main() -> None:
     held = []
     for task, (t, own) in leave_one_task_out(cases).items():
         held.append((own, t))
-        print(f"### {task} held out: raise gain > {t.raise_gain:g} or halving cost > {t.raise_cost:g}, "
-              f"lower below {t.lower_cost:g}\n\n{table(own, t)}\n\n{rate_line(own, t)}\n")
+        print(f"### {task} held out: {describe(t)}\n\n{table(own, t)}\n\n{rate_line(own, t)}\n")
     if held:
         print(pooled_lines(held))
     fractions = sorted({f for task_rows in rows.values() for f in task_rows[0]["probe"]})
-    cases_at = {f: [c for item in args.tasks for c in load(*item.split("=", 1), f)[1]] for f in fractions}
+    cases_at = {f: [c for source in sources for c in load(*source[:2], f, *source[2:])[1]] for f in fractions}
     nested = nested_leave_one_task_out(cases_at)
     if nested:
         print("## Leave one task out, the scoring point chosen on the other tasks too\n")
-        print("| held-out task | scoring point | thresholds (raise gain, raise cost, lower cost) | rates |\n|---|---|---|---|")
+        print("| held-out task | scoring point | rule | rates |\n|---|---|---|---|")
         for task, (fraction, t, own) in nested.items():
-            print(f"| {task} | {fraction} | {t.raise_gain:g}, {t.raise_cost:g}, {t.lower_cost:g} | {rate_line(own, t)} |")
+            print(f"| {task} | {fraction} | {describe(t)} | {rate_line(own, t)} |")
         print("\n" + pooled_lines([(own, t) for _, t, own in nested.values()]))
     if args.json:
         with open(args.json, "w") as handle:

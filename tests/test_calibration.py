@@ -51,3 +51,21 @@ def test_fit_separates_cases_that_a_threshold_can_separate_and_leave_one_out_ref
     held = calibration.leave_one_task_out(cases)
     assert set(held) == {"a", "b"} and [c.task for c in held["a"][1]] == ["a"] * 3
     assert held["a"][0] == calibration.fit([c for c in cases if c.task == "b"])
+
+
+def test_first_gain_and_quartered_margin_and_the_grid_scores_agree_with_the_rule():
+    """At r = 1 (no halved arm) the gain bar is ``first_gain``; "lower r" needs the quartering cost below
+    ``lower_quarter`` where it was measured; the vectorized scores over the grid equal the rule's one by one."""
+    t = calibration.Thresholds(raise_gain=0.01, raise_cost=0.1, lower_cost=0.01, first_gain=0.0, lower_quarter=0.03)
+    assert calibration.verdict(_case("a", 1, 0.002, None), t) == "raise r"
+    assert calibration.verdict(_case("a", 4, 0.002, 0.05), t) == "adequate"
+    kept = calibration.Case("a", 8, 0, 0.0, 0.0, 0.005, False, True, False, quarter=0.01)
+    lost = calibration.Case("a", 8, 1, 0.0, 0.0, 0.005, False, False, True, quarter=0.2)
+    assert calibration.verdict(kept, t) == "lower r" and calibration.verdict(lost, t) == "adequate"
+    cases = [kept, lost, _case("a", 1, 0.002, None, helped=True), _case("b", 2, 0.02, 0.2, helped=False, kept=False),
+             _case("b", 4, -0.01, 0.004, helped=False, kept=True), _case("b", 16, 0.005, 0.03, helped=True)]
+    grid = calibration.GRID[::97]
+    scores = calibration.grid_scores(cases, grid)
+    assert scores == pytest.approx([calibration.rates(cases, g).score() for g in grid])
+    assert calibration.rates(cases, calibration.fit(cases)).score() == pytest.approx(max(
+        calibration.grid_scores(cases, calibration.GRID)))

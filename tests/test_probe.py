@@ -83,30 +83,45 @@ def _difference(relative: float, sigmas: float, loss: float = 2.0) -> Difference
 
 
 @pytest.mark.parametrize("doubling, halving, expected", [
-    (_difference(2 * verdict.RAISE_GAIN, 3 * verdict.RAISE_SE), _difference(5 * verdict.LOWER_COST, 10), "raise r"),
+    (_difference(2 * verdict.RAISE_GAIN, 3 * verdict.RAISE_SE), _difference((verdict.LOWER_COST + verdict.RAISE_COST) / 2, 10), "raise r"),
     (_difference(2 * verdict.RAISE_GAIN, 3 * verdict.RAISE_SE), _difference(0.5 * verdict.LOWER_COST, 10), "raise r"),
-    (_difference(2 * verdict.RAISE_GAIN, 0.5 * verdict.RAISE_SE), _difference(5 * verdict.LOWER_COST, 10),
+    (_difference(2 * verdict.RAISE_GAIN, 0.5 * verdict.RAISE_SE), _difference((verdict.LOWER_COST + verdict.RAISE_COST) / 2, 10),
      "adequate"),
-    (_difference(0.5 * verdict.RAISE_GAIN, 10 * verdict.RAISE_SE), _difference(5 * verdict.LOWER_COST, 10),
+    (_difference(0.5 * verdict.RAISE_GAIN, 10 * verdict.RAISE_SE), _difference((verdict.LOWER_COST + verdict.RAISE_COST) / 2, 10),
      "adequate"),
     (_difference(0.5 * verdict.RAISE_GAIN, 10), _difference(2 * verdict.RAISE_COST, 10), "raise r"),  # uses all its rank
     (None, _difference(2 * verdict.RAISE_COST, 10), "raise r"),
     (_difference(-verdict.RAISE_GAIN, 10), _difference(0.5 * verdict.LOWER_COST, 10), "lower r"),
     (_difference(0.5 * verdict.RAISE_GAIN, 10), _difference(-0.01, 10), "lower r"),
-    (None, _difference(5 * verdict.LOWER_COST, 10), "adequate"),
+    (None, _difference((verdict.LOWER_COST + verdict.RAISE_COST) / 2, 10), "adequate"),
     (None, _difference(0.5 * verdict.LOWER_COST, 10), "lower r"),
-    (_difference(0.5 * verdict.RAISE_GAIN, 10), None, "adequate"),
+    (_difference(verdict.FIRST_GAIN + 0.001, 3 * verdict.RAISE_SE), None, "raise r"),  # r = 1: the gain alone
+    (_difference(verdict.FIRST_GAIN + 0.001, 0.5 * verdict.RAISE_SE), None, "adequate"),
     (_difference(2 * verdict.RAISE_GAIN, 3 * verdict.RAISE_SE), None, "raise r"),
+    (None, None, "adequate"),
 ])
 def test_judge_reads_the_relative_differences(doubling, halving, expected):
-    """Raise r needs the gain above RAISE_GAIN of the loss and beyond RAISE_SE standard errors (and wins over a
-    cheap halving); lower r needs halving to cost under LOWER_COST; a missing arm gives neither."""
-    assert verdict.judge(doubling, halving, 2.0) == expected
+    """Raise r needs the gain above RAISE_GAIN of the loss (FIRST_GAIN without a halved arm) and beyond RAISE_SE
+    standard errors (and wins over a cheap halving); lower r needs halving to cost under LOWER_COST; a missing arm
+    gives neither; without a quartered arm (r <= 2) lower r reads the halving alone."""
+    assert verdict.judge(doubling, halving, None, 2.0) == expected
+
+
+@pytest.mark.parametrize("quartering, expected", [
+    (None, "lower r"),
+    (_difference(0.5 * verdict.LOWER_QUARTER, 10), "lower r"),
+    (_difference(2 * verdict.LOWER_QUARTER, 10), "adequate"),  # the top quarter alone loses: no margin for r/2
+])
+def test_lower_r_needs_the_quartered_margin_where_it_was_measured(quartering, expected):
+    halving = _difference(0.5 * verdict.LOWER_COST, 10)
+    assert verdict.may_lower(halving, 2.0) and not verdict.may_lower(_difference(2 * verdict.LOWER_COST, 10), 2.0)
+    assert verdict.judge(_difference(0.0, 1), halving, quartering, 2.0) == expected
 
 
 @pytest.mark.parametrize("gain, se, unfinished", [
     (2.7, 0.59, True),    # make demo's 100-step adapter
-    (1.2, 0.45, False),   # the largest gain of the 129 fully trained calibration adapters
+    (1.9, 0.73, False),   # the largest gain of the 234 fully trained calibration adapters (0.3 of the run)
+    (1.6, 0.47, False),   # the most standard errors among them
     (1.4, 0.2, False),    # many standard errors, too few points
     (2.0, 0.8, False),    # enough points, within 3 standard errors
     (None, None, False),  # a language model: no accuracy
@@ -214,10 +229,12 @@ def test_analyze_data_records_the_probe_and_its_verdict(invoke, trained, tmp_pat
         assert d["relative"] == pytest.approx(d["loss"] / probe["loss"]) and d["loss_se"] > 0
         assert d["accuracy"] is not None and d["accuracy_se"] >= 0
         differences[name] = Difference(d["loss"], d["loss_se"], d["accuracy"], d["accuracy_se"])
-    assert data["verdict"] == verdict.judge(differences["doubling"], differences["halving"], probe["loss"])
+    assert probe["quartering"] is None  # r = 2: no quartered arm
+    assert data["verdict"] == verdict.judge(differences["doubling"], differences["halving"], None, probe["loss"])
     assert data["suggested_r"] == {"raise r": 4, "adequate": 2, "lower r": 1}[data["verdict"]]
-    assert (data["raise_above"], data["lower_below"], data["raise_se"]) == (
-        verdict.RAISE_GAIN, verdict.LOWER_COST, verdict.RAISE_SE)
+    assert (data["raise_above"], data["lower_below"], data["raise_se"], data["raise_above_first"],
+            data["lower_quarter"]) == (verdict.RAISE_GAIN, verdict.LOWER_COST, verdict.RAISE_SE, verdict.FIRST_GAIN,
+                                       verdict.LOWER_QUARTER)
     assert data["signal_to_noise"] > 0 and probe["seconds"] > 0
     assert all(m["verdict"] == data["verdict"] and "evidence only" in m["evidence"] for m in report["modules"])
     headline = report["summary"]["headline"]

@@ -20,8 +20,8 @@ from lowrank.advice.sufficiency.held_out import HeldOut, held_out_check
 from lowrank.advice.sufficiency.measure import MeasureConfig
 from lowrank.advice.sufficiency.measure import measure as measure_evidence
 from lowrank.advice.sufficiency.trained_point import Trend, loss_trend
-from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, LOWER_COST, PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN,
-                                                RAISE_SE, suggested_rank)
+from lowrank.advice.sufficiency.verdict import (FIRST_GAIN, HELDOUT_EXAMPLES, LOWER_COST, LOWER_QUARTER, PROBE_LR_SCALE,
+                                                RAISE_COST, RAISE_GAIN, RAISE_SE, suggested_rank)
 from lowrank.analysis.config import AnalyzeConfig
 from lowrank.analysis.results import ModelSufficiency, Probe, ProbeDifference
 from lowrank.adapters.live import adapter_folder
@@ -66,31 +66,38 @@ def data_verdict(config: AnalyzeConfig, source, progress: ProgressCallback | Non
         doubling_gain=model_doubling_gain(evidence), verdict=verdict,
         suggested_r=adapter.config.r if unfinished else suggested_rank(verdict, adapter.config.r, limit),
         raise_above=RAISE_GAIN, lower_below=LOWER_COST, seconds=state.seconds + measured.seconds + probe.seconds,
-        probe=probe, raise_se=RAISE_SE, raise_cost=RAISE_COST, loss_on=loss_on, **state_evidence)
+        probe=probe, raise_se=RAISE_SE, raise_cost=RAISE_COST, loss_on=loss_on, raise_above_first=FIRST_GAIN,
+        lower_quarter=LOWER_QUARTER, **state_evidence)
 
 
 def probe_verdict(config: AnalyzeConfig, folder: Path, settings: verdicts.RunSettings, loss_on: str,
                   progress: ProgressCallback | None) -> tuple[str, Probe]:
-    """Continue the adapter at ranks r, 2r and r/2 for ``n`` = PROBE_FRACTION of its run's steps, at
-    PROBE_LR_SCALE times its learning rates on a schedule of HORIZON_FRACTION of its steps, on its batch size
-    (``settings``: metrics.json, else the defaults), score each on
-    HELDOUT_EXAMPLES held-out examples (:mod:`lowrank.advice.sufficiency.probe`), and judge
-    ``verdict.judge(L - L_2r, L_r/2 - L, L)`` (:mod:`lowrank.advice.sufficiency.verdict`)."""
+    """Continue the adapter at ranks r, 2r and r/2 (and r/4 where "lower r" is in question,
+    :func:`verdict.may_lower`) for ``n`` = PROBE_FRACTION of its run's steps, at PROBE_LR_SCALE times its learning
+    rates on a schedule of HORIZON_FRACTION of its steps, on its batch size (``settings``: metrics.json, else the
+    defaults), score each on HELDOUT_EXAMPLES held-out examples (:mod:`lowrank.advice.sufficiency.probe`), and judge
+    ``verdict.judge(L - L_2r, L_r/2 - L, L_r/4 - L, L)`` (:mod:`lowrank.advice.sufficiency.verdict`)."""
     began = time.perf_counter()
     n = settings.probe_steps
     setup = probing.load(str(folder), config.base, config.data, n, settings.batch_size, HELDOUT_EXAMPLES,
                          config.max_length, settings.lr, settings.head_lr, loss_on, config.seed)
-    result = probing.probe(setup, {"same": (n,), "doubled": (n,), "halved": (n,)}, torch.device(config.device),
-                           config.seed, PROBE_LR_SCALE, progress, settings.horizon_steps)
+
+    def lowering_in_question(scores: dict) -> bool:
+        return verdicts.may_lower(probing.paired(scores["halved"][n], scores["same"][n]), scores["same"][n].loss)
+
+    result = probing.probe(setup, {"same": (n,), "doubled": (n,), "halved": (n,), "quartered": (n,)},
+                           torch.device(config.device), config.seed, PROBE_LR_SCALE, progress, settings.horizon_steps,
+                           only_if={"quartered": lowering_in_question})
     same = result.arms["same"][n]
-    verdict = verdicts.judge(result.doubling(n), result.halving(n), same.loss)
+    verdict = verdicts.judge(result.doubling(n), result.halving(n), result.quartering(n), same.loss)
     return verdict, Probe(
         rank=result.rank, steps=n, run_steps=settings.steps, run_steps_from_metrics=settings.from_metrics,
         lr_scale=PROBE_LR_SCALE, lr=settings.lr, head_lr=settings.head_lr, batch_size=settings.batch_size,
         heldout_examples=len(setup.heldout), trained_loss=result.trained.loss,
         trained_accuracy=result.trained.accuracy, loss=same.loss, accuracy=same.accuracy,
         doubling=_difference(result.doubling(n), same.loss), halving=_difference(result.halving(n), same.loss),
-        continuation=_difference(result.continuation(n), same.loss), seconds=time.perf_counter() - began)
+        continuation=_difference(result.continuation(n), same.loss), seconds=time.perf_counter() - began,
+        quartering=_difference(result.quartering(n), same.loss))
 
 
 def _difference(difference: probing.Difference | None, loss: float) -> ProbeDifference | None:

@@ -7,9 +7,10 @@ scored higher). Without ``--data`` a LoRA module is **not judged** and keeps its
 With ``--data`` the verdict comes from the probe (:mod:`lowrank.advice.sufficiency.probe`,
 :mod:`lowrank.advice.sufficiency.verdict`), which measures what retraining measures: the trained adapter continued at
 ``r``, ``2r`` and ``r/2`` for a short run, scored on held-out data. With ``L`` the held-out loss at ``r`` after the
-continuation, **raise r** (suggest ``2r``) when doubling lowers it by more than :data:`RAISE_GAIN` ``L`` and
-:data:`RAISE_SE` standard errors, or halving raises it by more than :data:`RAISE_COST` ``L`` (the adapter uses all
-its rank), **lower r** (suggest ``r/2``) when halving raises it by less than :data:`LOWER_COST` ``L``, else
+continuation, **raise r** (suggest ``2r``) when doubling lowers it by more than :data:`RAISE_GAIN` ``L``
+(:data:`FIRST_GAIN` at r = 1) and :data:`RAISE_SE` standard errors, or halving raises it by more than
+:data:`RAISE_COST` ``L`` (the adapter uses all its rank), **lower r** (suggest ``r/2``) when halving raises it by
+less than :data:`LOWER_COST` ``L`` and cutting to ``r/4`` by less than :data:`LOWER_QUARTER` ``L``, else
 **adequate**. The thresholds are calibrated by retraining rank grids x 3 seeds
 (reports/rank_advice.md) at the model level, so every module carries the model's verdict. Each module's gradient
 evidence (:mod:`lowrank.advice.sufficiency.gradient_evidence`: the gradient energy outside its reach over the sampling
@@ -33,9 +34,9 @@ from dataclasses import dataclass
 
 from lowrank.advice.sufficiency.gradient_evidence import GradientEvidence
 from lowrank.advice.sufficiency.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
-from lowrank.advice.sufficiency.verdict import (HELDOUT_EXAMPLES, HORIZON_FRACTION, LOWER_COST, PROBE_FRACTION,
-                                                PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN, RAISE_SE, UNFINISHED_POINTS,
-                                                UNFINISHED_SE, suggested_rank)
+from lowrank.advice.sufficiency.verdict import (FIRST_GAIN, HELDOUT_EXAMPLES, HORIZON_FRACTION, LOWER_COST,
+                                                LOWER_QUARTER, PROBE_FRACTION, PROBE_LR_SCALE, RAISE_COST, RAISE_GAIN,
+                                                RAISE_SE, UNFINISHED_POINTS, UNFINISHED_SE, suggested_rank)
 from lowrank.tasks.collapse import CONSTANT_TOLERANCE
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
@@ -56,6 +57,9 @@ THRESHOLDS = (
               "lowers the held-out loss by more than this fraction of the loss at r (after the same continuation) "
               "and by more than raise_se standard errors. Calibrated against retraining at r and 2r "
               "(reports/rank_advice.md)."),
+    Threshold("raise_above_first", FIRST_GAIN,
+              "At r = 1, where there is no halved arm and the doubling gain is the only evidence, raise r when "
+              "doubling lowers the held-out loss by more than this fraction (and raise_se standard errors)."),
     Threshold("raise_se", RAISE_SE,
               "Raise r also needs the doubling gain to exceed this many standard errors of the paired held-out "
               "difference, so that the scatter of the held-out sample does not read as a gain."),
@@ -65,8 +69,14 @@ THRESHOLDS = (
               "adapter uses all the rank it has. Calibrated against retraining (reports/rank_advice.md)."),
     Threshold("lower_below", LOWER_COST,
               "Lower r when halving (then the same continuation) raises the held-out loss by less than this fraction "
-              "of the loss at r. The gradient signal-to-noise (S/N) shown per module is evidence only: it followed "
-              "r more than the need for rank (reports/rank_advice.md)."),
+              "of the loss at r, and (r > 2) cutting to r/4 by less than lower_quarter. The gradient "
+              "signal-to-noise (S/N) shown per module is evidence only: it followed r more than the need for rank "
+              "(reports/rank_advice.md)."),
+    Threshold("lower_quarter", LOWER_QUARTER,
+              "Lower r also needs the update cut to rank r/4 (then the same continuation) to raise the held-out loss "
+              "by less than this fraction: even the top quarter of the rank holds the held-out value, a margin for "
+              "an adapter trained from scratch at r/2, which does not start from the truncation. The quartered arm "
+              "runs only where halving is below lower_below."),
     Threshold("still_falling_drop", STILL_FALLING_DROP,
               "LoRA with --data, before any rank verdict: not converged (no rank advice) when more than this share "
               "of the run's training-loss decrease came in the last fifth of its learning rate spent (from the "
@@ -251,4 +261,8 @@ def probe_sentence(probe: Probe) -> str:
     halving = probe.halving
     second = "r = 1 cannot be halved" if halving is None else \
         f"halving {'raised' if halving.loss > 0 else 'lowered'} it by {share_text(halving.relative)}"
+    quartering = probe.quartering
+    if quartering is not None:
+        second += f", cutting to r/4 {'raised' if quartering.loss > 0 else 'lowered'} it by " \
+                  f"{share_text(quartering.relative)}"
     return f"{first}; {second}."

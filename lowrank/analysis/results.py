@@ -124,6 +124,8 @@ class Probe(_Record):
         halving: ``L_r/2 - L`` (null at ``r = 1``).
         continuation: ``L_trained - L``, what training on at ``r`` bought.
         seconds: the probe's wall time.
+        quartering: ``L_r/4 - L``, run only where "lower r" is in question (halving cost below ``lower_below``,
+            ``r > 2``); null otherwise and in reports written before it.
     """
 
     rank: int
@@ -143,8 +145,10 @@ class Probe(_Record):
     halving: ProbeDifference | None
     continuation: ProbeDifference
     seconds: float
+    quartering: ProbeDifference | None = None
 
-    _nested = {"doubling": ProbeDifference, "halving": ProbeDifference, "continuation": ProbeDifference}
+    _nested = {"doubling": ProbeDifference, "halving": ProbeDifference, "continuation": ProbeDifference,
+               "quartering": ProbeDifference}
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,11 @@ class ModelSufficiency(_Record):
             this fraction of the loss at r (``probe.halving.relative``; null in reports written before it).
         loss_on: what instruction data's losses and gradients were taken on, "completion" or "all" (it changes
             nothing for plain text or labelled data; null in reports written before it).
+        raise_above_first: :data:`lowrank.advice.sufficiency.verdict.FIRST_GAIN`: the doubling gain "raise r" needs
+            at r = 1, where there is no halved arm (null in reports written before it: raise_above).
+        lower_quarter: :data:`lowrank.advice.sufficiency.verdict.LOWER_QUARTER`: "lower r" also needs the
+            quartering cost (``probe.quartering.relative``) below this, where measured (null in reports written
+            before it).
     """
 
     data: str
@@ -205,6 +214,8 @@ class ModelSufficiency(_Record):
     raise_se: float | None = None
     raise_cost: float | None = None
     loss_on: str | None = None
+    raise_above_first: float | None = None
+    lower_quarter: float | None = None
 
     _nested = {"probe": Probe}
 

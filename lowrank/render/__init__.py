@@ -170,10 +170,13 @@ class Arm:
 
 
 def probe_arms(probe: Probe) -> list[Arm]:
-    """The arms r/2, r, 2r that ran: ``L_r/2 = L + halving``, ``L_2r = L - doubling``, accuracy likewise (the
-    differences are in points)."""
+    """The arms r/4, r/2, r, 2r that ran: ``L_r/4 = L + quartering``, ``L_r/2 = L + halving``, ``L_2r = L -
+    doubling``, accuracy likewise (the differences are in points)."""
     r = probe.rank
     arms = []
+    if probe.quartering is not None:
+        arms.append(Arm("quartered", f"r/4 = {max(1, r // 4)}", probe.loss + probe.quartering.loss,
+                        probe.quartering.loss_se, _shifted(probe.accuracy, -1, probe.quartering.accuracy)))
     if probe.halving is not None:
         arms.append(Arm("halved", f"r/2 = {max(1, r // 2)}", probe.loss + probe.halving.loss, probe.halving.loss_se,
                         _shifted(probe.accuracy, -1, probe.halving.accuracy)))
@@ -190,6 +193,14 @@ def _shifted(accuracy: float | None, sign: int, points: float | None) -> float |
 
 def _cost_rule(raise_cost: float | None) -> str:
     return "" if raise_cost is None else f", or halving raises it by more than {100 * raise_cost:g}%"
+
+
+def _first_rule(first: float | None) -> str:
+    return "" if first is None else f" ({100 * first:g}% at r = 1)"
+
+
+def _quarter_rule(quarter: float | None) -> str:
+    return "" if quarter is None else f" and cutting to r/4 by less than {100 * quarter:g}% (r > 2)"
 
 
 def probe_text(report: AnalysisReport) -> str | None:
@@ -216,7 +227,7 @@ def probe_text(report: AnalysisReport) -> str | None:
             "run's steps, no dropout) on the same batches, then "
             f"scored on {probe.heldout_examples} held-out examples: loss {losses}{accuracy}; training on at r "
             f"{'lowered' if continued.loss > 0 else 'raised'} it by {share_text(continued.relative)} from "
-            f"the trained adapter's. Raise r when doubling lowers the loss by more than {100 * data.raise_above:g}% "
-            f"and {data.raise_se:g} standard errors{_cost_rule(data.raise_cost)}; lower r when halving raises it by "
-            "less than "
-            f"{100 * data.lower_below:g}%.{evidence} {probe.seconds:.3g} s.")
+            f"the trained adapter's. Raise r when doubling lowers the loss by more than {100 * data.raise_above:g}%"
+            f"{_first_rule(data.raise_above_first)} and {data.raise_se:g} standard errors"
+            f"{_cost_rule(data.raise_cost)}; lower r when halving raises it by less than "
+            f"{100 * data.lower_below:g}%{_quarter_rule(data.lower_quarter)}.{evidence} {probe.seconds:.3g} s.")

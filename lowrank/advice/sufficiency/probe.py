@@ -10,8 +10,8 @@ only in their rank:
   new columns of ``B`` at zero, so the function is unchanged at the first step;
 - ``halved``: ``s B A`` cut to its best rank-``r/2`` approximation (factored SVD, Eckart-Young), then continued
   (none at ``r = 1``);
-- ``quartered`` (when asked; none at ``r <= 2``): the same cut to rank ``r/4``. The verdict does not read it yet:
-  measured on the calibration grids as a margin for "lower r" (reports/rank_advice.md).
+- ``quartered`` (when asked; none at ``r <= 2``): the same cut to rank ``r/4``, the verdict's margin for "lower r"
+  (:mod:`lowrank.advice.sufficiency.verdict`); ``analyze --data`` runs it only where "lower r" is in question.
 
 Every arm keeps the adapter's scale ``s``: the directions the arms share then start with the same factors, the
 same gradients and the same Adam steps, and the arms differ only in the directions added or removed. (Rescaling
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -259,10 +260,12 @@ def _continue(setup: ProbeSetup, checkpoints: tuple[int, ...], device: torch.dev
 
 def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: torch.device, seed: int = 0,
           lr_scale: float = LR_SCALE, progress: ProgressCallback | None = None,
-          horizon: int | None = None) -> ProbeResult:
-    """Score the trained adapter, then each arm (``"same"``, ``"doubled"``, ``"halved"``, ``"quartered"``) at its
-    checkpoint step counts from it (see the module docstring); an arm left out of ``checkpoints`` is not run. The
-    schedule decays to 0 at ``horizon`` steps (default: the last checkpoint), the same for every arm."""
+          horizon: int | None = None,
+          only_if: dict[str, Callable[[dict[str, dict[int, Scores]]], bool]] | None = None) -> ProbeResult:
+    """Score the trained adapter, then each arm (``"same"``, ``"doubled"``, ``"halved"``, ``"quartered"``, in that
+    order) at its checkpoint step counts from it (see the module docstring); an arm left out of ``checkpoints`` is
+    not run, nor one whose test in ``only_if`` is false on the scores of the arms run before it. The schedule
+    decays to 0 at ``horizon`` steps (default: the last checkpoint), the same for every arm."""
     if not checkpoints.get("same") or any(step < 1 for steps in checkpoints.values() for step in steps):
         raise LowrankError(f"probe checkpoints must be >= 1 and include the same rank's, got {checkpoints}")
     horizon = horizon or max(max(steps) for steps in checkpoints.values())
@@ -291,6 +294,8 @@ def probe(setup: ProbeSetup, checkpoints: dict[str, tuple[int, ...]], device: to
     trained = score(model, setup.heldout, device)
     results = {}
     for index, (arm, factors) in enumerate(arms.items(), 1):
+        if only_if and arm in only_if and not only_if[arm](results):
+            continue
         report(progress, f"probe: {arm} rank", index, len(arms) + 1)
         _set_factors(model, factors, others)
         results[arm] = _continue(setup, checkpoints[arm], device, lr_scale, horizon)
