@@ -104,7 +104,7 @@ def main() -> None:
     print(table(cases, fitted) + "\n\n" + rate_line(cases, fitted) + "\n")
     for task in rows:
         print(f"### {task}: per rank\n\n| r | mean ± sd | doubling helps | halving keeps | g % per seed | h % per seed "
-              "| verdict per seed |\n|---|---|---|---|---|---|---|")
+              "| q % per seed | verdict per seed |\n|---|---|---|---|---|---|---|---|")
         by_rank = defaultdict(list)
         for case, row in zip([c for c in cases if c.task == task], rows[task]):
             by_rank[case.rank].append((case, row))
@@ -115,7 +115,8 @@ def main() -> None:
             first = items[0][0]
             fmt = lambda xs: ", ".join("-" if x is None else f"{100 * x:+.2f}" for x in xs)
             print(f"| {rank} | {mean:.2f} ± {sd:.2f} | {first.helped} | {first.kept} | {fmt(c.gain for c, _ in items)} "
-                  f"| {fmt(c.cost for c, _ in items)} | {', '.join(verdict(c, fitted) for c, _ in items)} |")
+                  f"| {fmt(c.cost for c, _ in items)} | {fmt(c.quarter for c, _ in items)} "
+                  f"| {', '.join(verdict(c, fitted) for c, _ in items)} |")
         print()
     rule = Thresholds(shipped.RAISE_GAIN, shipped.RAISE_COST, shipped.LOWER_COST, shipped.FIRST_GAIN,
                       shipped.LOWER_QUARTER)

@@ -189,6 +189,32 @@ def test_a_default_rate_that_collapses_backs_off_until_the_run_trains(invoke, ba
     assert "Warning: the run collapsed" in kept.stderr
 
 
+def test_a_default_rate_that_collapses_quietly_trains_again_at_half_the_rate(invoke, tmp_path, one_thread):
+    """mnist-5k in negative (255 - pixel) for an MLP trained on mnist-5k: at the MLP default (1e-2) LoRA r = 2 with
+    seed 0 ends at chance (held-out loss ln 10) without ever blowing up; it is trained again at 5e-3, which learns.
+    Given with --lr, the rate is kept and the collapse reported."""
+    import numpy as np
+
+    from lowrank.data.images import _mnist_5k_path
+    from lowrank.train_config import TrainConfig
+    from lowrank.training.loop import train
+
+    table = np.loadtxt(_mnist_5k_path(), delimiter=",", dtype=np.float64)
+    np.savez_compressed(tmp_path / "inverted.npz", x=(255 - table[:, :-1]).astype(np.uint8),
+                        y=table[:, -1].astype(np.int64))
+    base = tmp_path / "base"
+    train(TrainConfig(model="mlp:784,200,200,10", data="mnist-5k", method="full", out=base, epochs=10))
+    args = ["train", "--model", base, "--data", tmp_path / "inverted.npz", "--rank", "2", "--seed", "0", "--quiet"]
+    result = invoke(*args, "--out", tmp_path / "auto")
+    metrics = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert result.exit_code == 0 and [b["lr"] for b in metrics["lr_backoffs"]] == [1e-2]
+    assert metrics["lr_backoffs"][0]["reason"].startswith("the run collapsed: held-out loss")
+    assert metrics["config"]["lr"] == 5e-3 and metrics["collapsed"] is None and metrics["final"]["accuracy"] > 0.5
+    kept = invoke(*args, "--out", tmp_path / "given", "--lr", "1e-2")
+    given = json.loads((tmp_path / "given" / "metrics.json").read_text())
+    assert given["lr_backoffs"] == [] and given["collapsed"] and "Warning: the run collapsed" in kept.stderr
+
+
 def test_backing_off_stops_after_two_halvings_and_reports_the_collapse(invoke, base, tmp_path, one_thread,
                                                                       monkeypatch):
     from lowrank.training import rate_backoff, setup
