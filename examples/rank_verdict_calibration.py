@@ -7,7 +7,8 @@ one's for the adapters it holds, the retraining ground truth stays the first gri
 ground truth (mean +- sd over seeds, doubling and halving beyond noise) beside every adapter's probe numbers; the
 thresholds fitted on all tasks and their confusion table; each task judged with thresholds fitted on the others
 (leave one task out), with the four rates the verdict is held to; and how often the verdict disagrees with the
-data-free rule "raise r when r <= 32". --json FILE writes the cases.
+data-free rule "raise r when r <= 32". Adapters whose same-rank continuation says training had not finished
+(``verdict.unfinished``) are left out: ``analyze --data`` gives them no rank verdict. --json FILE writes the cases.
 
 Usage: python examples/rank_verdict_calibration.py [--json FILE] [--fraction F] TASK=RESULTS[=PROBES] ...
 (F: the shipped scoring point)
@@ -21,6 +22,7 @@ from dataclasses import asdict
 from calibration import (Case, Thresholds, confusion, fit, leave_one_task_out, nested_leave_one_task_out, rates,
                          verdict)
 from lowrank.advice import ground_truth
+from lowrank.advice.sufficiency.probe import Difference
 from lowrank.advice.sufficiency import verdict as shipped
 
 VERDICTS = ("raise r", "adequate", "lower r")
@@ -39,9 +41,13 @@ def load(task: str, path: str, fraction: str, probes: str = "") -> tuple[list[di
     helped = {s.rank: s.beyond_noise for s in ground_truth.doubling(grid, metric)}
     halving = {s.rank: s for s in ground_truth.halving(grid, metric)}
     floor = 100 * ground_truth.ACCURACY_FLOOR if metric == "accuracy" else None
-    cases = []
+    cases, judged = [], []
     for row in rows:
         probe = row["probe"][fraction]
+        continuation = probe["continuation"]
+        if continuation and shipped.unfinished(Difference(**continuation)):
+            continue  # analyze calls it "not converged" and gives no rank verdict
+        judged.append(row)
         same = probe["same_loss"]
         gain, cost, quarter = probe["doubling"], probe["halving"], probe.get("quartering")
         step = halving.get(row["rank"])
@@ -50,7 +56,7 @@ def load(task: str, path: str, fraction: str, probes: str = "") -> tuple[list[di
                           gain and gain["loss"] / same, gain and gain["loss_se"] / same, cost and cost["loss"] / same,
                           helped.get(row["rank"]), kept, None if step is None else step.difference < -2 * step.se,
                           quarter and quarter["loss"] / same))
-    return rows, cases
+    return judged, cases
 
 
 def describe(t: Thresholds) -> str:
@@ -100,6 +106,9 @@ def main() -> None:
         rows[source[0]], found = load(*source[:2], args.fraction, *source[2:])
         cases += found
     fitted = fit(cases)
+    unfinished = sum(1 for source in sources for _ in open(source[1])) - len(cases)
+    print(f"{len(cases)} adapters; {unfinished} left out that the probe's continuation calls not converged (no rank "
+          "verdict)\n")
     print(f"## Fitted on all tasks: {describe(fitted)}\n")
     print(table(cases, fitted) + "\n\n" + rate_line(cases, fitted) + "\n")
     for task in rows:
