@@ -141,3 +141,20 @@ def test_the_probe_paragraph_says_what_lower_r_measured(compared, verdict):
     text = probe_text(replace(compared, sufficiency=_data(verdict, probe, 4 if verdict == "lower r" else 8)))
     assert text.startswith("Probe: from the trained adapter")
     assert ("cut to rank r/2 and trained on" in text) == (verdict == "lower r")
+
+
+def test_a_quartered_arm_shows_in_the_paragraph_the_headline_and_the_plot(compared):
+    """Where "lower r" was in question the probe ran r/4 too: the paragraph states the margin, the headline its
+    cost, and the HTML page carries the paragraph."""
+    from lowrank.analysis import rank as ranking
+
+    probe = replace(_probe(ProbeDifference(0.0, 0.0005, 0.0, 0.0, 0.2), ProbeDifference(0.004, 0.001, 0.008, -0.2,
+                                                                                          0.2)),
+                    quartering=ProbeDifference(0.03, 0.004, 0.06, -1.1, 0.3))
+    data = replace(_data("adequate", probe, 8), raise_above_first=0.0, lower_quarter=0.05)
+    text = probe_text(replace(compared, sufficiency=data))
+    assert "0.53 at r/4 = 2" in text and "and cutting to r/4 by less than 5% (r > 2)" in text
+    assert "(0% at r = 1)" in text
+    assert "cutting to r/4 raised it by 6.0%" in ranking.probe_sentence(probe)
+    page = html_render.render(replace(compared, sufficiency=data))
+    assert "0.53 at r/4 = 2" in page

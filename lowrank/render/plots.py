@@ -146,10 +146,11 @@ def phi_by_layer(report: AnalysisReport) -> str:
 
 
 def probe_losses(report: AnalysisReport) -> str:
-    """With ``--data``: the held-out loss of r/2, r and 2r after the probe's continuation (points, with one standard
-    error of the paired difference from r), the trained adapter's loss (dashed), and the thresholds as short lines:
-    ``L (1 - raise_above)`` over 2r (below it: raise r, if also beyond raise_se standard errors) and
-    ``L (1 + lower_below)`` over r/2 (below it: lower r). Returns a base64 PNG."""
+    """With ``--data``: the held-out loss of r/4 (where it ran), r/2, r and 2r after the probe's continuation
+    (points, with one standard error of the paired difference from r), the trained adapter's loss (dashed), and the
+    thresholds as short lines: ``L (1 - raise_above)`` over 2r (below it: raise r, if also beyond raise_se standard
+    errors), ``L (1 + lower_below)`` over r/2 (below it: lower r) and ``L (1 + lower_quarter)`` over r/4 (lower r
+    also needs r/4 below it). Returns a base64 PNG."""
     data = report.sufficiency
     probe = data.probe
     arms = probe_arms(probe)
@@ -158,6 +159,9 @@ def probe_losses(report: AnalysisReport) -> str:
                          f"raise r below (-{100 * data.raise_above:g}%)"),
              "halved": (probe.loss * (1 + data.lower_below), "#05606e",
                         f"lower r below (+{100 * data.lower_below:g}%)")}
+    if data.lower_quarter is not None:
+        lines["quartered"] = (probe.loss * (1 + data.lower_quarter), "#3f7f3f",
+                              f"and r/4 below (+{100 * data.lower_quarter:g}%)")
     for x, arm in enumerate(arms):
         axis.errorbar([x], [arm.loss], yerr=None if arm.se is None else [arm.se], fmt="o", color="#1d2330", capsize=4)
         if arm.name in lines:
