@@ -189,7 +189,8 @@ def test_the_probe_at_a_learning_rate_of_zero_keeps_the_same_and_doubled_arms_at
 
 def test_the_quartered_arm_starts_from_the_rank_quarter_truncation(trained, tmp_path, one_thread):
     """At r = 4 the quartered arm is the update cut to rank 1: at a learning rate of zero its held-out losses are
-    those of the model with every module's factors replaced by that truncation."""
+    those of the model with every module's factors replaced by that truncation. An arm whose ``only_if`` test is
+    false on the arms scored before it (analyze's: the halving cost leaves "lower r" in question) is not run."""
     from click.testing import CliRunner
 
     from lowrank import lora
@@ -209,6 +210,14 @@ def test_the_quartered_arm_starts_from_the_rank_quarter_truncation(trained, tmp_
     torch.testing.assert_close(measured.arms["quartered"][3].losses, expected.losses, rtol=1e-5, atol=1e-6)
     assert measured.quartering(3).loss == pytest.approx(float((expected.losses - measured.trained.losses).mean()),
                                                         abs=1e-6)
+    seen = []
+    setup = probe.load(str(tmp_path / "r4"), str(trained / "base"), "digits", 3, 32, 200, 128, 1e-2, 1e-2,
+                       "completion")  # the factors above were replaced: load the adapter again
+    skipped = probe.probe(setup, {"same": (3,), "halved": (3,), "quartered": (3,)}, torch.device("cpu"),
+                          lr_scale=0.0, only_if={"quartered": lambda scores: seen.append(set(scores)) or False})
+    assert seen == [{"same", "halved"}] and "quartered" not in skipped.arms and skipped.quartering(3) is None
+    assert skipped.halving(3).loss == pytest.approx(
+        probe.probe(setup, {"same": (3,), "halved": (3,)}, torch.device("cpu"), lr_scale=0.0).halving(3).loss)
 
 
 def test_analyze_data_records_the_probe_and_its_verdict(invoke, trained, tmp_path, one_thread):
