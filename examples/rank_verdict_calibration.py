@@ -3,8 +3,9 @@
 Each argument is TASK=RESULTS, a results.jsonl written by examples/rank_verdict_grid.py (one line per adapter: task,
 rank, seed, held-out metric after training, the probe's differences), or TASK=RESULTS=PROBES where PROBES is a grid of
 the same adapters run again with the quartered arm (examples/quartering_check.py): its probe replaces the first
-one's for the adapters it holds, the retraining ground truth stays the first grid's. Prints, in Markdown: per rank the retraining
-ground truth (mean +- sd over seeds, doubling and halving beyond noise) beside every adapter's probe numbers; the
+one's for the adapters it holds, the retraining ground truth stays the first grid's. Prints, in Markdown: per rank
+the retraining ground truth (mean +- sd over seeds, doubling and halving beyond noise) beside every adapter's probe
+numbers; the
 thresholds fitted on all tasks and their confusion table; each task judged with thresholds fitted on the others
 (leave one task out), with the four rates the verdict is held to; and how often the verdict disagrees with the
 data-free rule "raise r when r <= 32". Adapters whose same-rank continuation says training had not finished

@@ -82,18 +82,21 @@ def _difference(relative: float, sigmas: float, loss: float = 2.0) -> Difference
     return Difference(relative * loss, relative * loss / sigmas, None, None)
 
 
+BETWEEN = _difference((verdict.LOWER_COST + verdict.RAISE_COST) / 2, 10)  # a halving cost that decides nothing
+
+
 @pytest.mark.parametrize("doubling, halving, expected", [
-    (_difference(2 * verdict.RAISE_GAIN, 3 * verdict.RAISE_SE), _difference((verdict.LOWER_COST + verdict.RAISE_COST) / 2, 10), "raise r"),
+    (_difference(2 * verdict.RAISE_GAIN, 3 * verdict.RAISE_SE), BETWEEN, "raise r"),
     (_difference(2 * verdict.RAISE_GAIN, 3 * verdict.RAISE_SE), _difference(0.5 * verdict.LOWER_COST, 10), "raise r"),
-    (_difference(2 * verdict.RAISE_GAIN, 0.5 * verdict.RAISE_SE), _difference((verdict.LOWER_COST + verdict.RAISE_COST) / 2, 10),
+    (_difference(2 * verdict.RAISE_GAIN, 0.5 * verdict.RAISE_SE), BETWEEN,
      "adequate"),
-    (_difference(0.5 * verdict.RAISE_GAIN, 10 * verdict.RAISE_SE), _difference((verdict.LOWER_COST + verdict.RAISE_COST) / 2, 10),
+    (_difference(0.5 * verdict.RAISE_GAIN, 10 * verdict.RAISE_SE), BETWEEN,
      "adequate"),
     (_difference(0.5 * verdict.RAISE_GAIN, 10), _difference(2 * verdict.RAISE_COST, 10), "raise r"),  # uses all its rank
     (None, _difference(2 * verdict.RAISE_COST, 10), "raise r"),
     (_difference(-verdict.RAISE_GAIN, 10), _difference(0.5 * verdict.LOWER_COST, 10), "lower r"),
     (_difference(0.5 * verdict.RAISE_GAIN, 10), _difference(-0.01, 10), "lower r"),
-    (None, _difference((verdict.LOWER_COST + verdict.RAISE_COST) / 2, 10), "adequate"),
+    (None, BETWEEN, "adequate"),
     (None, _difference(0.5 * verdict.LOWER_COST, 10), "lower r"),
     (_difference(verdict.FIRST_GAIN + 0.001, 3 * verdict.RAISE_SE), None, "raise r"),  # r = 1: the gain alone
     (_difference(verdict.FIRST_GAIN + 0.001, 0.5 * verdict.RAISE_SE), None, "adequate"),

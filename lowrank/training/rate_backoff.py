@@ -10,13 +10,14 @@ step-0 held-out loss and, for a classifier, the class frequencies' loss (their e
 trained (a low loss) may lose some of it at first without being blown up, but not end up worse than ignoring its
 input by half again.
 A classifier that starts confidently wrong (its loss before training above :data:`BLOWUP` times ``ln K``, the loss
-of a uniform guess over its ``K`` classes, near which a new head starts) and ends at the constant predictor (lowrank.tasks.collapse) was flattened by the rate, and is
-trained again at half the rate too: on MNIST digits in negative, for a network trained on the digits (loss 25-33
-before training against ln 10 = 2.30), the MLP default (1e-2) left 3 of 9 LoRA runs at r = 1-4 at chance without ever
-blowing up, half of it none (reports/rank_advice.md). A run that starts near the constant predictor and stays there
-did not learn (too few steps, too small a model): a lower rate would not help, and it is reported, not retried, as
-is a collapse that remains after the last back-off (``lowrank train`` warns). A non-finite loss or gradient stops
-the run as ``--on-nonfinite`` says (lowrank.training.guard).
+of a uniform guess over its ``K`` classes, near which a new head starts) and ends at the constant predictor
+(lowrank.tasks.collapse) was flattened by the rate, and is trained again at half the rate too: on MNIST digits in
+negative, for a network trained on the digits (loss 25-33 before training against ln 10 = 2.30), the MLP default
+(1e-2) left 3 of 9 LoRA runs at r = 1-4 at chance without ever blowing up, half of it none
+(reports/rank_advice.md). A run that starts near the constant predictor and stays there did not learn (too few
+steps, too small a model): a lower rate would not help, and it is reported, not retried, as is a language model's
+collapse and one that remains after the last back-off (``lowrank train`` warns). A non-finite loss or gradient
+stops the run as ``--on-nonfinite`` says (lowrank.training.guard).
 
 Only a rate lowrank chose backs off, and only in a run started afresh: a rate the user gave (``--lr``) is kept, and
 a resumed run is not checked. Each back-off is recorded in metrics.json (``lr_backoffs``: the rate, the step and
@@ -81,7 +82,7 @@ class RateWatch:
         self.checked = True
         losses = {h["step"]: h["train_loss"] for h in history if "train_loss" in h}
         window = [loss for step, loss in losses.items() if step > done // 2]
-        start, _ = self._start(losses)
+        start = self._start(losses)
         if not window or start <= 0.0:
             return
         mean = sum(window) / len(window)
@@ -91,20 +92,18 @@ class RateWatch:
 
     def after_run(self, collapsed: str | None, history: list) -> None:
         """At the end of the run: ``collapsed``, the reason the held-out metrics say it collapsed (or None)."""
-        if not (self.enabled and collapsed):
+        if not (self.enabled and collapsed) or getattr(self.setup.test, "is_lm", False):
             return
-        if getattr(self.setup.test, "is_lm", False):
-            return
-        start, _ = self._start({h["step"]: h["train_loss"] for h in history if "train_loss" in h})
+        start = self._start({h["step"]: h["train_loss"] for h in history if "train_loss" in h})
         if start > BLOWUP * math.log(max(2, len(set(labels_of(self.setup.train))))):
             self._back_off(self.setup.total_steps, f"the run collapsed from a loss of {start:.3g} before training: "
                                                    f"{collapsed}")
 
-    def _start(self, losses: dict[int, float]) -> tuple[float, float]:
-        """The loss before training (the largest of the first step's, the step-0 held-out one and the class
-        frequencies') and the class frequencies' loss (0 for a language model)."""
+    def _start(self, losses: dict[int, float]) -> float:
+        """The loss before training: the largest of the first step's, the step-0 held-out one and, for a
+        classifier, the class frequencies'."""
         constant = 0.0 if getattr(self.setup.test, "is_lm", False) else constant_loss(labels_of(self.setup.train))
-        return max(losses.get(1, 0.0), self.held_out_start or 0.0, constant), constant
+        return max(losses.get(1, 0.0), self.held_out_start or 0.0, constant)
 
     def _back_off(self, step: int, reason: str) -> None:
         raise RateTooHigh(self.setup.lr, self.setup.optimizer.param_groups[-1]["base_lr"], step, reason)
