@@ -71,9 +71,9 @@ def test_lora_killed_on_one_rank_ends_with_one_error_and_resumes_sharded(still_b
     uninterrupted process. 41 training examples in batches of 8 end each epoch in a batch of 1 (rank 1 holds none
     of it: weight 0), and 20 held-out examples make 3 evaluation batches (rank 1 repeats one at weight 0)."""
     settings = ("--model", still_bert, "--data", r8_csv, "--rank", 4, "--steps", 8, "--save-every", 3,
-                "--train-samples", 41, "--eval-samples", 20)
+                "--train-samples", 41, "--eval-samples", 20, "--lr", 5e-3)  # given: a resumed run does not back off
     _one_process(tmp_path / "whole", model=str(still_bert), data=str(r8_csv), method="lora", rank=4, max_steps=8,
-                 save_every=3, max_train_samples=41, eval_samples=20)
+                 save_every=3, max_train_samples=41, eval_samples=20, lr=5e-3)
     killed = _launch(tmp_path, *settings, "--out", "run", entry=(str(DRIVER), "step", "5", "kill@1"))
     errors = [line for line in killed.stderr.splitlines() if line.strip()]
     assert killed.returncode != 0

@@ -192,8 +192,7 @@ def test_a_default_rate_that_collapses_backs_off_until_the_run_trains(invoke, ba
 def test_a_default_rate_that_collapses_quietly_trains_again_at_half_the_rate(invoke, tmp_path, one_thread):
     """mnist-5k in negative (255 - pixel) for an MLP trained on mnist-5k: at the MLP default (1e-2) LoRA r = 2 with
     seed 0 starts confidently wrong (loss 33) and ends at chance (held-out loss ln 10) without ever blowing up; it
-    is trained again at 5e-3, which learns. Given with --lr, the rate is kept and the collapse reported. (A run that
-    starts near chance and stays there is not retried: the fault tests' tiny random models.)"""
+    is trained again at 5e-3, which learns. Given with --lr, the rate is kept and the collapse reported."""
     import numpy as np
 
     from lowrank.data.images import _mnist_5k_path
@@ -209,8 +208,7 @@ def test_a_default_rate_that_collapses_quietly_trains_again_at_half_the_rate(inv
     result = invoke(*args, "--out", tmp_path / "auto")
     metrics = json.loads((tmp_path / "auto" / "metrics.json").read_text())
     assert result.exit_code == 0 and [b["lr"] for b in metrics["lr_backoffs"]] == [1e-2]
-    assert metrics["lr_backoffs"][0]["reason"].startswith("the run collapsed from a loss of")
-    assert "held-out loss" in metrics["lr_backoffs"][0]["reason"]
+    assert metrics["lr_backoffs"][0]["reason"].startswith("the run collapsed: held-out loss")
     assert metrics["config"]["lr"] == 5e-3 and metrics["collapsed"] is None and metrics["final"]["accuracy"] > 0.5
     kept = invoke(*args, "--out", tmp_path / "given", "--lr", "1e-2")
     given = json.loads((tmp_path / "given" / "metrics.json").read_text())

@@ -109,7 +109,7 @@ def _attempt(config: TrainConfig, world: distributed.World, lock: OutputLock, gu
     final = guard.evaluate(evaluation, setup.total_steps, history)
     history.append({"step": setup.total_steps, **final})
     metrics = _metrics(config, setup, history, final, seconds, tokens, backoffs)
-    watch.after_run(metrics["collapsed"], history)
+    watch.after_run(metrics["collapsed"])
     guard.write_results(lambda: _save_result(out, config, setup))
     if world.is_main:
         write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
