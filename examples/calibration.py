@@ -63,19 +63,10 @@ class Thresholds:
     first_gain: float | None = None  # the gain threshold at r = 1 [None: raise_gain]
     lower_quarter: float = float("inf")
 
-    def gain_bar(self, case: Case) -> float:
-        """The doubling gain "raise r" needs: ``first_gain`` where there is no halved arm, else ``raise_gain``."""
-        return self.raise_gain if case.cost is not None or self.first_gain is None else self.first_gain
-
 
 def verdict(case: Case, t: Thresholds) -> str:
-    if case.gain is not None and case.gain > t.gain_bar(case) and case.gain > RAISE_SE * (case.gain_se or 0.0):
-        return "raise r"
-    if case.cost is not None and case.cost > t.raise_cost:
-        return "raise r"
-    if case.cost is not None and case.cost < t.lower_cost and (case.quarter is None or case.quarter < t.lower_quarter):
-        return "lower r"
-    return "adequate"
+    raised, lowered = said([case], [t])
+    return "raise r" if raised[0, 0] else "lower r" if lowered[0, 0] else "adequate"
 
 
 @dataclass(frozen=True)
@@ -97,10 +88,10 @@ class Rates:
 
 
 def rates(cases: list[Case], t: Thresholds) -> Rates:
-    said = [(case, verdict(case, t)) for case in cases]
+    judged = [(case, verdict(case, t)) for case in cases]
 
     def count(select, wanted) -> tuple[int, int]:
-        chosen = [v for c, v in said if select(c)]
+        chosen = [v for c, v in judged if select(c)]
         return sum(wanted(v) for v in chosen), len(chosen)
 
     return Rates(count(lambda c: c.helped is True, lambda v: v == "raise r"),
@@ -117,8 +108,9 @@ def _column(values) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def grid_scores(cases: list[Case], grid: list[Thresholds]) -> np.ndarray:
-    """``rates(cases, t).score()`` for every ``t`` in ``grid`` at once (the same rule, as arrays)."""
+def said(cases: list[Case], grid: list[Thresholds]) -> tuple[np.ndarray, np.ndarray]:
+    """The rule for every threshold set in ``grid`` (rows) and every case (columns): ``(raised, lowered)``, two
+    boolean arrays; "adequate" where neither."""
     gain, se = _column(c.gain for c in cases), _column(c.gain_se or 0.0 for c in cases)
     cost, quarter = _column(c.cost for c in cases), _column(c.quarter for c in cases)
     t = {name: _column(getattr(x, name) for x in grid)[:, None]
@@ -127,10 +119,16 @@ def grid_scores(cases: list[Case], grid: list[Thresholds]) -> np.ndarray:
                    t["raise_gain"])
     raised = ((gain > bar) & (gain > RAISE_SE * se)) | (cost > t["raise_cost"])
     lowered = ~raised & (cost < t["lower_cost"]) & (np.isnan(quarter) | (quarter < t["lower_quarter"]))
+    return raised, lowered
 
-    def share(truth: list[bool], said: np.ndarray) -> np.ndarray:
+
+def grid_scores(cases: list[Case], grid: list[Thresholds]) -> np.ndarray:
+    """``rates(cases, t).score()`` for every ``t`` in ``grid`` at once."""
+    raised, lowered = said(cases, grid)
+
+    def share(truth: list[bool], verdicts: np.ndarray) -> np.ndarray:
         chosen = np.array(truth, dtype=bool)
-        return said[:, chosen].mean(axis=1) if chosen.any() else np.zeros(len(grid))
+        return verdicts[:, chosen].mean(axis=1) if chosen.any() else np.zeros(len(grid))
 
     return (share([c.helped is True for c in cases], raised) + share([c.helped is False for c in cases], ~raised)
             + share([c.kept is True for c in cases], lowered)
