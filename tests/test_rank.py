@@ -10,7 +10,8 @@ import torch
 from lowrank.analysis import rank as ranking
 from lowrank.errors import LowrankError
 from lowrank.advice.sufficiency.gradient_evidence import GradientEvidence
-from lowrank.analysis.results import ModelSufficiency, ModuleAnalysis, Probe, ProbeDifference
+from lowrank.analysis.data_records import ModelSufficiency, Probe, ProbeDifference
+from lowrank.analysis.results import ModuleAnalysis
 from lowrank.spectra import energy_captured, energy_rank, tail_ratio
 
 

@@ -23,7 +23,7 @@ from lowrank.advice.sufficiency.trained_point import Trend, loss_trend
 from lowrank.advice.sufficiency.verdict import (FIRST_GAIN, HELDOUT_EXAMPLES, LOWER_COST, LOWER_QUARTER, PROBE_LR_SCALE,
                                                 RAISE_COST, RAISE_GAIN, RAISE_SE, suggested_rank)
 from lowrank.analysis.config import AnalyzeConfig
-from lowrank.analysis.results import ModelSufficiency, Probe, ProbeDifference
+from lowrank.analysis.data_records import ModelSufficiency, Probe, ProbeDifference
 from lowrank.adapters.live import adapter_folder
 from lowrank.analysis.sources import LoraSource
 from lowrank.errors import LowrankError

@@ -40,8 +40,8 @@ from lowrank.advice.sufficiency.verdict import (FIRST_GAIN, HELDOUT_EXAMPLES, HO
 from lowrank.tasks.collapse import CONSTANT_TOLERANCE
 from lowrank.errors import LowrankError
 from lowrank.spectra import next_power_of_two
-from lowrank.analysis.results import (STATES, VERDICTS, ModelSufficiency, ModuleAnalysis, Probe, Recommendation,
-                                      Summary, Threshold, TypeSummary)
+from lowrank.analysis.data_records import STATES, ModelSufficiency, Probe
+from lowrank.analysis.results import VERDICTS, ModuleAnalysis, Recommendation, Summary, Threshold, TypeSummary
 
 OVERPROVISIONED_FRACTION = 0.5
 STATE_ADVICE = {"collapsed": "lower the learning rate", "not converged": "train longer"}

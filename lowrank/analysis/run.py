@@ -29,7 +29,8 @@ from lowrank.analysis import sketched_measures, subspaces
 from lowrank.weights import find_name, open_checkpoint
 from lowrank.analysis.data_verdict import data_verdict
 from lowrank.analysis.config import DTYPES, ENERGY_LEVELS, MIN_KEPT, AnalyzeConfig
-from lowrank.analysis.results import SCHEMA, AnalysisReport, Comparison, ModuleAnalysis, Sufficiency, TrainedInFull
+from lowrank.analysis.data_records import Sufficiency
+from lowrank.analysis.results import SCHEMA, AnalysisReport, Comparison, ModuleAnalysis, TrainedInFull
 from lowrank.analysis.decompose import Plan
 from lowrank.analysis.sharding import NotMain, gathered, merged, on_main, rank_device, shares
 from lowrank.analysis.sources import LoraSource, Update, open_source

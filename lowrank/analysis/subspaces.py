@@ -8,10 +8,11 @@ validated up front and bad ones raise :class:`LowrankError` naming the shapes.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
+from lowrank.analysis.record import Record
 from lowrank.errors import LowrankError
 from lowrank.gram import LeftBasis, left_basis, top_left_vectors
 from lowrank.spectra import SVD, checked_int, checked_matrix, shapes_of, top_singular_values
@@ -129,23 +130,8 @@ def grassmann_distance(angles: torch.Tensor) -> float:
 # --------------------------------------------------------------------------------------------- results
 
 
-class _Record:
-    """to_dict/from_dict for the frozen result dataclasses below (tuples become lists in JSON)."""
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise LowrankError(f"{cls.__name__} record lacks keys {missing}")
-        return cls(**{n: tuple(data[n]) if isinstance(data[n], list) else data[n] for n in names})
-
-
 @dataclass(frozen=True)
-class Amplification(_Record):
+class Amplification(Record):
     """Result of :func:`amplification`: ``||dW||_F``, ``||U^T W0 V||_F`` for dW's, W0's own and random top-r frames,
     and ``factor = delta_norm / projected_norm`` (LoRA paper section 7, Table 7)."""
 
@@ -209,7 +195,7 @@ def amplification(delta: SVD, W0: torch.Tensor, r: int, generator: torch.Generat
 
 
 @dataclass(frozen=True)
-class Intruders(_Record):
+class Intruders(Record):
     """Result of :func:`intruder_dimensions`: ``max_cos[i] = max_j |<u_i(W1), u_j(W0)>|`` for W1's top-``k`` left
     singular vectors, ``count`` of those below ``epsilon``, and ``floor = 1/sqrt(m)``, the least possible max_cos
     when W0's left singular vectors span ``R^m`` (``m <= n``)."""

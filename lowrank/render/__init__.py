@@ -13,7 +13,8 @@ from typing import TypeVar
 from lowrank.advice.sufficiency.trained_point import STILL_FALLING_DROP, STILL_FALLING_SE
 from lowrank.advice.sufficiency.verdict import HORIZON_FRACTION
 from lowrank.analysis.rank import module_type, share_text
-from lowrank.analysis.results import STATES, AnalysisReport, Comparison, ModuleAnalysis, Probe
+from lowrank.analysis.data_records import STATES, Probe
+from lowrank.analysis.results import AnalysisReport, Comparison, ModuleAnalysis
 
 VERDICT_CLASS = {"raise r": "raise", "adequate": "adequate", "lower r": "lower", "not judged": "unjudged"}
 KIND_TEXT = {"lora": "peft LoRA adapter", "full": "full fine-tune (W1 - W0)"}
